@@ -1,0 +1,575 @@
+"""Releases, deployments and their approvals: the four-eyes rules live here.
+
+State changes go through the methods on Deployment. Each one takes the row
+lock or makes a conditional UPDATE, checks the rules again under that lock,
+and writes its audit event in the same transaction, so two people clicking at
+once can never double-count an approval or skip a rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from deployments.choices import (
+    OPEN_STATUSES,
+    Channel,
+    Decision,
+    DeliveryStatus,
+    Kind,
+    NotificationEvent,
+    Status,
+    StepStatus,
+    Stream,
+)
+from environments.models import Application, Environment, FreezeOverride, Service
+from portal import audit
+from portal.choices import Role
+from portal.roles import Conflict, Forbidden, PolicyError, has_role
+
+# An image pinned by digest: anything before "@sha256:" and exactly 64 hex digits.
+IMAGE_REF_RE = re.compile(
+    r"^(?P<repository>[a-z0-9][a-z0-9._\-/:]*)@sha256:(?P<digest>[0-9a-f]{64})$"
+)
+COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}$")
+
+
+class Release(models.Model):
+    """A version of an application with one pinned image per service. Immutable."""
+
+    application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="releases")
+    version = models.CharField(max_length=64)
+    notes = models.TextField(blank=True)
+    commit = models.CharField(max_length=40, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "version"], name="release_unique_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application.slug} {self.version}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise PolicyError("Releases are immutable; register a new version instead.")
+        super().save(*args, **kwargs)
+
+    def artifact_map(self) -> dict[str, str]:
+        return {a.service.slug: a.image_ref for a in self.artifacts.all()}
+
+    @classmethod
+    def register(
+        cls,
+        application: Application,
+        version: str,
+        artifacts: dict[str, str],
+        user,
+        notes: str = "",
+        commit: str = "",
+    ) -> Release:
+        """Validate and store a release; every problem names the field it is about."""
+        if not any(has_role(user, env, Role.DEPLOYER) for env in application.environments.all()):
+            raise Forbidden("You need the deployer role in this application to register releases.")
+        version = (version or "").strip()
+        if not VERSION_RE.match(version):
+            raise PolicyError(
+                "Use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
+                field="version",
+            )
+        commit = (commit or "").strip().lower()
+        if commit and not COMMIT_RE.match(commit):
+            raise PolicyError("A commit is 7 to 40 hexadecimal digits.", field="commit")
+        if not isinstance(artifacts, dict):
+            raise PolicyError("Give an object mapping service slug to image.", field="artifacts")
+        services = {s.slug: s for s in application.services.all()}
+        unknown = sorted(set(artifacts) - set(services))
+        if unknown:
+            raise PolicyError(
+                f"Unknown service(s) for {application.slug}: {', '.join(unknown)}.",
+                field="artifacts",
+            )
+        missing = sorted(set(services) - set(artifacts))
+        if missing:
+            raise PolicyError(
+                f"Missing an image for service(s): {', '.join(missing)}.", field="artifacts"
+            )
+        for slug, ref in artifacts.items():
+            if not isinstance(ref, str) or not IMAGE_REF_RE.match(ref.strip()):
+                raise PolicyError(
+                    f"{slug}: pin the image by digest, as repository@sha256:<64 hex digits>.",
+                    field=f"artifacts.{slug}",
+                )
+        with transaction.atomic():
+            if cls.objects.filter(application=application, version=version).exists():
+                raise Conflict(
+                    f"{application.slug} {version} is already registered; releases are immutable.",
+                    field="version",
+                )
+            try:
+                with transaction.atomic():
+                    release = cls.objects.create(
+                        application=application,
+                        version=version,
+                        notes=notes or "",
+                        commit=commit,
+                        created_by=user,
+                    )
+            except Exception as exc:  # the unique constraint lost a race
+                from django.db import IntegrityError
+
+                if isinstance(exc, IntegrityError):
+                    raise Conflict(
+                        f"{application.slug} {version} is already registered.", field="version"
+                    ) from None
+                raise
+            Artifact.objects.bulk_create(
+                Artifact(release=release, service=services[slug], image_ref=ref.strip())
+                for slug, ref in sorted(artifacts.items())
+            )
+            audit.record(
+                "release.registered",
+                release,
+                application=application,
+                after={"version": version, "artifacts": artifacts, "commit": commit},
+            )
+        return release
+
+
+class Artifact(models.Model):
+    """The image a release pins for one service."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="artifacts")
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="+")
+    image_ref = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["service__slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["release", "service"], name="artifact_one_per_service")
+        ]
+
+    def __str__(self) -> str:
+        return self.image_ref
+
+    @property
+    def repository(self) -> str:
+        return self.image_ref.split("@", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.image_ref.split("@", 1)[1]
+
+
+def approval_digest(artifacts: dict[str, str], plan_sha256: str) -> str:
+    """What an approval is bound to: the exact images and the Terraform plan."""
+    content = json.dumps(
+        {"artifacts": artifacts, "plan_sha256": plan_sha256},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+class Deployment(models.Model):
+    """A request to put a release into an environment, and its whole life."""
+
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="deployments")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, related_name="deployments"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.DEPLOY)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLANNING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty for automatic rollbacks.",
+    )
+    reason = models.TextField()
+    # Approvals needed, frozen at request time: a later policy change does not
+    # alter a request already under review.
+    required_approvals = models.PositiveSmallIntegerField(default=0)
+    plan_sha256 = models.CharField(max_length=64, blank=True)
+    rollback_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="rollbacks"
+    )
+    freeze_override = models.ForeignKey(
+        FreezeOverride, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["environment", "status", "-finished_at"]),
+            models.Index(fields=["status", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.release} → {self.environment.slug}"
+
+    # -- what is being approved -------------------------------------------------
+
+    def artifact_map(self) -> dict[str, str]:
+        return self.release.artifact_map()
+
+    def approval_digest(self) -> str:
+        return approval_digest(self.artifact_map(), self.plan_sha256)
+
+    def valid_approvals(self) -> models.QuerySet:
+        """Approvals that still count: given for exactly what will ship now."""
+        return self.approvals.filter(decision=Decision.APPROVE, digest=self.approval_digest())
+
+    @property
+    def expires_at(self):
+        return self.created_at + timedelta(hours=self.environment.approval_ttl_hours)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    # -- requesting -------------------------------------------------------------
+
+    @classmethod
+    def request(
+        cls,
+        release: Release,
+        environment: Environment,
+        user,
+        reason: str,
+        kind: str = Kind.DEPLOY,
+    ) -> Deployment:
+        """Create a deployment request after checking every rule that applies."""
+        if not has_role(user, environment, Role.DEPLOYER):
+            raise Forbidden(f"You need the deployer role in {environment} to request this.")
+        if release.application_id != environment.application_id:
+            raise PolicyError(
+                f"{release} belongs to another application than {environment}.", field="release"
+            )
+        reason = (reason or "").strip()
+        if not reason:
+            raise PolicyError("Say why this deployment is needed.", field="reason")
+        if environment.require_previous_success and kind == Kind.DEPLOY:
+            previous = environment.previous()
+            if (
+                previous is not None
+                and not cls.objects.filter(
+                    release=release, environment=previous, status=Status.SUCCEEDED
+                ).exists()
+            ):
+                raise PolicyError(
+                    f"{release.version} must first succeed in {previous.slug} "
+                    f"before it may go to {environment.slug}.",
+                    field="release",
+                )
+        with transaction.atomic():
+            # Lock the environment row so freeze, override and duplicate checks
+            # and the insert happen as one step.
+            env = Environment.objects.select_for_update().get(pk=environment.pk)
+            override = None
+            freeze = env.active_freeze()
+            if freeze is not None:
+                override = env.active_override()
+                if override is None:
+                    window, until = freeze
+                    raise PolicyError(
+                        f"{env} is frozen until {until:%Y-%m-%d %H:%M %Z} ({window.reason}). "
+                        "An admin can request a break-glass override.",
+                        field="environment",
+                    )
+            if cls.objects.filter(
+                release=release, environment=env, status__in=OPEN_STATUSES
+            ).exists():
+                raise Conflict(
+                    f"{release.version} already has an open request for {env.slug}.",
+                    field="release",
+                )
+            required = (
+                env.required_approvals if kind == Kind.DEPLOY else env.rollback_required_approvals
+            )
+            deployment = cls.objects.create(
+                release=release,
+                environment=env,
+                kind=kind,
+                requested_by=user,
+                reason=reason,
+                required_approvals=required,
+                freeze_override=override,
+                status=Status.AWAITING_APPROVAL if required else Status.QUEUED,
+                queued_at=None if required else timezone.now(),
+            )
+            audit.record(
+                "deployment.requested",
+                deployment,
+                after={
+                    "release": release.version,
+                    "kind": kind,
+                    "status": deployment.status,
+                    "reason": reason,
+                    "artifacts": deployment.artifact_map(),
+                    "policy": env.policy_snapshot(),
+                    "freeze_override": override.pk if override else None,
+                },
+            )
+            if required:
+                from deployments import notifications
+
+                notifications.announce(deployment, NotificationEvent.APPROVAL_NEEDED)
+        return deployment
+
+    # -- approving --------------------------------------------------------------
+
+    def _lock(self) -> None:
+        """Take the row lock, then reload: every rule is checked on fresh data."""
+        Deployment.objects.select_for_update().filter(pk=self.pk).values_list("pk").first()
+        self.refresh_from_db()
+
+    def _check_approver(self, user) -> None:
+        env = self.environment
+        if self.requested_by_id is not None and user.pk == self.requested_by_id:
+            raise Forbidden("You requested this deployment; someone else must approve it.")
+        if not has_role(user, env, Role.APPROVER):
+            raise Forbidden(f"You need the approver role in {env} to decide this.")
+        if env.approver_group_id and not user.groups.filter(pk=env.approver_group_id).exists():
+            raise Forbidden(f"Only members of {env.approver_group.name} may approve in {env}.")
+
+    def _expire_if_stale(self) -> bool:
+        if self.status == Status.AWAITING_APPROVAL and timezone.now() >= self.expires_at:
+            self._set_status(Status.EXPIRED, "deployment.expired", finished_at=timezone.now())
+            return True
+        return False
+
+    def _set_status(self, status: str, action: str, **fields) -> None:
+        """Move to `status` (caller holds the row lock) and record it."""
+        before = self.status
+        Deployment.objects.filter(pk=self.pk).update(status=status, **fields)
+        self.status = status
+        for name, value in fields.items():
+            setattr(self, name, value)
+        audit.record(
+            action,
+            self,
+            before={"status": before},
+            after={"status": status, **{k: v for k, v in fields.items() if k in ("error",)}},
+        )
+
+    def _second_group_satisfied(self, approvals) -> bool:
+        group_id = self.environment.second_approver_group_id
+        if not group_id:
+            return True
+        return approvals.filter(user__groups__id=group_id).exists()
+
+    def approve(self, user, comment: str = "") -> Approval:
+        """Record user's approval; release the deployment when the policy is met."""
+        with transaction.atomic():
+            self._lock()
+            if self._expire_if_stale():
+                raise PolicyError("This request has expired; request the deployment again.")
+            if self.status != Status.AWAITING_APPROVAL:
+                raise Conflict(
+                    f"This deployment is {self.get_status_display().lower()}, "
+                    "not awaiting approval."
+                )
+            self._check_approver(user)
+            digest = self.approval_digest()
+            if self.approvals.filter(user=user).exists():
+                raise Conflict("You have already decided on this deployment.")
+            approval = Approval.objects.create(
+                deployment=self, user=user, decision=Decision.APPROVE,
+                comment=(comment or "").strip(), digest=digest,
+            )  # fmt: skip
+            valid = self.valid_approvals()
+            count = valid.count()
+            audit.record(
+                "deployment.approved",
+                self,
+                after={
+                    "approver": user.get_username(),
+                    "digest": digest,
+                    "plan_sha256": self.plan_sha256,
+                    "artifacts": self.artifact_map(),
+                    "count": count,
+                    "required": self.required_approvals,
+                    "comment": approval.comment,
+                },
+            )
+            if count >= self.required_approvals and self._second_group_satisfied(valid):
+                freeze = self.environment.active_freeze()
+                if freeze and not self.environment.active_override():
+                    window, until = freeze
+                    raise PolicyError(
+                        f"{self.environment} is frozen until {until:%Y-%m-%d %H:%M %Z} "
+                        f"({window.reason}); approve again after the freeze."
+                    )
+                self._set_status(Status.QUEUED, "deployment.queued", queued_at=timezone.now())
+                from deployments import notifications
+
+                notifications.announce(self, NotificationEvent.APPROVED)
+        return approval
+
+    def reject(self, user, comment: str = "") -> Approval:
+        """A rejection by any eligible approver ends the request."""
+        with transaction.atomic():
+            self._lock()
+            if self.status != Status.AWAITING_APPROVAL:
+                raise Conflict(
+                    f"This deployment is {self.get_status_display().lower()}, "
+                    "not awaiting approval."
+                )
+            self._check_approver(user)
+            comment = (comment or "").strip()
+            if not comment:
+                raise PolicyError("Say why you reject this deployment.", field="comment")
+            if self.approvals.filter(user=user).exists():
+                raise Conflict("You have already decided on this deployment.")
+            approval = Approval.objects.create(
+                deployment=self, user=user, decision=Decision.REJECT,
+                comment=comment, digest=self.approval_digest(),
+            )  # fmt: skip
+            self._set_status(Status.REJECTED, "deployment.rejected", finished_at=timezone.now())
+            audit.record(
+                "deployment.rejection_reason",
+                self,
+                after={"approver": user.get_username(), "comment": comment},
+            )
+            from deployments import notifications
+
+            notifications.announce(self, NotificationEvent.REJECTED)
+        return approval
+
+    def cancel(self, user, comment: str = "") -> None:
+        """The requester or an environment admin withdraws a request not yet running."""
+        with transaction.atomic():
+            self._lock()
+            if user.pk != self.requested_by_id and not has_role(user, self.environment, Role.ADMIN):
+                raise Forbidden("Only the requester or an admin of this environment may cancel.")
+            if self.status not in (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED):
+                raise Conflict(
+                    f"This deployment is {self.get_status_display().lower()}; it cannot be "
+                    "cancelled now."
+                )
+            self._set_status(
+                Status.CANCELLED,
+                "deployment.cancelled",
+                finished_at=timezone.now(),
+                error=(comment or "").strip()[:1000],
+            )
+
+    def expire(self) -> bool:
+        """Expire a request past its approval window (housekeeping job)."""
+        with transaction.atomic():
+            self._lock()
+            return self._expire_if_stale()
+
+
+class Approval(models.Model):
+    """One person's decision on a deployment, bound to what they saw."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="approvals")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    digest = models.CharField(
+        max_length=64, help_text="SHA-256 of the artifacts and plan hash approved."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "user"], name="approval_one_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.decision} #{self.deployment_id}"
+
+
+class Notification(models.Model):
+    """One message about a deployment to one channel; a row per delivery job."""
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="notifications"
+    )
+    event = models.CharField(max_length=20, choices=NotificationEvent.choices)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    recipients = models.JSONField(default=list, blank=True)
+    status = models.CharField(
+        max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event} via {self.channel} for #{self.deployment_id}"
+
+
+class StepRun(models.Model):
+    """One step of one deployment's run."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="step_runs")
+    order = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16)
+    phase = models.CharField(max_length=8, default="deploy")  # plan | deploy
+    status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "phase", "order"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "phase", "order"], name="steprun_unique_order"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.deployment_id} {self.order}. {self.name}"
+
+
+class LogLine(models.Model):
+    """A line of a deployment's output, numbered so viewers never miss or repeat one."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="log_lines")
+    seq = models.PositiveIntegerField()
+    step = models.ForeignKey(StepRun, null=True, on_delete=models.CASCADE, related_name="+")
+    stream = models.CharField(max_length=6, choices=Stream.choices, default=Stream.STDOUT)
+    text = models.TextField()
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deployment", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "seq"], name="logline_unique_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.deployment_id}:{self.seq} {self.text[:60]}"

@@ -1,0 +1,43 @@
+from django.db import models
+
+
+class Tier(models.TextChoices):
+    """How close to customers an environment is; drives defaults and dashboard order."""
+
+    DEVELOPMENT = "development", "Development"
+    STAGING = "staging", "Staging"
+    PRODUCTION = "production", "Production"
+
+
+class FreezeKind(models.TextChoices):
+    ONE_OFF = "one_off", "One-off"
+    WEEKLY = "weekly", "Weekly"
+
+
+class OverrideStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting second approver"
+    ACTIVE = "active", "Active"
+    REJECTED = "rejected", "Rejected"
+    REVOKED = "revoked", "Revoked"
+
+
+class StepKind(models.TextChoices):
+    TERRAFORM = "terraform", "Terraform plan/apply"
+    ECS_ROLLING = "ecs_rolling", "ECS rolling update"
+    ECS_BLUE_GREEN = "ecs_blue_green", "ECS blue/green"
+    K8S_ROLLING = "k8s_rolling", "Kubernetes rolling update"
+    RDS_SNAPSHOT = "rds_snapshot", "RDS snapshot"
+    COMMAND = "command", "Command"
+    HTTP_CHECK = "http_check", "HTTP check"
+    BAKE = "bake", "Bake (watch alarms)"
+
+
+TIER_COLOURS = {Tier.DEVELOPMENT: "grey", Tier.STAGING: "blue", Tier.PRODUCTION: "red"}
+OVERRIDE_COLOURS = {
+    OverrideStatus.PENDING: "amber",
+    OverrideStatus.ACTIVE: "red",
+    OverrideStatus.REJECTED: "grey",
+    OverrideStatus.REVOKED: "grey",
+}
+WEEKDAYS = [(0, "Monday"), (1, "Tuesday"), (2, "Wednesday"), (3, "Thursday"),
+            (4, "Friday"), (5, "Saturday"), (6, "Sunday")]  # fmt: skip

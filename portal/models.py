@@ -1,0 +1,153 @@
+"""Who may do what (roles, API tokens) and the tamper-evident audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from portal.choices import Role
+
+
+class Membership(models.Model):
+    """A user's role in one environment. Every permission check starts here."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    environment = models.ForeignKey(
+        "environments.Environment", on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "environment", "role"], name="membership_unique_role"
+            )
+        ]
+        indexes = [models.Index(fields=["environment", "role"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} in {self.environment}"
+
+
+TOKEN_PREFIX = "gty_"
+
+
+def hash_token(key: str) -> str:
+    # The key carries 256 random bits, so a plain SHA-256 is enough: there is
+    # nothing to brute-force, unlike a password.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A per-user API token. Only its SHA-256 is stored; the key is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # The first characters of the key, so a user can tell tokens apart.
+    hint = models.CharField(max_length=12, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @classmethod
+    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
+        """Create a token for user; returns the row and the clear key (never stored)."""
+        from portal import audit
+
+        key = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, key_hash=hash_token(key), hint=key[:10])
+        audit.record(
+            "token.issued", token, after={"user": user.username, "name": name, "hint": token.hint}
+        )
+        return token, key
+
+    def revoke(self) -> bool:
+        """Revoke the token; returns False when it was already revoked."""
+        from portal import audit
+
+        now = timezone.now()
+        updated = ApiToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        if updated:
+            self.revoked_at = now
+            audit.record("token.revoked", self, before={"active": True}, after={"active": False})
+        return bool(updated)
+
+
+class AuditEvent(models.Model):
+    """One entry of the append-only audit trail.
+
+    `hash` is HMAC-SHA256(AUDIT_KEY, canonical content + prev_hash). The key is
+    not in the database, so editing, deleting or re-chaining rows without it is
+    caught by `manage.py verify_audit`. The database itself refuses UPDATE and
+    DELETE on this table (triggers in the migration).
+
+    Actor, application and environment are kept as plain values next to loose
+    references: the trail must outlive the users and objects it speaks of.
+    """
+
+    seq = models.BigIntegerField(unique=True, editable=False)
+    at = models.DateTimeField(editable=False, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    application = models.ForeignKey(
+        "environments.Application",
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    environment = models.ForeignKey(
+        "environments.Environment",
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    before = models.JSONField(null=True)
+    after = models.JSONField(null=True)
+    ip = models.GenericIPAddressField(null=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [
+            models.Index(fields=["actor_name", "-seq"]),
+            models.Index(fields=["environment", "-seq"]),
+            models.Index(fields=["application", "-seq"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.target_repr}"

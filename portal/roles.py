@@ -1,0 +1,80 @@
+"""Permission checks by role in an environment. Every view, endpoint and
+socket goes through these; none checks roles on its own."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from portal.choices import Role
+
+
+class PolicyError(Exception):
+    """A request the rules refuse; the message tells the user why and what to do."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None, status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class Forbidden(PolicyError):
+    status_code = 403
+
+
+class Conflict(PolicyError):
+    status_code = 409
+
+
+def roles_in(user, environment) -> set[str]:
+    if not user.is_authenticated or not user.is_active:
+        return set()
+    cache = user.__dict__.setdefault("_gantry_roles", {})
+    env_id = getattr(environment, "pk", environment)
+    if env_id not in cache:
+        from portal.models import Membership
+
+        cache[env_id] = set(
+            Membership.objects.filter(user=user, environment_id=env_id).values_list(
+                "role", flat=True
+            )
+        )
+    return cache[env_id]
+
+
+def has_role(user, environment, *roles: str) -> bool:
+    """True if the user holds any of `roles` in the environment.
+
+    Superusers see and administer everything, but deploying and approving
+    always need an explicit membership: separation of duties is not waived.
+    """
+    if user.is_authenticated and user.is_superuser and set(roles) & {Role.VIEWER, Role.ADMIN}:
+        return True
+    held = roles_in(user, environment)
+    if Role.ADMIN in held:
+        return True
+    # Every role implies read access.
+    if Role.VIEWER in roles and held:
+        return True
+    return bool(held & set(roles))
+
+
+def visible_environments(user) -> QuerySet:
+    from environments.models import Environment
+
+    qs = Environment.objects.all()
+    if user.is_superuser:
+        return qs
+    return qs.filter(memberships__user=user).distinct()
+
+
+def visible_applications(user) -> QuerySet:
+    from environments.models import Application
+
+    qs = Application.objects.all()
+    if user.is_superuser:
+        return qs
+    return qs.filter(environments__memberships__user=user).distinct()

@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from portal import audit_views, views
+
+urlpatterns = [
+    path("", include("environments.urls")),
+    path("", include("deployments.urls")),
+    path("login/", views.SignInView.as_view(), name="login"),
+    path("logout/", views.sign_out, name="logout"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
+    path("health/live", views.health_live, name="health-live"),
+    path("health/ready", views.health_ready, name="health-ready"),
+    path("audit/", audit_views.audit_list, name="audit"),
+    path("audit/export.csv", audit_views.export_csv, name="audit-export-csv"),
+    path("audit/export.json", audit_views.export_json, name="audit-export-json"),
+    path("api/v1/", include("portal.api_urls")),
+    path("admin/", admin.site.urls),
+]

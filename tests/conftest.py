@@ -1,0 +1,83 @@
+"""Shared fixtures: the fraud-detector catalog of seeds 001/002 and named users.
+
+Users (as in the demo): alice deploys; bob and carol approve; dave only views;
+erin administers; mallory has no role anywhere (the outsider).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+
+from deployments.models import Release
+from environments.choices import Tier
+from environments.models import Application, Environment, Service
+from portal.choices import Role
+from portal.models import Membership
+
+DIGEST = "sha256:" + "a" * 64
+ECR = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"
+
+
+def image(service: str, digest_char: str = "a") -> str:
+    return f"{ECR}/{service}@sha256:{digest_char * 64}"
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request):
+    if "django_db_setup" in request.fixturenames or "db" in request.fixturenames:
+        assert connection.vendor == "postgresql", "the suite runs on PostgreSQL (DATABASE_URL)"
+
+
+@pytest.fixture
+def users(db) -> dict[str, User]:
+    made = {}
+    for name in ("alice", "bob", "carol", "dave", "erin", "mallory"):
+        made[name] = User.objects.create_user(name, f"{name}@example.com", "correct-horse-battery")
+    return made
+
+
+@pytest.fixture
+def catalog(users) -> Application:
+    """fraud-detector with its three services and dev → staging → production."""
+    app = Application.objects.create(slug="fraud-detector", name="Fraud Detector")
+    for slug in ("fraud-api", "fraud-ml", "fraud-worker"):
+        Service.objects.create(application=app, slug=slug, name=slug)
+    Group.objects.create(name="risk")
+    envs = [
+        Environment.objects.create(application=app, slug="dev", name="Development", order=1,
+                                   tier=Tier.DEVELOPMENT, required_approvals=0),
+        Environment.objects.create(application=app, slug="staging", name="Staging", order=2,
+                                   tier=Tier.STAGING, required_approvals=1),
+        Environment.objects.create(application=app, slug="production", name="Production",
+                                   order=3, tier=Tier.PRODUCTION, required_approvals=2,
+                                   require_previous_success=True, rollback_required_approvals=1),
+    ]  # fmt: skip
+    for env in envs:
+        grant(users["alice"], env, Role.DEPLOYER)
+        grant(users["dave"], env, Role.VIEWER)
+        grant(users["erin"], env, Role.ADMIN)
+        grant(users["bob"], env, Role.APPROVER)
+        grant(users["carol"], env, Role.APPROVER)
+    return app
+
+
+def grant(user: User, env: Environment, role: str) -> Membership:
+    return Membership.objects.create(user=user, environment=env, role=role)
+
+
+def env(app: Application, slug: str) -> Environment:
+    return app.environments.get(slug=slug)
+
+
+@pytest.fixture
+def release(catalog, users) -> Release:
+    return Release.register(
+        catalog,
+        "1.4.0",
+        {s: image(s) for s in ("fraud-api", "fraud-ml", "fraud-worker")},
+        users["alice"],
+        notes="Bedrock timeout raised to 5 s",
+        commit="3f9c2ab",
+    )

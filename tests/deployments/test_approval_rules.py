@@ -1,0 +1,143 @@
+"""The four-eyes rules on the Deployment model, including real concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import IntegrityError, connection, connections, transaction
+
+from deployments.choices import Status
+from deployments.models import Approval, Deployment
+from portal.models import AuditEvent
+from portal.roles import Conflict, Forbidden, PolicyError
+from tests.conftest import env, grant
+
+
+def request(release, users, slug="staging", who="alice"):
+    return Deployment.request(release, env(release.application, slug), users[who], "hotfix")
+
+
+def test_it_waits_for_approval_and_queues_on_the_nth(release, users):
+    deployment = request(release, users)
+    assert deployment.status == Status.AWAITING_APPROVAL
+    deployment.approve(users["bob"], "looks right")
+    deployment.refresh_from_db()
+    assert deployment.status == Status.QUEUED
+    actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
+    assert actions[-3:] == ["deployment.requested", "deployment.approved", "deployment.queued"]
+
+
+def test_it_queues_at_once_without_required_approvals(release, users):
+    deployment = request(release, users, slug="dev")
+    assert deployment.status == Status.QUEUED
+
+
+def test_it_refuses_self_approval(release, users, catalog):
+    grant(users["alice"], env(catalog, "staging"), "approver")
+    deployment = request(release, users)
+    with pytest.raises(Forbidden, match="someone else"):
+        deployment.approve(users["alice"])
+    assert not Approval.objects.exists()
+
+
+def test_the_database_refuses_a_requester_approval_written_directly(release, users):
+    deployment = request(release, users)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Approval.objects.create(deployment=deployment, user=users["alice"], decision="approve",
+                                digest="x")  # fmt: skip
+
+
+def test_it_counts_one_person_once(release, users, catalog):
+    production = env(catalog, "production")
+    production.require_previous_success = False
+    production.save()
+    deployment = request(release, users, slug="production")
+    deployment.approve(users["bob"])
+    with pytest.raises(Conflict):
+        deployment.approve(users["bob"])
+    deployment.refresh_from_db()
+    assert deployment.status == Status.AWAITING_APPROVAL
+    deployment.approve(users["carol"])
+    deployment.refresh_from_db()
+    assert deployment.status == Status.QUEUED
+
+
+def test_it_refuses_viewers_and_outsiders(release, users):
+    deployment = request(release, users)
+    for name in ("dave", "mallory"):
+        with pytest.raises(Forbidden):
+            deployment.approve(users[name])
+
+
+def test_a_rejection_ends_the_request(release, users):
+    deployment = request(release, users)
+    deployment.reject(users["bob"], "wrong build")
+    deployment.refresh_from_db()
+    assert deployment.status == Status.REJECTED
+    with pytest.raises(Conflict):
+        deployment.approve(users["carol"])
+
+
+def test_approvals_are_void_when_what_ships_changes(release, users, catalog):
+    production = env(catalog, "production")
+    production.require_previous_success = False
+    production.save()
+    deployment = request(release, users, slug="production")
+    deployment.approve(users["bob"])
+    # The engine records a new Terraform plan: bob's approval no longer matches.
+    Deployment.objects.filter(pk=deployment.pk).update(plan_sha256="b" * 64)
+    deployment.refresh_from_db()
+    assert deployment.valid_approvals().count() == 0
+    deployment.approve(users["carol"])
+    deployment.refresh_from_db()
+    assert deployment.status == Status.AWAITING_APPROVAL
+
+
+def test_production_needs_success_in_staging_first(release, users):
+    with pytest.raises(PolicyError, match="must first succeed in staging"):
+        request(release, users, slug="production")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_approvals_transition_exactly_once(catalog, users):
+    """bob and carol approve at the same instant from separate connections."""
+    from deployments.models import Release
+    from tests.conftest import image
+
+    release = Release.register(
+        catalog, "2.0.0", {s: image(s) for s in ("fraud-api", "fraud-ml", "fraud-worker")},
+        users["alice"],
+    )  # fmt: skip
+    production = env(catalog, "production")
+    production.require_previous_success = False
+    production.save()
+    for attempt in range(5):
+        deployment = Deployment.request(release, production, users["alice"], f"try {attempt}")
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def approve(name: str, pk: int = deployment.pk) -> None:
+            try:
+                barrier.wait()
+                Deployment.objects.get(pk=pk).approve(users[name])
+            except Exception as exc:  # collected and asserted below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=approve, args=(n,)) for n in ("bob", "carol")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        deployment.refresh_from_db()
+        assert deployment.status == Status.QUEUED
+        assert deployment.approvals.count() == 2
+        queued = AuditEvent.objects.filter(
+            action="deployment.queued", target_id=str(deployment.pk)
+        ).count()
+        assert queued == 1
+        deployment.cancel(users["alice"])
+    assert connection.vendor == "postgresql"
