@@ -37,7 +37,8 @@ def decrypt(token: str) -> str:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken:
         raise ImproperlyConfigured(
-            "An encrypted field cannot be decrypted: was FIELD_ENCRYPTION_KEY or SECRET_KEY changed?"
+            "An encrypted field cannot be decrypted: "
+            "was FIELD_ENCRYPTION_KEY or SECRET_KEY changed?"
         ) from None
 
 

@@ -117,7 +117,7 @@ def test_two_simultaneous_approvals_transition_exactly_once(catalog, users):
         barrier = threading.Barrier(2)
         errors: list[Exception] = []
 
-        def approve(name: str, pk: int = deployment.pk) -> None:
+        def approve(name: str, pk=deployment.pk, barrier=barrier, errors=errors) -> None:
             try:
                 barrier.wait()
                 Deployment.objects.get(pk=pk).approve(users[name])
