@@ -144,6 +144,7 @@ class Release(models.Model):
             audit.record(
                 "release.registered",
                 release,
+                actor=user,
                 application=application,
                 after={"version": version, "artifacts": artifacts, "commit": commit},
             )
@@ -322,6 +323,7 @@ class Deployment(models.Model):
             audit.record(
                 "deployment.requested",
                 deployment,
+                actor=user,
                 after={
                     "release": release.version,
                     "kind": kind,
@@ -360,19 +362,19 @@ class Deployment(models.Model):
             return True
         return False
 
-    def _set_status(self, status: str, action: str, **fields) -> None:
-        """Move to `status` (caller holds the row lock) and record it."""
+    def _set_status(
+        self, status: str, action: str, actor=None, detail: dict | None = None, **fields
+    ) -> None:
+        """Move to `status` (the caller holds the row lock) and record it."""
         before = self.status
         Deployment.objects.filter(pk=self.pk).update(status=status, **fields)
         self.status = status
         for name, value in fields.items():
             setattr(self, name, value)
-        audit.record(
-            action,
-            self,
-            before={"status": before},
-            after={"status": status, **{k: v for k, v in fields.items() if k in ("error",)}},
-        )
+        after = {"status": status, **(detail or {})}
+        if fields.get("error"):
+            after["error"] = fields["error"]
+        audit.record(action, self, actor=actor, before={"status": before}, after=after)
 
     def _second_group_satisfied(self, approvals) -> bool:
         group_id = self.environment.second_approver_group_id
@@ -399,11 +401,12 @@ class Deployment(models.Model):
                 deployment=self, user=user, decision=Decision.APPROVE,
                 comment=(comment or "").strip(), digest=digest,
             )  # fmt: skip
-            valid = self.valid_approvals()
+            valid = self.valid_approvals().select_related("user")
             count = valid.count()
             audit.record(
                 "deployment.approved",
                 self,
+                actor=user,
                 after={
                     "approver": user.get_username(),
                     "digest": digest,
@@ -422,7 +425,13 @@ class Deployment(models.Model):
                         f"{self.environment} is frozen until {until:%Y-%m-%d %H:%M %Z} "
                         f"({window.reason}); approve again after the freeze."
                     )
-                self._set_status(Status.QUEUED, "deployment.queued", queued_at=timezone.now())
+                self._set_status(
+                    Status.QUEUED,
+                    "deployment.queued",
+                    actor=user,
+                    detail={"approvers": sorted(a.user.get_username() for a in valid)},
+                    queued_at=timezone.now(),
+                )
                 from deployments import notifications
 
                 notifications.announce(self, NotificationEvent.APPROVED)
@@ -447,11 +456,12 @@ class Deployment(models.Model):
                 deployment=self, user=user, decision=Decision.REJECT,
                 comment=comment, digest=self.approval_digest(),
             )  # fmt: skip
-            self._set_status(Status.REJECTED, "deployment.rejected", finished_at=timezone.now())
-            audit.record(
-                "deployment.rejection_reason",
-                self,
-                after={"approver": user.get_username(), "comment": comment},
+            self._set_status(
+                Status.REJECTED,
+                "deployment.rejected",
+                actor=user,
+                detail={"comment": comment, "digest": approval.digest},
+                finished_at=timezone.now(),
             )
             from deployments import notifications
 
@@ -472,6 +482,7 @@ class Deployment(models.Model):
             self._set_status(
                 Status.CANCELLED,
                 "deployment.cancelled",
+                actor=user,
                 finished_at=timezone.now(),
                 error=(comment or "").strip()[:1000],
             )

@@ -288,6 +288,7 @@ class FreezeOverride(models.Model):
             audit.record(
                 action,
                 self,
+                actor=user,
                 before={"status": OverrideStatus.PENDING},
                 after={"status": status, "expires_at": expires, "reason": self.reason},
             )
@@ -316,6 +317,7 @@ class FreezeOverride(models.Model):
             audit.record(
                 "freeze_override.requested",
                 override,
+                actor=user,
                 after={
                     "reason": override.reason,
                     "duration_minutes": duration // timedelta(minutes=1),
