@@ -384,15 +384,18 @@ class Deployment(models.Model):
 
     def approve(self, user, comment: str = "") -> Approval:
         """Record user's approval; release the deployment when the policy is met."""
+        # Expire in a transaction of its own, so the refusal below cannot undo it.
+        if self.expire():
+            raise PolicyError("This request has expired; request the deployment again.")
         with transaction.atomic():
             self._lock()
-            if self._expire_if_stale():
-                raise PolicyError("This request has expired; request the deployment again.")
             if self.status != Status.AWAITING_APPROVAL:
                 raise Conflict(
                     f"This deployment is {self.get_status_display().lower()}, "
                     "not awaiting approval."
                 )
+            if timezone.now() >= self.expires_at:
+                raise PolicyError("This request has expired; request the deployment again.")
             self._check_approver(user)
             digest = self.approval_digest()
             if self.approvals.filter(user=user).exists():
