@@ -1,3 +1,9 @@
-"""WebSocket routes (consumers arrive with the deploy engine and the dashboard)."""
+"""WebSocket routes. Each consumer checks the user's role before it subscribes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from deployments.consumers import DeploymentLogConsumer
+
+websocket_urlpatterns = [
+    path("ws/deployments/<int:pk>/logs/", DeploymentLogConsumer.as_asgi()),
+]

@@ -1,0 +1,200 @@
+"""`command` steps (an ansible-playbook, a migration, a pipeline CLI), and the
+subprocess streaming that the terraform runner shares.
+
+Commands are argv lists, never shell strings: a value from a release or an
+environment can't turn into shell syntax.
+
+Config::
+
+    {"argv": ["ansible-playbook", "site.yml", "-e", "version=${release.version}"],
+     "env": {"DB_PASSWORD": "${secret.db_password}"}, "cwd": "ops",
+     "timeout_seconds": 600, "ok_exit_codes": [0],
+     "rollback_argv": ["ansible-playbook", "rollback.yml"]}
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from deployments.runners.base import (
+    ConfigError,
+    Deadline,
+    Runner,
+    StepCancelled,
+    StepContext,
+    StepFailed,
+    get_number,
+    get_str,
+    get_str_list,
+    get_str_map,
+    reject_unknown,
+    require_mapping,
+)
+
+# The worker's own environment holds the portal's secrets (database URL,
+# SECRET_KEY); a step only inherits what tools need to find things.
+INHERITED_ENV = (
+    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER",
+    "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "KUBECONFIG", "KUBE_API_URL",
+)  # fmt: skip
+
+GRACE_SECONDS = 10.0
+
+
+def base_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env.update(extra or {})
+    return env
+
+
+def _pump(pipe, stream: str, lines: queue.Queue) -> None:
+    """Reader thread: forward each line as soon as the process prints it."""
+    with pipe:
+        for raw in iter(pipe.readline, b""):
+            lines.put((stream, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+    lines.put((stream, None))
+
+
+def _stop(process: subprocess.Popen, first_signal: int, grace: float) -> None:
+    """Ask the whole process group to stop, then kill it if it won't."""
+    try:
+        os.killpg(process.pid, first_signal)
+        process.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        process.wait()
+
+
+def stream_process(
+    ctx: StepContext,
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    stop_signal: int = signal.SIGTERM,
+    grace: float = GRACE_SECONDS,
+) -> tuple[int, list[str]]:
+    """Run argv, handing every stdout/stderr line to `ctx.log` as it is printed.
+
+    Returns the exit code and the stderr lines (for error messages). On cancel
+    or timeout the process group gets `stop_signal`, then SIGKILL after
+    `grace` seconds. `ctx.log` is only ever called from this thread.
+    """
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env if env is not None else base_environment(),
+            start_new_session=True,  # its own process group, so we can stop children too
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        raise StepFailed(f"Could not start {argv[0]}: {exc.strerror or exc}.") from None
+    lines: queue.Queue = queue.Queue()
+    readers = [
+        threading.Thread(target=_pump, args=(process.stdout, "stdout", lines), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, "stderr", lines), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    deadline = Deadline(timeout) if timeout else None
+    stderr_lines: list[str] = []
+    open_streams = 2
+    stopped_because: str | None = None
+    while open_streams:
+        try:
+            stream, text = lines.get(timeout=0.1)
+        except queue.Empty:
+            if stopped_because is None:
+                if ctx.cancelled.is_set():
+                    stopped_because = "cancelled"
+                elif deadline is not None and deadline.passed:
+                    stopped_because = "timeout"
+                if stopped_because:
+                    ctx.log(f"Stopping {argv[0]} ({stopped_because}).", "system")
+                    # Stop in the background so we keep draining its output meanwhile.
+                    threading.Thread(
+                        target=_stop, args=(process, stop_signal, grace), daemon=True
+                    ).start()
+            continue
+        if text is None:
+            open_streams -= 1
+            continue
+        if stream == "stderr":
+            stderr_lines.append(text)
+        ctx.log(text, stream)
+    returncode = process.wait()
+    if stopped_because == "cancelled":
+        raise StepCancelled(f"Cancelled; {argv[0]} was stopped (exit code {returncode}).")
+    if stopped_because == "timeout":
+        raise StepFailed(f"{argv[0]} did not finish within {timeout:g} s and was stopped.")
+    return returncode, stderr_lines
+
+
+class CommandRunner(Runner):
+    kind = "command"
+    keys = ("argv", "env", "cwd", "timeout_seconds", "ok_exit_codes", "rollback_argv")
+
+    def validate_config(self, config: dict) -> dict:
+        config = require_mapping(config)
+        reject_unknown(config, self.keys)
+        argv = get_str_list(config, "argv")
+        if not argv:
+            raise ConfigError("argv", "must name a program")
+        ok_codes = config.get("ok_exit_codes", [0])
+        if not isinstance(ok_codes, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in ok_codes
+        ):
+            raise ConfigError("ok_exit_codes", "must be a list of integers")
+        cwd = get_str(config, "cwd", "")
+        if cwd and (Path(cwd).is_absolute() or ".." in Path(cwd).parts):
+            raise ConfigError("cwd", "must be a path inside the step's working directory")
+        return {
+            "argv": argv,
+            "env": get_str_map(config, "env"),
+            "cwd": cwd,
+            "timeout_seconds": get_number(config, "timeout_seconds", 600, 1),
+            "ok_exit_codes": ok_codes or [0],
+            "rollback_argv": get_str_list(config, "rollback_argv", []),
+        }
+
+    def run(self, ctx: StepContext) -> dict:
+        config = self.config(ctx)
+        return self._run_argv(ctx, config, config["argv"])
+
+    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+        config = self.config(ctx)
+        if not config["rollback_argv"]:
+            ctx.log("No rollback command configured; nothing to undo.", "system")
+            return {"skipped": True}
+        return self._run_argv(ctx, config, config["rollback_argv"])
+
+    def _run_argv(self, ctx: StepContext, config: dict, argv: list[str]) -> dict:
+        cwd = ctx.workdir / config["cwd"] if config["cwd"] else ctx.workdir
+        # Log the argv as configured, before `${secret.…}` references are filled in.
+        ctx.log(f"$ {shlex.join(argv)}  (in {cwd})", "system")
+        argv = ctx.expand(argv)
+        env = base_environment(ctx.expand(config["env"]))
+        returncode, stderr_lines = stream_process(
+            ctx, argv, env=env, cwd=cwd, timeout=config["timeout_seconds"]
+        )
+        if returncode not in config["ok_exit_codes"]:
+            last = f": {stderr_lines[-1]}" if stderr_lines else ""
+            raise StepFailed(f"{argv[0]} exited with code {returncode}{last}")
+        return {"exit_code": returncode}

@@ -1,0 +1,149 @@
+"""`http_check` steps: poll health URLs until each answers 2xx, then optionally
+send one smoke request (seed 002's `POST /predict` with a JSON body).
+
+Config::
+
+    {"urls": ["https://staging.example.com/health/ready"],   # default: the environment's
+     "timeout_seconds": 120, "interval_seconds": 5, "request_timeout_seconds": 5,
+     "smoke": {"url": "https://staging.example.com/predict", "method": "POST",
+               "json": {"amount": 120.5, "merchant": "m-1"},
+               "expect_status": 200, "expect_keys": ["fraud_probability"]}}
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+from deployments.runners.base import (
+    ConfigError,
+    Deadline,
+    Runner,
+    StepContext,
+    StepFailed,
+    get_number,
+    get_str,
+    get_str_list,
+    nested,
+    reject_unknown,
+    require_mapping,
+)
+
+USER_AGENT = "gantry-deploy/1 (http_check)"
+
+
+def _check_url(key: str, url: str) -> str:
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise ConfigError(key, f"{url!r} is not an http(s) URL")
+    return url
+
+
+def fetch(url: str, timeout: float, method: str = "GET", body: dict | None = None):
+    """One request; returns (status, body text) or (None, reason) if unreachable."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("User-Agent", USER_AGENT)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(65536).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as error:
+        return None, str(getattr(error, "reason", error))
+
+
+class HttpCheckRunner(Runner):
+    kind = "http_check"
+    keys = ("urls", "timeout_seconds", "interval_seconds", "request_timeout_seconds", "smoke")
+
+    def validate_config(self, config: dict) -> dict:
+        config = require_mapping(config)
+        reject_unknown(config, self.keys)
+        urls = get_str_list(config, "urls", [])
+        smoke = config.get("smoke")
+        if smoke is not None:
+            if not isinstance(smoke, dict):
+                raise ConfigError("smoke", "must be an object with url, method, json")
+            with nested("smoke"):
+                reject_unknown(smoke, ("url", "method", "json", "expect_status", "expect_keys"))
+                method = get_str(smoke, "method", "POST").upper()
+                if method not in ("GET", "POST", "PUT"):
+                    raise ConfigError("method", "must be GET, POST or PUT")
+                smoke = {
+                    "url": get_str(smoke, "url"),
+                    "method": method,
+                    "json": smoke.get("json"),
+                    "expect_status": int(get_number(smoke, "expect_status", 200, 100, 599)),
+                    "expect_keys": get_str_list(smoke, "expect_keys", []),
+                }
+        return {
+            "urls": urls,
+            "timeout_seconds": get_number(config, "timeout_seconds", 120, 0.1),
+            "interval_seconds": get_number(config, "interval_seconds", 5, 0.05, 300),
+            "request_timeout_seconds": get_number(config, "request_timeout_seconds", 5, 0.1, 300),
+            "smoke": smoke,
+        }
+
+    def run(self, ctx: StepContext) -> dict:
+        config = self.config(ctx)
+        urls = [_check_url("urls", u) for u in ctx.expand(config["urls"] or ctx.health_urls)]
+        if not urls and not config["smoke"]:
+            raise StepFailed("No URLs to check: set urls, or the environment's health URLs.")
+        deadline = Deadline(config["timeout_seconds"])
+        results = {}
+        for url in urls:
+            results[url] = self._wait_for_2xx(ctx, url, deadline, config)
+        outputs = {"checked": results}
+        if config["smoke"]:
+            outputs["smoke"] = self._smoke(ctx, config["smoke"], config["request_timeout_seconds"])
+        return outputs
+
+    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+        # Nothing to undo; checking the rolled-back release is the same check.
+        return self.run(ctx)
+
+    def _wait_for_2xx(self, ctx: StepContext, url: str, deadline: Deadline, config: dict) -> int:
+        attempts, last = 0, None
+        while True:
+            ctx.check_cancelled()
+            attempts += 1
+            timeout = max(min(config["request_timeout_seconds"], deadline.remaining), 0.1)
+            status, text = fetch(url, timeout)
+            outcome = f"HTTP {status}" if status is not None else f"unreachable ({text})"
+            if outcome != last:
+                ctx.log(f"GET {url} → {outcome}")
+                last = outcome
+            if status is not None and 200 <= status < 300:
+                return status
+            if deadline.passed:
+                raise StepFailed(
+                    f"{url} did not answer 2xx within {deadline.seconds:g} s "
+                    f"({attempts} attempts; last: {outcome})."
+                )
+            ctx.sleep(min(config["interval_seconds"], max(deadline.remaining, 0)))
+
+    def _smoke(self, ctx: StepContext, smoke: dict, timeout: float) -> dict:
+        url = _check_url("smoke.url", ctx.expand(smoke["url"]))
+        status, text = fetch(url, timeout, smoke["method"], ctx.expand(smoke["json"]))
+        ctx.log(f"{smoke['method']} {url} → HTTP {status}")
+        if status != smoke["expect_status"]:
+            raise StepFailed(
+                f"Smoke request {smoke['method']} {url} answered {status or text}, "
+                f"expected {smoke['expect_status']}."
+            )
+        missing = []
+        if smoke["expect_keys"]:
+            try:
+                answer = json.loads(text)
+            except ValueError:
+                raise StepFailed(f"Smoke request {url} did not answer JSON.") from None
+            missing = [
+                k for k in smoke["expect_keys"] if not isinstance(answer, dict) or k not in answer
+            ]
+        if missing:
+            raise StepFailed(f"Smoke request {url} answered without {', '.join(missing)}.")
+        return {"url": url, "status": status}

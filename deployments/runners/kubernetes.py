@@ -1,0 +1,217 @@
+"""`k8s_rolling` steps: patch Deployments' container images and follow the
+rollout like `kubectl rollout status`; roll back like `kubectl rollout undo`
+by restoring the previous ReplicaSet's pod template (seed 003).
+
+Config::
+
+    {"namespace": "fraud-detector-${environment}",
+     "deployments": ["fraud-api", "fraud-ml"],
+     "container_artifacts": {"api": "fraud-api"},   # container name → release service
+     "timeout_seconds": 600, "poll_seconds": 2}
+
+Without `container_artifacts`, a container gets the image of the release
+service with the same name.
+"""
+
+from __future__ import annotations
+
+import urllib3
+from kubernetes.client import ApiException, AppsV1Api
+
+from deployments.runners.base import (
+    ConfigError,
+    Deadline,
+    Runner,
+    StepContext,
+    StepFailed,
+    get_number,
+    get_str,
+    get_str_list,
+    get_str_map,
+    reject_unknown,
+    require_mapping,
+)
+
+REVISION = "deployment.kubernetes.io/revision"
+TEMPLATE_HASH = "pod-template-hash"
+
+
+def rollout_status(deployment) -> tuple[str, bool]:
+    """kubectl's rollout status logic: a message, and whether the rollout is done.
+    A Deployment past its progress deadline fails the step."""
+    name = deployment.metadata.name
+    status = deployment.status
+    if (deployment.metadata.generation or 0) > (status.observed_generation or 0):
+        return "waiting for the Deployment spec update to be observed", False
+    for condition in status.conditions or []:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            raise StepFailed(
+                f"Deployment {name} exceeded its progress deadline: {condition.message} "
+                "Check the new pods (image pull, crash loop, readiness probe)."
+            )
+    desired = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    updated = status.updated_replicas or 0
+    replicas = status.replicas or 0
+    available = status.available_replicas or 0
+    if updated < desired:
+        return f"{updated} of {desired} new replicas have been updated", False
+    if replicas > updated:
+        return f"{replicas - updated} old replicas are pending termination", False
+    if available < updated:
+        return f"{available} of {updated} updated replicas are available", False
+    return "successfully rolled out", True
+
+
+class K8sRollingRunner(Runner):
+    kind = "k8s_rolling"
+    keys = ("namespace", "deployments", "container_artifacts", "timeout_seconds", "poll_seconds")
+
+    def validate_config(self, config: dict) -> dict:
+        config = require_mapping(config)
+        reject_unknown(config, self.keys)
+        deployments = get_str_list(config, "deployments")
+        if not deployments:
+            raise ConfigError("deployments", "name at least one Deployment")
+        return {
+            "namespace": get_str(config, "namespace", "${environment}"),
+            "deployments": deployments,
+            "container_artifacts": get_str_map(config, "container_artifacts"),
+            "timeout_seconds": get_number(config, "timeout_seconds", 600, 1),
+            "poll_seconds": get_number(config, "poll_seconds", 2, 0.05, 300),
+        }
+
+    def run(self, ctx: StepContext) -> dict:
+        config = self.config(ctx)
+        namespace = ctx.expand(config["namespace"])
+        apps = AppsV1Api(ctx.kube_api_client())
+        records = []
+        outputs = {"namespace": namespace, "deployments": records}
+        for name in config["deployments"]:
+            deployment = self._call(apps.read_namespaced_deployment, name, namespace)
+            containers = deployment.spec.template.spec.containers
+            updates = []
+            for container in containers:
+                slug = config["container_artifacts"].get(container.name, container.name)
+                if slug in ctx.artifacts:
+                    updates.append({"name": container.name, "image": ctx.artifacts[slug]})
+            if not updates:
+                raise StepFailed(
+                    f"No container of Deployment {name} matches a service of the release "
+                    f"({', '.join(sorted(ctx.artifacts)) or 'none'}); set container_artifacts.",
+                    outputs=outputs,
+                )
+            records.append(
+                {
+                    "name": name,
+                    "previous_revision": (deployment.metadata.annotations or {}).get(REVISION),
+                    "previous_images": {c.name: c.image for c in containers},
+                    "images": {u["name"]: u["image"] for u in updates},
+                }
+            )
+            patch = {"spec": {"template": {"spec": {"containers": updates}}}}
+            self._call(apps.patch_namespaced_deployment, name, namespace, patch)
+            for update in updates:
+                ctx.log(f"{namespace}/{name}: {update['name']} → {update['image']}", "system")
+        deadline = Deadline(config["timeout_seconds"])
+        for record in records:
+            final = self._follow(ctx, apps, namespace, record["name"], deadline, config, outputs)
+            record["revision"] = (final.metadata.annotations or {}).get(REVISION)
+        return outputs
+
+    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+        """Put back each Deployment's previous pod template, newest change first."""
+        config = self.config(ctx)
+        namespace = outputs.get("namespace") or ctx.expand(config["namespace"])
+        apps = AppsV1Api(ctx.kube_api_client())
+        restored = []
+        deadline = Deadline(config["timeout_seconds"])
+        for record in reversed(outputs.get("deployments", [])):
+            name = record["name"]
+            deployment = self._call(apps.read_namespaced_deployment, name, namespace)
+            source = self._previous_replica_set(apps, deployment, record.get("previous_revision"))
+            template = apps.api_client.sanitize_for_serialization(source.spec.template)
+            template.get("metadata", {}).get("labels", {}).pop(TEMPLATE_HASH, None)
+            revision = source.metadata.annotations[REVISION]
+            ctx.log(f"{namespace}/{name}: restoring the template of revision {revision}", "system")
+            patch = [{"op": "replace", "path": "/spec/template", "value": template}]
+            self._call(apps.patch_namespaced_deployment, name, namespace, patch)
+            final = self._follow(ctx, apps, namespace, name, deadline, config, {})
+            restored.append(
+                {
+                    "name": name,
+                    "restored_revision": revision,
+                    "revision": (final.metadata.annotations or {}).get(REVISION),
+                }
+            )
+        return {"namespace": namespace, "deployments": restored}
+
+    def _previous_replica_set(self, apps: AppsV1Api, deployment, revision: str | None):
+        """The ReplicaSet to go back to: the recorded revision, or else (like
+        `kubectl rollout undo`) the newest one before the current revision."""
+        selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
+        listing = self._call(
+            apps.list_namespaced_replica_set,
+            deployment.metadata.namespace,
+            label_selector=selector,
+        )
+        owned = [
+            rs
+            for rs in listing.items
+            if any(ref.uid == deployment.metadata.uid for ref in rs.metadata.owner_references or [])
+            and REVISION in (rs.metadata.annotations or {})
+        ]
+        by_revision = {int(rs.metadata.annotations[REVISION]): rs for rs in owned}
+        if revision and int(revision) in by_revision:
+            return by_revision[int(revision)]
+        current = int((deployment.metadata.annotations or {}).get(REVISION, 0))
+        older = [r for r in by_revision if r < current]
+        if not older:
+            raise StepFailed(
+                f"Deployment {deployment.metadata.name} has no earlier revision to roll back to."
+            )
+        return by_revision[max(older)]
+
+    def _follow(self, ctx, apps, namespace, name, deadline, config, outputs):
+        """Poll until the rollout is complete, logging each new state."""
+        last = None
+        while True:
+            ctx.check_cancelled()
+            deployment = self._call(apps.read_namespaced_deployment, name, namespace)
+            try:
+                message, done = rollout_status(deployment)
+            except StepFailed as failure:
+                failure.outputs = outputs
+                raise
+            if message != last:
+                ctx.log(f"{namespace}/{name}: {message}")
+                last = message
+            if done:
+                return deployment
+            if deadline.passed:
+                raise StepFailed(
+                    f"Deployment {name} did not finish rolling out within "
+                    f"{deadline.seconds:g} s ({message}).",
+                    outputs=outputs,
+                )
+            ctx.sleep(config["poll_seconds"])
+
+    @staticmethod
+    def _call(method, *args, **kwargs):
+        """Call the Kubernetes API; turn its errors into messages a person can act on."""
+        try:
+            return method(*args, **kwargs)
+        except ApiException as error:
+            if error.status == 404:
+                raise StepFailed(
+                    f"Not found in the cluster: {args[0]} in namespace {args[1]}."
+                    if len(args) > 1
+                    else f"Not found in the cluster: namespace {args[0]}."
+                ) from None
+            if error.status in (401, 403):
+                raise StepFailed(
+                    f"The cluster refused access ({error.status} {error.reason}); "
+                    "check the environment's kube context and its RBAC."
+                ) from None
+            raise StepFailed(f"Kubernetes API error {error.status}: {error.reason}") from None
+        except (OSError, urllib3.exceptions.HTTPError) as error:
+            raise StepFailed(f"Cannot reach the Kubernetes API: {error}") from None

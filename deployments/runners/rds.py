@@ -1,0 +1,106 @@
+"""`rds_snapshot` steps: snapshot the database and wait until the snapshot is
+available, before migrations run (seeds 001/004).
+
+Config::
+
+    {"db_instance": "fraud-detector-${environment}-db", "timeout_seconds": 1800,
+     "poll_seconds": 15}
+
+Rollback keeps the snapshot (restoring a database is a decision for a person,
+not an automatic step); the outputs name it for that person.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from deployments.runners.base import (
+    Deadline,
+    Runner,
+    StepContext,
+    StepFailed,
+    get_number,
+    get_str,
+    reject_unknown,
+    require_mapping,
+)
+from deployments.runners.ecs import aws_call
+
+
+def snapshot_identifier(db_instance: str, environment: str, version: str) -> str:
+    """Letters, digits and single hyphens, starting with a letter (RDS's rules)."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    raw = f"{db_instance}-{version or 'manual'}-{stamp}"
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", raw)).strip("-")
+    if not cleaned[:1].isalpha():
+        cleaned = f"gantry-{cleaned}"
+    return cleaned[:255].rstrip("-")
+
+
+class RdsSnapshotRunner(Runner):
+    kind = "rds_snapshot"
+    keys = ("db_instance", "timeout_seconds", "poll_seconds")
+
+    def validate_config(self, config: dict) -> dict:
+        config = require_mapping(config)
+        reject_unknown(config, self.keys)
+        return {
+            "db_instance": get_str(config, "db_instance"),
+            "timeout_seconds": get_number(config, "timeout_seconds", 1800, 1),
+            "poll_seconds": get_number(config, "poll_seconds", 15, 0.05, 300),
+        }
+
+    def run(self, ctx: StepContext) -> dict:
+        config = self.config(ctx)
+        rds = ctx.aws.client("rds")
+        instance = ctx.expand(config["db_instance"])
+        identifier = snapshot_identifier(instance, ctx.environment_name, ctx.release_version)
+        created = aws_call(
+            f"Snapshotting {instance}",
+            rds.create_db_snapshot,
+            DBInstanceIdentifier=instance,
+            DBSnapshotIdentifier=identifier,
+            Tags=[
+                {"Key": "gantry:environment", "Value": ctx.environment_name or "-"},
+                {"Key": "gantry:release", "Value": ctx.release_version or "-"},
+            ],
+        )["DBSnapshot"]
+        ctx.log(f"Creating snapshot {identifier} of {instance}", "system")
+        outputs = {
+            "db_instance": instance,
+            "snapshot": identifier,
+            "snapshot_arn": created.get("DBSnapshotArn", ""),
+        }
+        deadline = Deadline(config["timeout_seconds"])
+        last = None
+        while True:
+            snapshot = aws_call(
+                "Reading the snapshot",
+                rds.describe_db_snapshots,
+                DBSnapshotIdentifier=identifier,
+            )["DBSnapshots"][0]
+            status = snapshot["Status"]
+            if status != last:
+                ctx.log(f"{identifier}: {status} ({snapshot.get('PercentProgress', 0)}%)")
+                last = status
+            if status == "available":
+                return outputs
+            if status in ("failed", "deleted", "incompatible-restore"):
+                raise StepFailed(f"Snapshot {identifier} ended {status}.", outputs=outputs)
+            if deadline.passed:
+                raise StepFailed(
+                    f"Snapshot {identifier} not available within {deadline.seconds:g} s "
+                    f"(still {status}); migrations were not started.",
+                    outputs=outputs,
+                )
+            ctx.sleep(config["poll_seconds"])
+
+    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+        if outputs.get("snapshot"):
+            ctx.log(
+                f"Keeping snapshot {outputs['snapshot']} of {outputs['db_instance']}; restore it "
+                "by hand if the data needs to go back too.",
+                "system",
+            )
+        return {"kept_snapshot": outputs.get("snapshot")}

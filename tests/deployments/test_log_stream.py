@@ -1,0 +1,147 @@
+"""Live logs: LogWriter stores and broadcasts; the consumer delivers in order,
+with no gap and no duplicate, to viewers with a role only. Real Redis channel
+layer, channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from deployments.logs import LogWriter
+from deployments.models import Deployment, LogLine
+from deployments.runners.masking import Masker
+from portal.routing import websocket_urlpatterns
+from tests.conftest import env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def deployment(release, users, catalog):
+    return Deployment.request(release, env(catalog, "dev"), users["alice"], "logs")
+
+
+def connect(user, deployment, after: int | None = None) -> WebsocketCommunicator:
+    path = f"/ws/deployments/{deployment.pk}/logs/"
+    if after is not None:
+        path += f"?after={after}"
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+    communicator.scope["user"] = user
+    return communicator
+
+
+async def receive_lines(communicator, until_seq: int) -> list[int]:
+    seqs: list[int] = []
+    while not seqs or seqs[-1] < until_seq:
+        message = await communicator.receive_json_from(timeout=5)
+        if message["type"] == "lines":
+            seqs.extend(line["seq"] for line in message["lines"])
+    return seqs
+
+
+def write(writer: LogWriter, first: int, last: int) -> None:
+    for n in range(first, last + 1):
+        writer.write(f"line {n}")
+    writer.flush()
+
+
+def test_it_sends_the_backlog_then_live_lines_in_order(deployment, users):
+    writer = LogWriter(deployment.pk)
+
+    async def scenario():
+        await write_async(writer, 1, 50)
+        communicator = connect(users["dave"], deployment)
+        connected, _ = await communicator.connect()
+        assert connected
+        backlog = await receive_lines(communicator, 50)
+        await write_async(writer, 51, 120)
+        live = await receive_lines(communicator, 120)
+        await communicator.disconnect()
+        return backlog + live
+
+    try:
+        seqs = async_to_sync(scenario)()
+    finally:
+        writer.close()
+    assert seqs == list(range(1, 121))
+
+
+def test_a_reconnecting_viewer_gets_exactly_what_it_missed(deployment, users):
+    writer = LogWriter(deployment.pk)
+
+    async def scenario():
+        await write_async(writer, 1, 80)
+        communicator = connect(users["bob"], deployment, after=60)
+        connected, _ = await communicator.connect()
+        assert connected
+        seqs = await receive_lines(communicator, 80)
+        await write_async(writer, 81, 90)
+        seqs += await receive_lines(communicator, 90)
+        await communicator.disconnect()
+        return seqs
+
+    try:
+        seqs = async_to_sync(scenario)()
+    finally:
+        writer.close()
+    assert seqs == list(range(61, 91))
+
+
+def test_a_dropped_live_message_is_filled_from_the_database(deployment, users):
+    writer = LogWriter(deployment.pk)
+
+    async def scenario():
+        communicator = connect(users["dave"], deployment)
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+        # Lines 1-10 are stored but their broadcast is lost.
+        await store_silently(deployment.pk, 1, 10)
+        writer.next_seq = 11
+        await write_async(writer, 11, 20)
+        seqs = await receive_lines(communicator, 20)
+        await communicator.disconnect()
+        return seqs
+
+    try:
+        seqs = async_to_sync(scenario)()
+    finally:
+        writer.close()
+    assert seqs == list(range(1, 21))
+
+
+def test_it_refuses_users_without_a_role(deployment, users):
+    async def scenario():
+        communicator = connect(users["mallory"], deployment)
+        connected, code = await communicator.connect()
+        return connected, code
+
+    connected, code = async_to_sync(scenario)()
+    assert not connected and code == 4403
+
+
+def test_it_masks_secrets_before_storing(deployment):
+    writer = LogWriter(deployment.pk, Masker({"db_password": "s3cr3t-pa55"}))
+    writer.write("connecting with s3cr3t-pa55 and AKIAABCDEFGHIJKLMNOP")
+    writer.close()
+    text = LogLine.objects.get(deployment=deployment).text
+    assert text == "connecting with **** and ****"
+
+
+# -- helpers running sync DB code from the async scenarios ------------------
+
+from channels.db import database_sync_to_async  # noqa: E402
+
+
+@database_sync_to_async
+def write_async(writer: LogWriter, first: int, last: int) -> None:
+    write(writer, first, last)
+
+
+@database_sync_to_async
+def store_silently(deployment_id: int, first: int, last: int) -> None:
+    LogLine.objects.bulk_create(
+        LogLine(deployment_id=deployment_id, seq=n, text=f"line {n}")
+        for n in range(first, last + 1)
+    )

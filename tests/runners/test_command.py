@@ -1,0 +1,154 @@
+"""command steps: real subprocesses, argv only, streamed, stopped on cancel/timeout."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deployments.runners.base import StepCancelled, StepFailed
+from deployments.runners.command import CommandRunner
+
+pytestmark = pytest.mark.slow
+
+PY = sys.executable
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie nobody has reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_it_runs_an_argv_and_streams_both_streams(make_ctx):
+    script = "import sys; print('migrating'); print('warned', file=sys.stderr); print('done')"
+    ctx = make_ctx({"argv": [PY, "-c", script]})
+
+    outputs = CommandRunner().run(ctx)
+
+    assert outputs == {"exit_code": 0}
+    streams = [(stream, text) for _, stream, text in ctx.log.lines if stream != "system"]
+    assert ("stdout", "migrating") in streams and ("stderr", "warned") in streams
+    assert streams.index(("stdout", "migrating")) < streams.index(("stdout", "done"))
+
+
+def test_it_fails_on_a_non_zero_exit_with_the_last_error_line(make_ctx):
+    script = (
+        "import sys; print('ERROR: relation fraud_scores missing', file=sys.stderr); sys.exit(3)"
+    )
+    ctx = make_ctx({"argv": [PY, "-c", script]})
+
+    with pytest.raises(StepFailed, match="exited with code 3: ERROR: relation fraud_scores"):
+        CommandRunner().run(ctx)
+
+
+def test_it_accepts_configured_exit_codes(make_ctx):
+    ctx = make_ctx({"argv": [PY, "-c", "raise SystemExit(2)"], "ok_exit_codes": [0, 2]})
+
+    assert CommandRunner().run(ctx) == {"exit_code": 2}
+
+
+def test_it_never_hands_arguments_to_a_shell(make_ctx, tmp_path):
+    marker = tmp_path / "pwned"
+    argument = f"; touch {marker}"
+    ctx = make_ctx({"argv": [PY, "-c", "import sys; print(sys.argv[1])", argument]})
+
+    CommandRunner().run(ctx)
+
+    assert not marker.exists()
+    assert argument in ctx.log.text
+
+
+def test_it_passes_env_and_cwd_without_logging_expanded_secrets(make_ctx):
+    script = "import os; print(os.getcwd()); print(len(os.environ['DB_PASSWORD']))"
+    ctx = make_ctx(
+        {
+            "argv": [PY, "-c", script, "${release.version}"],
+            "env": {"DB_PASSWORD": "${secret.db}"},
+            "cwd": "ops",
+        },
+        secret_values={"db": "hunter2-hunter2"},
+    )
+    (ctx.workdir / "ops").mkdir()
+
+    CommandRunner().run(ctx)
+
+    assert str(ctx.workdir / "ops") in ctx.log.text
+    assert "15" in ctx.log.text
+    assert "hunter2" not in ctx.log.text
+
+
+def test_it_does_not_leak_the_workers_environment(make_ctx, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "portal-secret-key")
+    script = "import os; print(os.environ.get('SECRET_KEY', 'absent'))"
+    ctx = make_ctx({"argv": [PY, "-c", script]})
+
+    CommandRunner().run(ctx)
+
+    assert "absent" in ctx.log.text and "portal-secret-key" not in ctx.log.text
+
+
+def test_it_stops_a_command_that_runs_past_its_timeout(make_ctx):
+    ctx = make_ctx(
+        {
+            "argv": [PY, "-c", "import time; print('start', flush=True); time.sleep(30)"],
+            "timeout_seconds": 1,
+        }
+    )
+    started = time.monotonic()
+
+    with pytest.raises(StepFailed, match="did not finish within 1 s"):
+        CommandRunner().run(ctx)
+
+    assert time.monotonic() - started < 5
+    assert "start" in ctx.log.text
+
+
+def test_cancel_terminates_the_subprocess_and_its_children(make_ctx, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time; "
+        f"child = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); print('working', flush=True); "
+        "time.sleep(60)"
+    )
+    ctx = make_ctx({"argv": [PY, "-c", script]})
+    threading.Timer(1.0, ctx.cancelled.set).start()
+
+    with pytest.raises(StepCancelled):
+        CommandRunner().run(ctx)
+
+    child = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not alive(child)
+
+
+def test_it_reports_a_program_that_does_not_exist(make_ctx):
+    with pytest.raises(StepFailed, match="Could not start no-such-tool"):
+        CommandRunner().run(make_ctx({"argv": ["no-such-tool", "--help"]}))
+
+
+def test_it_runs_the_rollback_argv_if_configured(make_ctx):
+    runner = CommandRunner()
+    config = {"argv": [PY, "-c", "print('up')"], "rollback_argv": [PY, "-c", "print('down')"]}
+
+    runner.rollback(ctx := make_ctx(config), {})
+
+    assert "down" in ctx.log.text
+    assert runner.rollback(make_ctx({"argv": ["true"]}), {}) == {"skipped": True}
+
+
+def test_it_names_the_bad_key_in_the_config():
+    runner = CommandRunner()
+    with pytest.raises(ValueError, match="^argv"):
+        runner.validate_config({"argv": "rm -rf /"})
+    with pytest.raises(ValueError, match="^cwd"):
+        runner.validate_config({"argv": ["ls"], "cwd": "../etc"})
+    with pytest.raises(ValueError, match="^ok_exit_codes"):
+        runner.validate_config({"argv": ["ls"], "ok_exit_codes": ["0"]})

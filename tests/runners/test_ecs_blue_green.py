@@ -1,0 +1,113 @@
+"""ecs_blue_green steps: idle colour updated, targets checked, listener switched."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from deployments.runners.base import StepFailed
+from deployments.runners.ecs import EcsBlueGreenRunner
+
+pytestmark = pytest.mark.slow
+
+
+def listener_weights(endpoint: str, listener_arn: str) -> dict[str, int]:
+    elb = boto3.client("elbv2", endpoint_url=endpoint, region_name="ca-central-1")
+    action = elb.describe_listeners(ListenerArns=[listener_arn])["Listeners"][0]["DefaultActions"][
+        0
+    ]
+    return {g["TargetGroupArn"]: g["Weight"] for g in action["ForwardConfig"]["TargetGroups"]}
+
+
+@pytest.fixture
+def config(demo_aws) -> dict:
+    env = demo_aws["environment"]
+    return {
+        "cluster": demo_aws["cluster"],
+        "service": "fraud-api",
+        "blue": {"service": "fraud-api-blue", "target_group": f"fraud-api-{env}-blue"},
+        "green": {"service": "fraud-api-green", "target_group": f"fraud-api-{env}-green"},
+        "load_balancer": demo_aws["load_balancer"],
+        "listener_port": 80,
+        "weights": [10, 50, 100],
+        "pause_seconds": 0.05,
+        "timeout_seconds": 10,
+        "poll_seconds": 0.05,
+    }
+
+
+def test_it_deploys_to_the_idle_colour_and_shifts_traffic_in_steps(
+    make_ctx, config, demo_aws, moto_endpoint
+):
+    blue, green = demo_aws["target_groups"]["blue"], demo_aws["target_groups"]["green"]
+    ctx = make_ctx(config)
+
+    outputs = EcsBlueGreenRunner().run(ctx)
+
+    assert outputs["previous_colour"] == "blue" and outputs["colour"] == "green"
+    assert outputs["previous_weights"] == {blue: 100, green: 0}
+    assert listener_weights(moto_endpoint, demo_aws["listener_arn"]) == {green: 100, blue: 0}
+    shifts = [line for _, _, line in ctx.log.lines if line.startswith("Listener weights")]
+    assert len(shifts) == 3
+    assert "10%" in shifts[0] and "50%" in shifts[1]
+    ecs = boto3.client("ecs", endpoint_url=moto_endpoint, region_name="ca-central-1")
+    green_service = ecs.describe_services(cluster=config["cluster"], services=["fraud-api-green"])[
+        "services"
+    ][0]
+    assert green_service["taskDefinition"] == outputs["task_definition"]
+    definition = ecs.describe_task_definition(taskDefinition=outputs["task_definition"])
+    assert (
+        definition["taskDefinition"]["containerDefinitions"][0]["image"]
+        == ctx.artifacts["fraud-api"]
+    )
+
+
+def test_it_switches_back_instantly_on_rollback(make_ctx, config, demo_aws, moto_endpoint):
+    runner = EcsBlueGreenRunner()
+    outputs = runner.run(make_ctx(config))
+
+    result = runner.rollback(make_ctx(config), outputs)
+
+    blue, green = demo_aws["target_groups"]["blue"], demo_aws["target_groups"]["green"]
+    assert listener_weights(moto_endpoint, demo_aws["listener_arn"]) == {blue: 100, green: 0}
+    assert result["colour"] == "blue"
+
+
+def test_it_deploys_to_blue_next_time(make_ctx, config, demo_aws, moto_endpoint):
+    runner = EcsBlueGreenRunner()
+    runner.run(make_ctx(config))
+
+    outputs = runner.run(make_ctx(config))
+
+    assert outputs["colour"] == "blue"
+    blue, green = demo_aws["target_groups"]["blue"], demo_aws["target_groups"]["green"]
+    assert listener_weights(moto_endpoint, demo_aws["listener_arn"]) == {blue: 100, green: 0}
+
+
+def test_it_keeps_traffic_on_the_live_colour_when_idle_targets_are_unhealthy(
+    make_ctx, config, demo_aws, moto_endpoint
+):
+    elb = boto3.client("elbv2", endpoint_url=moto_endpoint, region_name="ca-central-1")
+    green = demo_aws["target_groups"]["green"]
+    targets = elb.describe_target_health(TargetGroupArn=green)["TargetHealthDescriptions"]
+    elb.deregister_targets(
+        TargetGroupArn=green, Targets=[{"Id": t["Target"]["Id"]} for t in targets]
+    )
+    config["timeout_seconds"] = 1
+
+    with pytest.raises(StepFailed, match="is not healthy") as failure:
+        EcsBlueGreenRunner().run(make_ctx(config))
+
+    blue = demo_aws["target_groups"]["blue"]
+    assert listener_weights(moto_endpoint, demo_aws["listener_arn"]) == {blue: 100, green: 0}
+    assert failure.value.outputs["previous_weights"] == {blue: 100, green: 0}
+
+
+def test_it_names_the_bad_key_in_the_config(config):
+    runner = EcsBlueGreenRunner()
+    with pytest.raises(ValueError, match="^weights"):
+        runner.validate_config({**config, "weights": [50, 10]})
+    with pytest.raises(ValueError, match="^green.target_group"):
+        runner.validate_config({**config, "green": {"service": "fraud-api-green"}})
+    with pytest.raises(ValueError, match="^listener_arn"):
+        runner.validate_config({k: v for k, v in config.items() if k != "load_balancer"})

@@ -1,0 +1,197 @@
+"""terraform steps against the real Terraform binary and the null provider
+from the sandbox's filesystem mirror (no network)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from deployments.runners.base import StepCancelled, StepFailed
+from deployments.runners.masking import Masker
+from deployments.runners.terraform import TerraformRunner, file_sha256
+
+pytestmark = pytest.mark.slow
+
+MODULE = Path(__file__).resolve().parents[2] / "infra" / "terraform" / "fraud-detector"
+
+
+@pytest.fixture
+def tf_config(tmp_path, terraform_cli_config, monkeypatch) -> dict:
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(terraform_cli_config))
+    return {
+        "path": str(MODULE),
+        "workspace": "${environment}",
+        "variables": {
+            "environment": "${environment}",
+            "release_version": "${release.version}",
+            "images": {"fraud-api": "${artifact.fraud-api}", "fraud-ml": "${artifact.fraud-ml}"},
+        },
+        # State outside the checkout, one directory per test.
+        "backend_config": {"workspace_dir": str(tmp_path / "state")},
+    }
+
+
+def state_file(config: dict, workspace: str = "staging") -> Path:
+    return Path(config["backend_config"]["workspace_dir"]) / workspace / "terraform.tfstate"
+
+
+def test_it_plans_shows_the_diff_and_applies_exactly_that_plan(make_ctx, tf_config):
+    runner = TerraformRunner()
+    ctx = make_ctx(tf_config)
+    plan = runner.plan(ctx)
+
+    assert plan["plan_sha256"] == file_sha256(Path(plan["plan_path"]))
+    addresses = {c["address"]: c for c in plan["resource_changes"]}
+    api = addresses['null_resource.service["fraud-api"]']
+    assert api["actions"] == ["create"]
+    image = {a["name"]: a for a in api["attributes"]}["triggers"]["after"]["image"]
+    assert image == ctx.artifacts["fraud-api"]
+    assert plan["summary"] == {"add": 3, "change": 0, "destroy": 0}
+    assert plan["tfvars"]["images"]["fraud-ml"] == ctx.artifacts["fraud-ml"]
+
+    apply_ctx = make_ctx(tf_config, plan=plan)
+    outputs = runner.run(apply_ctx)
+
+    assert outputs["plan_sha256"] == plan["plan_sha256"]
+    assert outputs["resources"] == 2  # the for_each resource and the release resource
+    assert outputs["outputs"]["images"]["fraud-api"] == ctx.artifacts["fraud-api"]
+    state = json.loads(state_file(tf_config).read_text())
+    assert {r["name"] for r in state["resources"]} == {"service", "release"}
+    assert "Apply complete! Resources: 3 added" in apply_ctx.log.text
+
+
+def test_it_gives_a_changed_variable_a_different_plan_hash(make_ctx, tf_config):
+    runner = TerraformRunner()
+    first = runner.plan(make_ctx(tf_config))
+    runner.run(make_ctx(tf_config, plan=first))
+
+    images = dict(
+        make_ctx(tf_config).artifacts, **{"fraud-api": "repo/fraud-api@sha256:" + "f" * 64}
+    )
+    second = runner.plan(make_ctx(tf_config, artifacts=images))
+
+    assert second["plan_sha256"] != first["plan_sha256"]
+    assert second["summary"] == {"add": 1, "change": 0, "destroy": 1}  # triggers force replacement
+    changed = [c["address"] for c in second["resource_changes"]]
+    assert changed == ['null_resource.service["fraud-api"]']
+
+
+def test_it_refuses_a_plan_file_that_is_not_the_approved_one(make_ctx, tf_config):
+    runner = TerraformRunner()
+    plan = runner.plan(make_ctx(tf_config))
+    Path(plan["plan_path"]).write_bytes(b"tampered")
+
+    with pytest.raises(StepFailed, match="request a new plan") as failure:
+        runner.run(make_ctx(tf_config, plan=plan))
+
+    assert plan["plan_sha256"] in failure.value.message
+    assert (
+        not state_file(tf_config).exists()
+        or "null_resource" not in state_file(tf_config).read_text()
+    )
+
+
+def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, tf_config):
+    runner = TerraformRunner()
+    runner.run(make_ctx(tf_config, plan=runner.plan(make_ctx(tf_config))))
+    state = state_file(tf_config)
+    lock_info = state.parent / ".terraform.tfstate.lock.info"
+    # What a running `terraform apply` of someone else holds: the record and the lock.
+    lock_info.write_text(
+        json.dumps(
+            {
+                "ID": "5f1c2a9e-aaaa-bbbb-cccc-0123456789ab",
+                "Operation": "OperationTypeApply",
+                "Info": "",
+                "Who": "bob@ci-runner-7",
+                "Version": "1.0.3",
+                "Created": "2024-05-01T10:00:00Z",
+                "Path": str(state),
+            }
+        )
+    )
+    with state.open("r+") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StepFailed) as failure:
+            runner.plan(make_ctx(tf_config))
+
+    message = failure.value.message
+    assert "5f1c2a9e-aaaa-bbbb-cccc-0123456789ab" in message
+    assert "bob@ci-runner-7" in message
+    assert "2024-05-01 10:00:00" in message
+    assert failure.value.details["lock"]["who"] == "bob@ci-runner-7"
+
+
+def test_it_streams_terraform_output_as_it_is_printed(make_ctx, tf_config):
+    tf_config["variables"]["apply_delay_seconds"] = 2
+    tf_config["variables"]["images"] = {"fraud-api": "${artifact.fraud-api}"}
+    runner = TerraformRunner()
+    plan = runner.plan(make_ctx(tf_config))
+    ctx = make_ctx(tf_config, plan=plan)
+
+    runner.run(ctx)
+
+    at = {text: moment for moment, _, text in ctx.log.lines}
+    started = next(m for t, m in at.items() if "rolling out fraud-api" in t)
+    finished = next(m for t, m in at.items() if "Apply complete!" in t)
+    # The provisioner's first line arrived while it was still sleeping.
+    assert finished - started >= 1.5
+
+
+def test_it_rolls_back_by_reapplying_the_previous_variables(make_ctx, tf_config):
+    runner = TerraformRunner()
+    first = runner.plan(make_ctx(tf_config))
+    first_out = runner.run(make_ctx(tf_config, plan=first))
+    images = dict(
+        make_ctx(tf_config).artifacts, **{"fraud-api": "repo/fraud-api@sha256:" + "e" * 64}
+    )
+    second = runner.plan(make_ctx(tf_config, artifacts=images, release_version="1.5.0"))
+    second_out = runner.run(
+        make_ctx(tf_config, plan=second, previous_outputs=first_out, release_version="1.5.0")
+    )
+    assert second_out["previous_tfvars"] == first_out["tfvars"]
+
+    result = runner.rollback(make_ctx(tf_config), second_out)
+
+    assert result["outputs"]["release_version"] == "1.4.0"
+    assert result["outputs"]["images"]["fraud-api"] == first_out["tfvars"]["images"]["fraud-api"]
+
+
+def test_it_keeps_secret_references_out_of_the_recorded_variables(make_ctx, tf_config):
+    tf_config["variables"]["release_version"] = "${secret.release_token}"
+    ctx = make_ctx(tf_config, secret_values={"release_token": "s3cr3t-value"})
+
+    plan = TerraformRunner().plan(ctx)
+
+    assert plan["tfvars"]["release_version"] == "${secret.release_token}"
+    assert "s3cr3t-value" not in json.dumps(plan)
+    # Terraform itself prints the value; the engine's masking catches it before storage.
+    assert "s3cr3t-value" not in Masker(ctx.secret_values).mask(ctx.log.text)
+    assert not (ctx.workdir / "gantry.tfvars.json").exists()
+
+
+def test_it_stops_terraform_when_the_deployment_is_cancelled(make_ctx, tf_config):
+    tf_config["variables"]["apply_delay_seconds"] = 30
+    runner = TerraformRunner()
+    plan = runner.plan(make_ctx(tf_config))
+    ctx = make_ctx(tf_config, plan=plan)
+    threading.Timer(1.5, ctx.cancelled.set).start()
+
+    with pytest.raises(StepCancelled):
+        runner.run(ctx)
+
+    assert "Stopping" in ctx.log.text
+
+
+def test_it_names_the_bad_key_in_the_config():
+    runner = TerraformRunner()
+    with pytest.raises(ValueError, match="path"):
+        runner.validate_config({"variables": {}})
+    with pytest.raises(ValueError, match="variables"):
+        runner.validate_config({"path": "x", "variables": []})
+    with pytest.raises(ValueError, match="colour"):
+        runner.validate_config({"path": "x", "colour": "blue"})
