@@ -271,6 +271,19 @@ class Deployment(models.Model):
         reason = (reason or "").strip()
         if not reason:
             raise PolicyError("Say why this deployment is needed.", field="reason")
+        if (
+            kind == Kind.ROLLBACK
+            and not cls.objects.filter(
+                release=release, environment=environment, status=Status.SUCCEEDED
+            ).exists()
+        ):
+            # A rollback needs fewer approvals, so it may only bring back
+            # something that has already run here successfully.
+            raise PolicyError(
+                f"{release.version} never succeeded in {environment.slug}; "
+                "only a release that ran here before can be rolled back to.",
+                field="release",
+            )
         if environment.require_previous_success and kind == Kind.DEPLOY:
             previous = environment.previous()
             if (
@@ -347,7 +360,8 @@ class Deployment(models.Model):
         Deployment.objects.select_for_update().filter(pk=self.pk).values_list("pk").first()
         self.refresh_from_db()
 
-    def _check_approver(self, user) -> None:
+    def check_approver(self, user) -> None:
+        """Raise Forbidden, saying why, if `user` may not decide on this deployment."""
         env = self.environment
         if self.requested_by_id is not None and user.pk == self.requested_by_id:
             raise Forbidden("You requested this deployment; someone else must approve it.")
@@ -396,7 +410,7 @@ class Deployment(models.Model):
                 )
             if timezone.now() >= self.expires_at:
                 raise PolicyError("This request has expired; request the deployment again.")
-            self._check_approver(user)
+            self.check_approver(user)
             digest = self.approval_digest()
             if self.approvals.filter(user=user).exists():
                 raise Conflict("You have already decided on this deployment.")
@@ -449,7 +463,7 @@ class Deployment(models.Model):
                     f"This deployment is {self.get_status_display().lower()}, "
                     "not awaiting approval."
                 )
-            self._check_approver(user)
+            self.check_approver(user)
             comment = (comment or "").strip()
             if not comment:
                 raise PolicyError("Say why you reject this deployment.", field="comment")

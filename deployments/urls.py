@@ -1,1 +1,15 @@
-urlpatterns: list = []
+from django.urls import path
+
+from deployments import views
+
+urlpatterns = [
+    path("apps/<slug:slug>/releases/", views.release_list, name="release-list"),
+    path("apps/<slug:slug>/releases/new/", views.release_new, name="release-new"),
+    path("releases/<int:pk>/", views.release_detail, name="release-detail"),
+    path("deployments/", views.deployment_list, name="deployment-list"),
+    path("deployments/new/", views.deployment_new, name="deployment-new"),
+    path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
+    path("deployments/<int:pk>/approve/", views.deployment_approve, name="deployment-approve"),
+    path("deployments/<int:pk>/reject/", views.deployment_reject, name="deployment-reject"),
+    path("deployments/<int:pk>/cancel/", views.deployment_cancel, name="deployment-cancel"),
+]

@@ -1,1 +1,21 @@
-urlpatterns: list = []
+from django.urls import path
+
+from environments import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("apps/<slug:slug>/", views.application_detail, name="application-detail"),
+    path(
+        "apps/<slug:slug>/envs/<slug:env_slug>/",
+        views.environment_detail,
+        name="environment-detail",
+    ),
+    path(
+        "apps/<slug:slug>/envs/<slug:env_slug>/break-glass/",
+        views.freeze_override_new,
+        name="freeze-override-new",
+    ),
+    path(
+        "break-glass/<int:pk>/decide/", views.freeze_override_decide, name="freeze-override-decide"
+    ),
+]

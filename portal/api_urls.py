@@ -1,1 +1,44 @@
-urlpatterns: list = []
+"""The JSON API, included at /api/v1/. Names start with `api-` to stay apart
+from the pages' URL names."""
+
+from django.urls import path
+
+from deployments import api as deployments_api
+from environments import api as environments_api
+from portal import api as portal_api
+
+urlpatterns = [
+    path("applications/", environments_api.ApplicationList.as_view(), name="api-application-list"),
+    path(
+        "environments/<int:pk>/",
+        environments_api.EnvironmentDetail.as_view(),
+        name="api-environment-detail",
+    ),
+    path("releases/", deployments_api.ReleaseListCreate.as_view(), name="api-release-list"),
+    path("releases/<int:pk>/", deployments_api.ReleaseDetail.as_view(), name="api-release-detail"),
+    path(
+        "deployments/", deployments_api.DeploymentListCreate.as_view(), name="api-deployment-list"
+    ),
+    path(
+        "deployments/<int:pk>/",
+        deployments_api.DeploymentDetail.as_view(),
+        name="api-deployment-detail",
+    ),
+    path(
+        "deployments/<int:pk>/approve/",
+        deployments_api.DeploymentApprove.as_view(),
+        name="api-deployment-approve",
+    ),
+    path(
+        "deployments/<int:pk>/reject/",
+        deployments_api.DeploymentReject.as_view(),
+        name="api-deployment-reject",
+    ),
+    path(
+        "deployments/<int:pk>/cancel/",
+        deployments_api.DeploymentCancel.as_view(),
+        name="api-deployment-cancel",
+    ),
+    path("audit-events/", portal_api.AuditEventList.as_view(), name="api-audit-event-list"),
+    path("schema/", portal_api.SchemaView.as_view(), name="api-schema"),
+]

@@ -34,6 +34,10 @@ class AuditFilter:
             application=params.get("application", "").strip(),
             action=params.get("action", "").strip(),
         )
+        for name in ("actor", "application", "action"):
+            if "\x00" in getattr(parsed, name):
+                parsed.errors[name] = "Remove the NUL character."
+                setattr(parsed, name, "")
         raw_env = params.get("environment", "").strip()
         if raw_env:
             if raw_env.isdigit():

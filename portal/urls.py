@@ -18,3 +18,6 @@ urlpatterns = [
     path("api/v1/", include("portal.api_urls")),
     path("admin/", admin.site.urls),
 ]
+
+# Shows the request id, so a user can quote it when reporting the error.
+handler500 = "portal.views.server_error"

@@ -25,6 +25,17 @@ def image(service: str, digest_char: str = "a") -> str:
 
 
 @pytest.fixture(autouse=True)
+def _test_settings(settings) -> None:
+    # PBKDF2 costs ~0.3 s a user and nothing but the sign-in tests care; and
+    # tests run without collectstatic, so templates use the plain storage.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
 def _postgres_only(request):
     if "django_db_setup" in request.fixturenames or "db" in request.fixturenames:
         assert connection.vendor == "postgresql", "the suite runs on PostgreSQL (DATABASE_URL)"

@@ -141,3 +141,10 @@ def test_two_simultaneous_approvals_transition_exactly_once(catalog, users):
         assert queued == 1
         deployment.cancel(users["alice"])
     assert connection.vendor == "postgresql"
+
+
+def test_a_rollback_may_only_bring_back_a_release_that_ran_there(release, users, catalog):
+    with pytest.raises(PolicyError, match="never succeeded in staging"):
+        Deployment.request(
+            release, env(catalog, "staging"), users["alice"], "undo", kind="rollback"
+        )

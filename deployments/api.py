@@ -1,0 +1,222 @@
+"""API endpoints for releases, deployments and their approvals.
+
+Every endpoint starts from what the user may see (portal.roles): an object
+outside it is a 404, as if it did not exist. What the user may *do* is decided
+by the model methods (Release.register, Deployment.request/approve/...), whose
+PolicyError / Forbidden / Conflict become 400 / 403 / 409 in portal.api_errors.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from deployments.choices import Status
+from deployments.models import Deployment, Release
+from deployments.serializers import (
+    DecisionSerializer,
+    DeploymentCreateSerializer,
+    DeploymentSerializer,
+    ReleaseCreateSerializer,
+    ReleaseSerializer,
+)
+from environments.models import Environment
+from portal.api import reject_nul_bytes
+from portal.roles import visible_applications, visible_environments
+
+ERRORS = {
+    400: OpenApiResponse(description="Bad input: the body names the field, e.g. {'version': [..]}"),
+    403: OpenApiResponse(description="Visible to you, but your role does not allow this."),
+    404: OpenApiResponse(description="Not found, or not visible to you."),
+    409: OpenApiResponse(description="Conflicts with the current state (duplicate, decided)."),
+}
+
+
+def _errors(*codes: int) -> dict:
+    return {code: ERRORS[code] for code in codes}
+
+
+def visible_releases(user) -> QuerySet[Release]:
+    return (
+        Release.objects.filter(application_id__in=visible_applications(user).values("pk"))
+        .select_related("application", "created_by")
+        .prefetch_related("artifacts__service")
+    )
+
+
+def visible_deployments(user) -> QuerySet[Deployment]:
+    return (
+        Deployment.objects.filter(environment_id__in=visible_environments(user).values("pk"))
+        .select_related("release__application", "environment__application", "requested_by")
+        .prefetch_related("release__artifacts__service", "approvals__user")
+    )
+
+
+def _field_error(field: str, message: str) -> serializers.ValidationError:
+    return serializers.ValidationError({field: [message]})
+
+
+class ReleaseListCreate(generics.ListCreateAPIView):
+    serializer_class = ReleaseSerializer
+
+    def get_queryset(self) -> QuerySet[Release]:
+        releases = visible_releases(self.request.user)
+        reject_nul_bytes(self.request.query_params, ["application"])
+        slug = self.request.query_params.get("application", "").strip()
+        if slug:
+            releases = releases.filter(application__slug=slug)
+        return releases
+
+    @extend_schema(
+        summary="Releases you may see, newest first",
+        parameters=[OpenApiParameter("application", str, description="Application slug.")],
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Register a release (one image pinned by digest per service)",
+        request=ReleaseCreateSerializer,
+        responses={201: ReleaseSerializer, **_errors(400, 403, 409)},
+    )
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        given = ReleaseCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        # An application the user cannot see reads as unknown: its name is not leaked.
+        application = (
+            visible_applications(request.user).filter(slug=data["application"]).order_by().first()
+        )
+        if application is None:
+            raise _field_error("application", f"No application {data['application']!r}.")
+        release = Release.register(
+            application,
+            data["version"],
+            data["artifacts"],
+            request.user,
+            notes=data["notes"],
+            commit=data["commit"],
+        )
+        body = ReleaseSerializer(visible_releases(request.user).get(pk=release.pk)).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(summary="One release and its artifacts", responses={200: ReleaseSerializer})
+class ReleaseDetail(generics.RetrieveAPIView):
+    serializer_class = ReleaseSerializer
+
+    def get_queryset(self) -> QuerySet[Release]:
+        return visible_releases(self.request.user)
+
+
+class DeploymentListCreate(generics.ListCreateAPIView):
+    serializer_class = DeploymentSerializer
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        deployments = visible_deployments(self.request.user)
+        params = self.request.query_params
+        reject_nul_bytes(params, ["status", "environment", "release"])
+        wanted_status = params.get("status", "").strip()
+        if wanted_status:
+            if wanted_status not in Status.values:
+                raise _field_error("status", f"Use one of: {', '.join(Status.values)}.")
+            deployments = deployments.filter(status=wanted_status)
+        for name in ("environment", "release"):
+            raw = params.get(name, "").strip()
+            if raw:
+                if not raw.isdigit() or len(raw) > 18:
+                    raise _field_error(name, f"Give the {name}'s numeric id.")
+                deployments = deployments.filter(**{f"{name}_id": int(raw)})
+        return deployments
+
+    @extend_schema(
+        summary="Deployments you may see, newest first",
+        parameters=[
+            OpenApiParameter("status", str, enum=Status.values),
+            OpenApiParameter("environment", int, description="Environment id."),
+            OpenApiParameter("release", int, description="Release id."),
+        ],
+        responses={200: DeploymentSerializer(many=True), **_errors(400)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Request a deployment of a release to an environment",
+        request=DeploymentCreateSerializer,
+        responses={201: DeploymentSerializer, **_errors(400, 403, 409)},
+    )
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        given = DeploymentCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        release = visible_releases(request.user).filter(pk=data["release"]).first()
+        if release is None:
+            raise _field_error("release", f"No release {data['release']}.")
+        environment = (
+            Environment.objects.filter(pk__in=visible_environments(request.user).values("pk"))
+            .filter(pk=data["environment"])
+            .first()
+        )
+        if environment is None:
+            raise _field_error("environment", f"No environment {data['environment']}.")
+        deployment = Deployment.request(release, environment, request.user, data["reason"])
+        body = DeploymentSerializer(visible_deployments(request.user).get(pk=deployment.pk)).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(summary="One deployment with its approvals")
+class DeploymentDetail(generics.RetrieveAPIView):
+    serializer_class = DeploymentSerializer
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        return visible_deployments(self.request.user)
+
+
+class DeploymentDecision(generics.GenericAPIView):
+    """POST-only: approve, reject or cancel a deployment (see the subclasses)."""
+
+    serializer_class = DecisionSerializer
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        return visible_deployments(self.request.user)
+
+    def decide(self, deployment: Deployment, user, comment: str) -> None:
+        raise NotImplementedError
+
+    def post(self, request: Request, pk: int) -> Response:
+        deployment = get_object_or_404(self.get_queryset(), pk=pk)
+        given = DecisionSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        self.decide(deployment, request.user, given.validated_data["comment"])
+        return Response(DeploymentSerializer(self.get_queryset().get(pk=pk)).data)
+
+
+def _decision_schema(summary: str):
+    return extend_schema(
+        summary=summary,
+        request=DecisionSerializer,
+        responses={200: DeploymentSerializer, **_errors(400, 403, 404, 409)},
+    )
+
+
+@_decision_schema("Approve (bound to the artifacts and plan hash shown now)")
+class DeploymentApprove(DeploymentDecision):
+    def decide(self, deployment: Deployment, user, comment: str) -> None:
+        deployment.approve(user, comment)
+
+
+@_decision_schema("Reject (a comment is required); ends the request")
+class DeploymentReject(DeploymentDecision):
+    def decide(self, deployment: Deployment, user, comment: str) -> None:
+        deployment.reject(user, comment)
+
+
+@_decision_schema("Cancel a request not yet running (requester or environment admin)")
+class DeploymentCancel(DeploymentDecision):
+    def decide(self, deployment: Deployment, user, comment: str) -> None:
+        deployment.cancel(user, comment)

@@ -1,0 +1,89 @@
+"""Forms of the release and deployment pages.
+
+The rules live on the models (`Release.register`, `Deployment.request`); these
+forms only shape the input and put the models' errors next to the field they
+name.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.db.models import QuerySet
+
+from deployments.choices import Status
+from environments.models import Service
+from portal.roles import PolicyError
+
+ARTIFACT_PREFIX = "artifact_"
+
+
+class PolicyErrorMixin:
+    """Show a model's PolicyError on the form field it names (or above the form)."""
+
+    # Model field names that the form calls differently.
+    field_names: dict[str, str] = {}
+
+    def add_policy_error(self, exc: PolicyError) -> None:
+        name = exc.field or ""
+        if name.startswith("artifacts."):
+            name = ARTIFACT_PREFIX + name.removeprefix("artifacts.")
+        name = self.field_names.get(name, name)
+        self.add_error(name if name in self.fields else None, exc.message)
+
+
+class ReleaseForm(PolicyErrorMixin, forms.Form):
+    """A new release: a version and one image pinned by digest per service."""
+
+    version = forms.CharField(max_length=64, widget=forms.TextInput(attrs={"placeholder": "1.4.0"}))
+    commit = forms.CharField(
+        max_length=40, required=False, help_text="The source commit (7 to 40 hex digits)."
+    )
+    notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
+
+    def __init__(self, *args, services: list[Service], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.services = services
+        for service in services:
+            repository = service.image_repository or "repository"
+            self.fields[ARTIFACT_PREFIX + service.slug] = forms.CharField(
+                label=f"{service.name} image",
+                max_length=300,
+                help_text=f"Pinned by digest: {repository}@sha256:<64 hex digits>",
+                widget=forms.TextInput(attrs={"class": "mono", "spellcheck": "false"}),
+            )
+
+    def artifacts(self) -> dict[str, str]:
+        return {s.slug: self.cleaned_data[ARTIFACT_PREFIX + s.slug] for s in self.services}
+
+    def artifact_fields(self) -> list[forms.BoundField]:
+        return [self[ARTIFACT_PREFIX + s.slug] for s in self.services]
+
+
+class DeploymentRequestForm(PolicyErrorMixin, forms.Form):
+    environment = forms.ModelChoiceField(queryset=None, empty_label=None)
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="Approvers read this: what changes and why now (ticket, incident).",
+    )
+
+    def __init__(self, *args, environments: QuerySet, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["environment"].queryset = environments
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), max_length=2000, required=False
+    )
+
+
+class DeploymentFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "Any status"), *Status.choices], required=False)
+    environment = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="Any environment"
+    )
+
+    def __init__(self, *args, environments: QuerySet, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["environment"].queryset = environments

@@ -1,0 +1,137 @@
+"""JSON shapes of releases and deployments for the API (/api/v1/).
+
+Input serializers only check types; the rules (image pinned by digest, roles,
+freezes, four eyes) stay in the model methods they call, so the API and the
+pages can never disagree.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from deployments.choices import Decision
+from deployments.models import Approval, Deployment, Release
+
+# Ids beyond PostgreSQL's bigint would reach the database as an error, not a 404.
+MAX_ID = 2**63 - 1
+
+
+EXAMPLE_IMAGE = "123456789012.dkr.ecr.ca-central-1.amazonaws.com/fraud-api@sha256:" + "a" * 64
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "example": {"fraud-api": EXAMPLE_IMAGE},
+    }
+)
+class ArtifactMapField(serializers.JSONField):
+    """service slug → image pinned by digest. Validated by Release.register, which
+    names the offending service (`artifacts.<slug>`)."""
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    application = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    artifacts = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Release
+        fields = [
+            "id", "application", "version", "artifacts", "notes", "commit",
+            "created_by", "created_at",
+        ]  # fmt: skip
+
+    @extend_schema_field(ArtifactMapField)
+    def get_artifacts(self, release: Release) -> dict[str, str]:
+        return release.artifact_map()
+
+
+class ReleaseCreateSerializer(serializers.Serializer):
+    application = serializers.SlugField(help_text="Application slug, e.g. fraud-detector.")
+    version = serializers.CharField(max_length=64, allow_blank=True)
+    artifacts = ArtifactMapField()
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    commit = serializers.CharField(required=False, allow_blank=True, default="", max_length=40)
+
+
+class ReleaseRefSerializer(serializers.ModelSerializer):
+    artifacts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Release
+        fields = ["id", "version", "artifacts"]
+
+    @extend_schema_field(ArtifactMapField)
+    def get_artifacts(self, release: Release) -> dict[str, str]:
+        return release.artifact_map()
+
+
+class EnvironmentRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.SlugField()
+    application = serializers.SlugField(source="application.slug")
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    at = serializers.DateTimeField(source="created_at")
+    valid = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = ["user", "decision", "comment", "at", "digest", "valid"]
+
+    def get_valid(self, approval: Approval) -> bool:
+        """Counts towards the policy: an approval given for exactly what ships now."""
+        current = self.context["approval_digests"][approval.deployment_id]
+        return approval.decision == Decision.APPROVE and approval.digest == current
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    release = ReleaseRefSerializer(read_only=True)
+    environment = EnvironmentRefSerializer(read_only=True)
+    requested_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    approval_digest = serializers.SerializerMethodField()
+    approvals = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id", "status", "kind", "release", "environment", "requested_by", "reason",
+            "required_approvals", "approval_digest", "approvals", "error",
+            "created_at", "queued_at", "started_at", "finished_at",
+        ]  # fmt: skip
+
+    def _digest(self, deployment: Deployment) -> str:
+        # Computed once per deployment and shared with every approval's `valid`.
+        digests = self.context.setdefault("approval_digests", {})
+        if deployment.pk not in digests:
+            digests[deployment.pk] = deployment.approval_digest()
+        return digests[deployment.pk]
+
+    def get_approval_digest(self, deployment: Deployment) -> str:
+        return self._digest(deployment)
+
+    @extend_schema_field(ApprovalSerializer(many=True))
+    def get_approvals(self, deployment: Deployment) -> list[dict]:
+        self._digest(deployment)
+        return ApprovalSerializer(deployment.approvals.all(), many=True, context=self.context).data
+
+
+class DeploymentCreateSerializer(serializers.Serializer):
+    release = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Release id.")
+    environment = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, help_text="Environment id."
+    )
+    reason = serializers.CharField(allow_blank=True, help_text="Why this deployment is needed.")
+    # No `kind`: a rollback through the API would need only the rollback quorum
+    # for any release, so the API requests deployments only.
+
+
+class DecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="")

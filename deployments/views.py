@@ -1,0 +1,356 @@
+"""Release and deployment pages: register a release, request a deployment, and
+show approvers exactly what they sign off (images, diff, plan, policy).
+
+Every state change goes through the model methods; a PolicyError they raise is
+shown to the user (Forbidden as a 403 page, anything else as a message), never
+as a 500.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, Prefetch
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from deployments.choices import STATUS_COLOURS, Decision, Status
+from deployments.forms import (
+    DecisionForm,
+    DeploymentFilterForm,
+    DeploymentRequestForm,
+    ReleaseForm,
+)
+from deployments.models import Approval, Artifact, Deployment, Release
+from environments.models import Application, Environment, Service
+from environments.views import (
+    decorate_deployments,
+    decorate_environment,
+    paginate,
+    with_current_deployment,
+)
+from portal.choices import Role
+from portal.roles import (
+    Forbidden,
+    PolicyError,
+    has_role,
+    prime_roles,
+    visible_applications,
+    visible_environments,
+)
+
+CANCELLABLE = (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED)
+
+
+def _artifacts() -> Prefetch:
+    return Prefetch("artifacts", queryset=Artifact.objects.select_related("service"))
+
+
+def _visible_release(request: HttpRequest, pk) -> Release:
+    releases = Release.objects.select_related("application", "created_by").prefetch_related(
+        _artifacts()
+    )
+    return get_object_or_404(releases, pk=pk, application__in=visible_applications(request.user))
+
+
+def _visible_deployment(request: HttpRequest, pk: int) -> Deployment:
+    deployments = Deployment.objects.select_related(
+        "release__application",
+        "release__created_by",
+        "environment__application",
+        "environment__approver_group",
+        "environment__second_approver_group",
+        "requested_by",
+        "freeze_override__requested_by",
+        "freeze_override__decided_by",
+        "rollback_of__release",
+    ).prefetch_related(
+        Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service"))
+    )
+    return get_object_or_404(deployments, pk=pk, environment__in=visible_environments(request.user))
+
+
+def _deployer_environments(user, application: Application) -> list[Environment]:
+    environments = list(
+        visible_environments(user)
+        .filter(application=application)
+        .prefetch_related("freeze_windows")
+        .order_by("order")
+    )
+    prime_roles(user, [e.pk for e in environments])
+    return [e for e in environments if has_role(user, e, Role.DEPLOYER)]
+
+
+# -- releases ----------------------------------------------------------------------
+
+
+@login_required
+@require_safe
+def release_list(request: HttpRequest, slug: str) -> HttpResponse:
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    releases = paginate(
+        request,
+        application.releases.select_related("created_by").prefetch_related(_artifacts()),
+    )
+    context = {
+        "application": application,
+        "page_obj": releases,
+        "can_register": bool(_deployer_environments(request.user, application)),
+    }
+    return render(request, "deployments/release_list.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def release_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """Register a release: one image pinned by digest for every service."""
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    if not _deployer_environments(request.user, application):
+        raise PermissionDenied(
+            f"You need the deployer role in an environment of {application} to register releases."
+        )
+    services = list(Service.objects.filter(application=application))
+    form = ReleaseForm(request.POST or None, services=services)
+    if request.method == "POST" and form.is_valid():
+        try:
+            release = Release.register(
+                application,
+                form.cleaned_data["version"],
+                form.artifacts(),
+                request.user,
+                notes=form.cleaned_data["notes"],
+                commit=form.cleaned_data["commit"],
+            )
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from None
+        except PolicyError as exc:
+            form.add_policy_error(exc)
+        else:
+            messages.success(request, f"Release {release.version} registered.")
+            return redirect("release-detail", pk=release.pk)
+    status = 400 if form.errors else 200
+    context = {"application": application, "form": form}
+    return render(request, "deployments/release_form.html", context, status=status)
+
+
+@login_required
+@require_safe
+def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A release's images, where it runs now, and its deployments."""
+    release = _visible_release(request, pk)
+    environments = list(
+        with_current_deployment(
+            visible_environments(request.user).filter(application=release.application_id)
+        ).order_by("order")
+    )
+    deployments = list(
+        release.deployments.filter(environment__in=[e.pk for e in environments])
+        .select_related("environment", "requested_by")
+        .order_by("-created_at")[:50]
+    )
+    decorate_deployments(deployments)
+    prime_roles(request.user, [e.pk for e in environments])
+    context = {
+        "application": release.application,
+        "release": release,
+        "runs_in": [e for e in environments if e.current_release_id == release.pk],
+        "deployments": deployments,
+        "can_deploy": any(has_role(request.user, e, Role.DEPLOYER) for e in environments),
+    }
+    return render(request, "deployments/release_detail.html", context)
+
+
+# -- deployments -------------------------------------------------------------------
+
+
+@login_required
+@require_safe
+def deployment_list(request: HttpRequest) -> HttpResponse:
+    """Deployments in the user's environments, newest first, filtered by status and environment."""
+    environments = visible_environments(request.user).select_related("application")
+    environments = environments.order_by("application__name", "order")
+    form = DeploymentFilterForm(request.GET, environments=environments)
+    form.is_valid()  # an invalid filter is reported next to its field and not applied
+    deployments = Deployment.objects.filter(environment__in=visible_environments(request.user))
+    if form.cleaned_data.get("status"):
+        deployments = deployments.filter(status=form.cleaned_data["status"])
+    if form.cleaned_data.get("environment"):
+        deployments = deployments.filter(environment=form.cleaned_data["environment"])
+    page = paginate(
+        request,
+        deployments.select_related("release", "environment__application", "requested_by").order_by(
+            "-created_at", "-id"
+        ),
+    )
+    decorate_deployments(page)
+    return render(request, "deployments/deployment_list.html", {"form": form, "page_obj": page})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deployment_new(request: HttpRequest) -> HttpResponse:
+    """Ask for a release to go to one of the user's deployer environments."""
+    release_pk = request.GET.get("release", "")
+    if not release_pk.isdigit():
+        raise Http404("Choose a release to deploy (its page has a “Request deployment” link).")
+    release = _visible_release(request, release_pk)
+    environments = _deployer_environments(request.user, release.application)
+    if not environments:
+        raise PermissionDenied(
+            f"You need the deployer role in an environment of {release.application} to deploy."
+        )
+    choices = Environment.objects.filter(pk__in=[e.pk for e in environments]).order_by("order")
+    form = DeploymentRequestForm(request.POST or None, environments=choices)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deployment = Deployment.request(
+                release, form.cleaned_data["environment"], request.user, form.cleaned_data["reason"]
+            )
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from None
+        except PolicyError as exc:
+            form.add_policy_error(exc)
+        else:
+            messages.success(request, f"Deployment #{deployment.pk} requested.")
+            return redirect("deployment-detail", pk=deployment.pk)
+    # Freezes are shown up front, so nobody has to submit the form to find out.
+    frozen = [e for e in environments if decorate_environment(e).freeze]
+    context = {
+        "application": release.application,
+        "release": release,
+        "form": form,
+        "frozen": frozen,
+    }
+    status = 400 if form.errors else 200
+    return render(request, "deployments/deployment_form.html", context, status=status)
+
+
+@dataclass
+class ServiceChange:
+    """One row of the diff an approver reads: this service, before and after."""
+
+    service: Service
+    artifact: Artifact
+    running: Artifact | None
+
+    @property
+    def change(self) -> str:
+        if self.running is None:
+            return "new"
+        return "unchanged" if self.running.image_ref == self.artifact.image_ref else "changed"
+
+
+def _running_now(environment: Environment) -> Deployment | None:
+    """The latest succeeded deployment of the environment: what runs there now."""
+    return (
+        environment.deployments.filter(status=Status.SUCCEEDED)
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .select_related("release")
+        .prefetch_related(Prefetch("release__artifacts", queryset=Artifact.objects.all()))
+        .first()
+    )
+
+
+def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:
+    now = {a.service_id: a for a in running.release.artifacts.all()} if running else {}
+    return [ServiceChange(a.service, a, now.get(a.service_id)) for a in release.artifacts.all()]
+
+
+def _cannot_approve_because(deployment: Deployment, user, approvals: list[Approval]) -> str:
+    """Why the user may not decide on this deployment now ("" when they may)."""
+    if deployment.status != Status.AWAITING_APPROVAL:
+        return ""
+    if any(a.user_id == user.pk for a in approvals):
+        return "You have already decided on this deployment."
+    try:
+        deployment.check_approver(user)  # the model's own rule, so page and model agree
+    except Forbidden as exc:
+        return exc.message
+    return ""
+
+
+@login_required
+@require_safe
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Everything an approver needs to see before signing off."""
+    deployment = _visible_deployment(request, pk)
+    deployment.status_colour = STATUS_COLOURS.get(deployment.status, "grey")
+    if request.htmx:
+        # The status box polls itself while the deployment is in progress.
+        return render(request, "deployments/_deployment_status.html", {"deployment": deployment})
+    env = deployment.environment
+    user = request.user
+    digest = deployment.approval_digest()
+    approvals = list(deployment.approvals.select_related("user"))
+    for approval in approvals:
+        approval.still_valid = approval.decision == Decision.APPROVE and approval.digest == digest
+    running = _running_now(env)
+    refusal = _cannot_approve_because(deployment, user, approvals)
+    may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal
+    may_cancel = deployment.status in CANCELLABLE and (
+        user.pk == deployment.requested_by_id or has_role(user, env, Role.ADMIN)
+    )
+    decorate_environment(env)
+    context = {
+        "application": env.application,
+        "environment": env,
+        "deployment": deployment,
+        "release": deployment.release,
+        "changes": _diff(deployment.release, running),
+        "running": running,
+        "approvals": approvals,
+        "valid_count": sum(1 for a in approvals if a.still_valid),
+        "digest": digest,
+        "policy": env.policy_snapshot(),
+        "previous": env.previous() if env.require_previous_success else None,
+        "may_decide": may_decide,
+        "refusal": refusal,
+        "may_cancel": may_cancel,
+        "decision_form": DecisionForm(),
+        "step_runs": list(deployment.step_runs.order_by("phase", "order")),
+    }
+    return render(request, "deployments/deployment_detail.html", context)
+
+
+def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Apply approve/reject/cancel through the model; its errors become messages."""
+    deployment = _visible_deployment(request, pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Comment: " + " ".join(form.errors["comment"]))
+        return redirect("deployment-detail", pk=pk)
+    try:
+        getattr(deployment, action)(request.user, form.cleaned_data["comment"])
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    except PolicyError as exc:
+        messages.error(request, exc.message)
+    else:
+        deployment.refresh_from_db(fields=["status"])
+        done = {"approve": "Approved", "reject": "Rejected", "cancel": "Cancelled"}[action]
+        messages.success(
+            request, f"{done}. The deployment is now {deployment.get_status_display().lower()}."
+        )
+    return redirect("deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def deployment_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, "approve")
+
+
+@login_required
+@require_POST
+def deployment_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, "reject")
+
+
+@login_required
+@require_POST
+def deployment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, "cancel")

@@ -1,0 +1,252 @@
+"""Catalog pages: applications, their environments, the rules that protect
+them, what runs where, and break-glass overrides of freezes.
+
+Users only ever see environments they hold a role in; any other environment
+is a 404, so its existence is not revealed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, prefetch_related_objects
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from deployments.choices import STATUS_COLOURS, Status
+from deployments.models import Artifact, Deployment
+from environments.choices import OVERRIDE_COLOURS, TIER_COLOURS, WEEKDAYS, OverrideStatus
+from environments.forms import BreakGlassForm, OverrideDecisionForm
+from environments.models import Environment, FreezeOverride
+from portal.choices import Role
+from portal.roles import (
+    PolicyError,
+    has_role,
+    prime_roles,
+    visible_applications,
+    visible_environments,
+)
+
+PAGE_SIZE = 25
+DAY_NAMES = dict(WEEKDAYS)
+
+
+# -- helpers shared with the deployment pages ------------------------------------
+
+
+def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE) -> Page:
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def with_current_deployment(environments: QuerySet) -> QuerySet:
+    """Annotate each environment with its latest succeeded deployment (what runs now)."""
+    latest = Deployment.objects.filter(
+        environment=OuterRef("pk"), status=Status.SUCCEEDED
+    ).order_by(F("finished_at").desc(nulls_last=True), "-id")
+    return environments.annotate(
+        current_deployment_id=Subquery(latest.values("pk")[:1]),
+        current_release_id=Subquery(latest.values("release_id")[:1]),
+    )
+
+
+def attach_current_releases(environments: list[Environment]) -> None:
+    """Set `current_deployment` and `current_release` on environments annotated by
+    `with_current_deployment`; three queries however many environments."""
+    ids = [e.current_deployment_id for e in environments if e.current_deployment_id]
+    artifacts = Artifact.objects.select_related("service")
+    deployments = {
+        d.pk: d
+        for d in Deployment.objects.filter(pk__in=ids)
+        .select_related("release")
+        .prefetch_related(Prefetch("release__artifacts", queryset=artifacts))
+    }
+    for env in environments:
+        env.current_deployment = deployments.get(env.current_deployment_id)
+        env.current_release = env.current_deployment.release if env.current_deployment else None
+
+
+def decorate_environment(env: Environment, now=None) -> Environment:
+    """Attach what the templates show about an environment's state: tier colour, freeze."""
+    prefetch_related_objects([env], "freeze_windows")  # a no-op when the caller prefetched
+    env.tier_colour = TIER_COLOURS.get(env.tier, "grey")
+    env.freeze = env.active_freeze(now or timezone.now())
+    env.windows = list(env.freeze_windows.all())
+    for window in env.windows:
+        window.start_day = DAY_NAMES.get(window.start_weekday, "")
+        window.end_day = DAY_NAMES.get(window.end_weekday, "")
+    return env
+
+
+def decorate_deployments(deployments: Iterable[Deployment]) -> None:
+    for deployment in deployments:
+        deployment.status_colour = STATUS_COLOURS.get(deployment.status, "grey")
+
+
+def visible_environment(request: HttpRequest, slug: str, env_slug: str) -> Environment:
+    environments = with_current_deployment(visible_environments(request.user)).select_related(
+        "application", "approver_group", "second_approver_group"
+    )
+    return get_object_or_404(
+        environments.prefetch_related("freeze_windows"), application__slug=slug, slug=env_slug
+    )
+
+
+# -- pages -----------------------------------------------------------------------
+
+
+@login_required
+@require_safe
+def home(request: HttpRequest) -> HttpResponse:
+    """The catalog: every application the user may see, environments in promotion order."""
+    environments = (
+        visible_environments(request.user).order_by("order").prefetch_related("freeze_windows")
+    )
+    applications = list(
+        visible_applications(request.user).prefetch_related(
+            "services", Prefetch("environments", queryset=environments, to_attr="visible_envs")
+        )
+    )
+    now = timezone.now()
+    for application in applications:
+        for env in application.visible_envs:
+            decorate_environment(env, now)
+    return render(request, "environments/home.html", {"applications": applications})
+
+
+@login_required
+@require_safe
+def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """Services × environments: what runs where, and each environment's rules."""
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    environments = list(
+        with_current_deployment(visible_environments(request.user).filter(application=application))
+        .select_related("approver_group", "second_approver_group")
+        .prefetch_related("freeze_windows")
+        .order_by("order")
+    )
+    attach_current_releases(environments)
+    now = timezone.now()
+    for env in environments:
+        decorate_environment(env, now)
+    services = list(application.services.all())
+    running = []  # one row per service: (service, [(environment, artifact or None)])
+    for service in services:
+        cells = []
+        for env in environments:
+            artifact = None
+            if env.current_release is not None:
+                artifact = next(
+                    (a for a in env.current_release.artifacts.all() if a.service_id == service.pk),
+                    None,
+                )
+            cells.append((env, artifact))
+        running.append((service, cells))
+    prime_roles(request.user, [e.pk for e in environments])
+    can_register = any(has_role(request.user, e, Role.DEPLOYER) for e in environments)
+    context = {
+        "application": application,
+        "environments": environments,
+        "services": services,
+        "running": running,
+        "can_register": can_register,
+    }
+    return render(request, "environments/application_detail.html", context)
+
+
+@login_required
+@require_safe
+def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
+    """Rules, freezes, break-glass overrides, what runs now, and recent deployments."""
+    env = visible_environment(request, slug, env_slug)
+    attach_current_releases([env])
+    decorate_environment(env)
+    user = request.user
+    overrides = list(env.freeze_overrides.select_related("requested_by", "decided_by")[:10])
+    can_decide_overrides = has_role(user, env, Role.APPROVER, Role.ADMIN)
+    for override in overrides:
+        override.status_colour = OVERRIDE_COLOURS.get(override.status, "grey")
+        override.user_may_decide = (
+            override.status == OverrideStatus.PENDING
+            and can_decide_overrides
+            and override.requested_by_id != user.pk
+        )
+    deployments = paginate(
+        request, env.deployments.select_related("release", "requested_by").order_by("-created_at")
+    )
+    decorate_deployments(deployments)
+    context = {
+        "application": env.application,
+        "environment": env,
+        "previous": env.previous(),
+        "active_override": next((o for o in overrides if o.is_active), None),
+        "overrides": overrides,
+        "page_obj": deployments,
+        "is_admin": has_role(user, env, Role.ADMIN),
+        "can_deploy": has_role(user, env, Role.DEPLOYER),
+        "break_glass_form": BreakGlassForm(),
+    }
+    return render(request, "environments/environment_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def freeze_override_new(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
+    """Break glass: an admin asks to lift the freeze, with a typed reason and a duration."""
+    env = visible_environment(request, slug, env_slug)
+    if not has_role(request.user, env, Role.ADMIN):
+        raise PermissionDenied(f"Only admins of {env} may break the glass.")
+    form = BreakGlassForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            FreezeOverride.request(env, request.user, form.cleaned_data["reason"], form.duration())
+        except PolicyError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(
+                request, "Break-glass requested. Another approver or admin must approve it."
+            )
+            return redirect("environment-detail", slug=slug, env_slug=env_slug)
+    decorate_environment(env)
+    status = 400 if form.errors else 200
+    context = {"application": env.application, "environment": env, "form": form}
+    return render(request, "environments/freeze_override_form.html", context, status=status)
+
+
+@login_required
+@require_POST
+def freeze_override_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    """The second person approves or rejects a pending break-glass request."""
+    override = get_object_or_404(
+        FreezeOverride.objects.select_related("environment__application"),
+        pk=pk,
+        environment__in=visible_environments(request.user),
+    )
+    env = override.environment
+    back = redirect("environment-detail", slug=env.application.slug, env_slug=env.slug)
+    if not has_role(request.user, env, Role.APPROVER, Role.ADMIN):
+        raise PermissionDenied(f"Only approvers or admins of {env} may decide on break-glass.")
+    form = OverrideDecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose approve or reject.")
+        return back
+    decision = form.cleaned_data["decision"]
+    try:
+        if decision == "approve":
+            override.approve(request.user)
+        else:
+            override.reject(request.user)
+    except PolicyError as exc:
+        messages.error(request, exc.message)
+    else:
+        if decision == "approve":
+            until = f"{override.expires_at:%Y-%m-%d %H:%M %Z}"
+            messages.success(request, f"Break-glass approved: the freeze is lifted until {until}.")
+        else:
+            messages.success(request, "Break-glass request rejected.")
+    return back

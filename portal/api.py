@@ -1,0 +1,120 @@
+"""API endpoints of the portal itself: the audit trail and the OpenAPI schema."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import generics, serializers
+from rest_framework.permissions import IsAuthenticated
+
+from portal.audit_filters import FILTER_NAMES, AuditFilter, filtered_events
+from portal.models import AuditEvent
+
+
+def reject_nul_bytes(params, names) -> None:
+    """400 naming the parameter: PostgreSQL refuses NUL in text, which would be a 500."""
+    bad = {name: ["Remove the NUL character."] for name in names if "\x00" in params.get(name, "")}
+    if bad:
+        raise serializers.ValidationError(bad)
+
+
+class HashedTokenScheme(OpenApiAuthenticationExtension):
+    """Describes `Authorization: Token <key>` in the schema (registered on import)."""
+
+    target_class = "portal.api_auth.HashedTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Token"
+        )
+
+
+class EnvironmentScopeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.SlugField(allow_null=True)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    """One event as the export shows it; `hash`/`prev_hash` let a reader follow the chain."""
+
+    actor = serializers.CharField(source="actor_name")
+    target = serializers.CharField(source="target_repr")
+    application = serializers.SerializerMethodField()
+    environment = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "seq", "at", "actor", "action", "target_type", "target_id", "target",
+            "application", "environment", "before", "after", "ip", "request_id",
+            "hash", "prev_hash",
+        ]  # fmt: skip
+
+    def get_application(self, event: AuditEvent) -> str | None:
+        # The trail outlives what it speaks of: a deleted application reads as null.
+        return event.application.slug if event.application is not None else None
+
+    @extend_schema_field(EnvironmentScopeSerializer(allow_null=True))
+    def get_environment(self, event: AuditEvent) -> dict | None:
+        if event.environment_id is None:
+            return None
+        env = event.environment
+        return {"id": event.environment_id, "slug": env.slug if env is not None else None}
+
+
+@extend_schema(
+    summary="The audit trail you may see, newest first (same filters as the audit page)",
+    parameters=[
+        OpenApiParameter("actor", str, description="Username."),
+        OpenApiParameter("application", str, description="Application slug."),
+        OpenApiParameter("environment", int, description="Environment id."),
+        OpenApiParameter("action", str, description="e.g. deployment.requested"),
+        OpenApiParameter("since", str, description="First day, YYYY-MM-DD."),
+        OpenApiParameter("until", str, description="Last day, YYYY-MM-DD (inclusive)."),
+    ],
+    responses={
+        200: AuditEventSerializer(many=True),
+        400: OpenApiResponse(description="A filter is malformed; the body names it."),
+    },
+)
+class AuditEventList(generics.ListAPIView):
+    serializer_class = AuditEventSerializer
+
+    def get_queryset(self) -> QuerySet[AuditEvent]:
+        reject_nul_bytes(self.request.query_params, FILTER_NAMES)
+        audit_filter = AuditFilter.parse(self.request.query_params)
+        if audit_filter.errors:
+            raise serializers.ValidationError(
+                {name: [message] for name, message in audit_filter.errors.items()}
+            )
+        return filtered_events(self.request.user, audit_filter).select_related(
+            "application", "environment"
+        )
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI document, JSON unless ?format=yaml. Signed-in users only:
+    it is no secret, but nothing under /api/ answers anonymous callers."""
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [
+        OpenApiJsonRenderer,
+        OpenApiJsonRenderer2,
+        OpenApiYamlRenderer,
+        OpenApiYamlRenderer2,
+    ]

@@ -1,0 +1,126 @@
+"""A deployment: exactly what an approver signs off, and the buttons to do it."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from deployments.models import Deployment, Release
+from tests.conftest import env, image
+from tests.environments.ui import browser, succeed  # noqa: F401
+
+SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")
+
+
+@pytest.fixture
+def deployment(release, users) -> Deployment:
+    return Deployment.request(release, env(release.application, "staging"), users["alice"],
+                              "Bedrock timeout fix")  # fmt: skip
+
+
+def url(deployment) -> str:
+    return reverse("deployment-detail", args=[deployment.pk])
+
+
+def test_it_shows_what_is_approved(users, deployment):
+    response = browser(users["bob"]).get(url(deployment))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert (
+        '<span class="badge badge-amber" data-testid="deployment-status">Awaiting approval' in html
+    )
+    assert "Bedrock timeout fix" in html
+    assert 'data-testid="requested-by">alice<' in html
+    assert deployment.approval_digest() in html
+    for artifact in deployment.release.artifacts.all():
+        assert artifact.image_ref in html
+    assert "0 of 1 needed" in html
+
+
+def test_it_diffs_against_what_runs_now(catalog, users):
+    old = Release.register(catalog, "1.3.0", {s: image(s, "b") for s in SERVICES}, users["alice"])
+    succeed(Deployment.request(old, env(catalog, "staging"), users["alice"], "go"))
+    new = Release.register(catalog, "1.4.0", {**{s: image(s, "b") for s in SERVICES},
+                                              "fraud-ml": image("fraud-ml", "c")},
+                           users["alice"])  # fmt: skip
+    deployment = Deployment.request(new, env(catalog, "staging"), users["alice"], "go")
+    response = browser(users["bob"]).get(url(deployment))
+    changes = {row.service.slug: row.change for row in response.context["changes"]}
+    assert changes == {"fraud-api": "unchanged", "fraud-ml": "changed", "fraud-worker": "unchanged"}
+    html = response.content.decode()
+    assert f"sha256:{'b' * 64}</span><br>→ sha256:{'c' * 64}" in html
+    assert "Compared with what runs there now: 1.3.0" in html
+
+
+def test_every_image_is_new_in_an_empty_environment(users, deployment):
+    response = browser(users["bob"]).get(url(deployment))
+    assert {row.change for row in response.context["changes"]} == {"new"}
+
+
+def test_it_lists_approvals_and_whether_they_still_count(release, users, catalog):
+    production = env(catalog, "production")
+    production.require_previous_success = False
+    production.save()
+    deployment = Deployment.request(release, production, users["alice"], "go")
+    deployment.approve(users["bob"], "Checked the plan")
+    # A new plan invalidates approvals given for the old one.
+    Deployment.objects.filter(pk=deployment.pk).update(plan_sha256="f" * 64)
+    response = browser(users["dave"]).get(url(deployment))
+    html = response.content.decode()
+    assert "Checked the plan" in html
+    assert "no longer valid" in html
+    assert "0 of 2 needed" in html
+
+
+def test_it_offers_approve_and_reject_to_an_eligible_approver(users, deployment):
+    html = browser(users["bob"]).get(url(deployment)).content.decode()
+    assert 'name="comment"' in html
+    assert ">Approve</button>" in html
+    assert ">Reject</button>" in html
+    assert reverse("deployment-reject", args=[deployment.pk]) in html
+
+
+def test_it_tells_others_why_they_cannot_approve(users, deployment):
+    requester = browser(users["alice"]).get(url(deployment))
+    assert ">Approve</button>" not in requester.content.decode()
+    assert "someone else must approve" in requester.context["refusal"]
+    viewer = browser(users["dave"]).get(url(deployment))
+    assert ">Approve</button>" not in viewer.content.decode()
+    assert "approver role" in viewer.context["refusal"]
+
+
+def test_it_offers_cancel_to_the_requester_and_admins(users, deployment):
+    button = ">Cancel request</button>"
+    assert button in browser(users["alice"]).get(url(deployment)).content.decode()
+    assert button in browser(users["erin"]).get(url(deployment)).content.decode()
+    assert button not in browser(users["bob"]).get(url(deployment)).content.decode()
+    assert "return confirm(" in browser(users["alice"]).get(url(deployment)).content.decode()
+
+
+def test_htmx_gets_the_status_partial(users, deployment):
+    response = browser(users["bob"]).get(url(deployment), headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert 'data-testid="deployment-status"' in html
+    assert "<html" not in html
+
+
+def test_it_keeps_a_constant_number_of_queries(deployment, users,
+                                               django_assert_max_num_queries):  # fmt: skip
+    client = browser(users["dave"])
+    with django_assert_max_num_queries(12):
+        client.get(url(deployment))
+    deployment.approve(users["bob"], "ok")  # fills the one approval staging needs
+    with django_assert_max_num_queries(12):
+        client.get(url(deployment))
+
+
+def test_it_hides_deployments_of_environments_without_a_role(users, deployment):
+    assert browser(users["mallory"]).get(url(deployment)).status_code == 404
+
+
+def test_it_refuses_post(users, deployment):
+    assert browser(users["bob"]).post(url(deployment)).status_code == 405
+
+
+def test_it_needs_sign_in(client, deployment):
+    assert client.get(url(deployment))["Location"].startswith(reverse("login"))

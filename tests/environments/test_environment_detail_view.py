@@ -1,0 +1,111 @@
+"""An environment: rules, freezes, break-glass, what runs now, its deployments."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.urls import reverse
+from django.utils import timezone
+
+from deployments.models import Deployment
+from environments.choices import FreezeKind
+from environments.models import FreezeOverride, FreezeWindow
+from tests.conftest import env
+from tests.environments.ui import browser, succeed  # noqa: F401
+
+URL = reverse("environment-detail", args=["fraud-detector", "production"])
+STAGING = reverse("environment-detail", args=["fraud-detector", "staging"])
+
+
+def freeze(catalog, slug="production", reason="Month-end close"):
+    now = timezone.now()
+    return FreezeWindow.objects.create(
+        environment=env(catalog, slug), kind=FreezeKind.ONE_OFF, reason=reason,
+        starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=5),
+    )  # fmt: skip
+
+
+def test_it_shows_rules_and_freeze(users, catalog):
+    freeze(catalog)
+    response = browser(users["dave"]).get(URL)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<strong>2</strong> approvals needed" in html
+    assert "Frozen until" in html and "(Month-end close)" in html
+    assert "in force" in html
+
+
+def test_it_shows_what_runs_now_and_the_deployments(release, users, catalog):
+    deployment = succeed(Deployment.request(release, env(catalog, "staging"), users["alice"], "go"))
+    html = browser(users["dave"]).get(STAGING).content.decode()
+    assert "Runs now" in html
+    assert release.artifacts.first().image_ref in html
+    assert reverse("deployment-detail", args=[deployment.pk]) in html
+
+
+def test_it_paginates_deployments(release, users, catalog):
+    staging = env(catalog, "staging")
+    Deployment.objects.bulk_create(
+        Deployment(release=release, environment=staging, requested_by=users["alice"],
+                   reason=f"r{n}", status="cancelled") for n in range(30)
+    )  # fmt: skip
+    client = browser(users["dave"])
+    first = client.get(STAGING)
+    assert len(first.context["page_obj"]) == 25
+    assert "Page 1 of 2" in first.content.decode()
+    assert len(client.get(STAGING + "?page=2").context["page_obj"]) == 5
+
+
+def test_it_offers_break_glass_to_admins_only(users, catalog):
+    freeze(catalog)
+    button = ">Break glass</button>"
+    assert button in browser(users["erin"]).get(URL).content.decode()
+    assert button not in browser(users["bob"]).get(URL).content.decode()
+    assert button not in browser(users["alice"]).get(URL).content.decode()
+
+
+def test_it_lets_a_second_person_decide_a_pending_override(catalog, users):
+    freeze(catalog)
+    override = FreezeOverride.request(env(catalog, "production"), users["erin"], "Sev1 fix",
+                                      timedelta(hours=1))  # fmt: skip
+    decide = reverse("freeze-override-decide", args=[override.pk])
+    bob_html = browser(users["bob"]).get(URL).content.decode()
+    assert "Sev1 fix" in bob_html and decide in bob_html
+    assert decide not in browser(users["erin"]).get(URL).content.decode()  # the requester
+    assert decide not in browser(users["alice"]).get(URL).content.decode()  # a deployer
+
+
+def test_it_hides_environments_without_a_role(catalog, users):
+    assert browser(users["mallory"]).get(URL).status_code == 404
+    assert (
+        browser(users["alice"])
+        .get(reverse("environment-detail", args=["fraud-detector", "nope"]))
+        .status_code
+        == 404
+    )
+
+
+def test_it_keeps_a_constant_number_of_queries(release, users, catalog,
+                                               django_assert_max_num_queries):  # fmt: skip
+    client = browser(users["bob"])
+    with django_assert_max_num_queries(11):
+        client.get(STAGING)
+    freeze(catalog, "staging")
+    for _ in range(3):
+        FreezeOverride.request(env(catalog, "staging"), users["erin"], "why", timedelta(hours=1))
+    staging = env(catalog, "staging")
+    Deployment.objects.bulk_create(
+        Deployment(release=release, environment=staging, requested_by=users["alice"],
+                   reason=f"r{n}", status="succeeded", finished_at=timezone.now())
+        for n in range(10)
+    )  # fmt: skip
+    with django_assert_max_num_queries(11):
+        client.get(STAGING)
+
+
+def test_it_refuses_post(users, catalog):
+    assert browser(users["erin"]).post(URL).status_code == 405
+
+
+def test_it_needs_sign_in(client, catalog):
+    assert client.get(URL)["Location"].startswith(reverse("login"))

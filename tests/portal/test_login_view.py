@@ -1,0 +1,125 @@
+"""The sign-in page: Django auth, audited, throttled per username and per IP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+
+from portal.models import AuditEvent
+from portal.views import throttle_keys
+from tests.environments.ui import last_event
+
+PASSWORD = "correct-horse-battery"
+USERNAMES = ("alice", "bob", "carol", "dave", "nobody")
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters():
+    """Failure counters live in Redis and outlive a test's transaction."""
+
+    def clear() -> None:
+        keys = {k for name in USERNAMES for k in throttle_keys(name, "127.0.0.1")}
+        cache.delete_many([*keys, *(f"{k}:since" for k in keys)])
+
+    clear()
+    yield
+    clear()
+
+
+def sign_in(client, username: str, password: str):
+    return client.post(reverse("login"), {"username": username, "password": password})
+
+
+def test_it_shows_the_form(client, db):
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    assert b'name="username"' in response.content
+    assert b'name="password"' in response.content
+    assert b">Sign in</button>" in response.content
+
+
+def test_it_signs_in_and_audits_it(client, users):
+    response = sign_in(client, "alice", PASSWORD)
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert client.session["_auth_user_id"] == str(users["alice"].pk)
+    event = last_event("auth.signed_in")
+    assert event.actor_id == users["alice"].pk
+    assert event.request_id == response["X-Request-ID"]
+    assert event.ip == "127.0.0.1"
+
+
+def test_it_follows_next_to_a_local_page(client, users):
+    response = client.post(
+        reverse("login") + "?next=/deployments/",
+        {"username": "alice", "password": PASSWORD, "next": "/deployments/"},
+    )
+    assert response["Location"] == "/deployments/"
+
+
+def test_it_refuses_a_wrong_password_and_audits_it(client, users):
+    response = sign_in(client, "alice", "wrong")
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session
+    assert "correct username and password" in response.content.decode()
+    event = last_event("auth.sign_in_failed")
+    assert event.actor_name == "alice"
+    assert event.actor_id is None
+
+
+def test_it_refuses_the_right_password_after_too_many_failures(client, users, settings):
+    assert settings.LOGIN_MAX_FAILURES == 5
+    for _ in range(5):
+        assert sign_in(client, "alice", "wrong").status_code == 200
+    response = sign_in(client, "alice", PASSWORD)
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    text = response.content.decode()
+    assert "Too many failed sign-in attempts" in text
+    assert "Try again in 15 minutes" in text
+    # The refused attempt never reached authentication: no sign-in, one throttle event.
+    assert not AuditEvent.objects.filter(action="auth.signed_in").exists()
+    assert last_event("auth.sign_in_throttled").actor_name == "alice"
+
+
+def test_it_locks_the_client_ip_across_usernames(client, users):
+    for name in ("bob", "carol", "dave", "nobody", "bob"):
+        sign_in(client, name, "wrong")
+    response = sign_in(client, "alice", PASSWORD)
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_success_forgets_the_username_failures(client, users):
+    for _ in range(3):
+        sign_in(client, "alice", "wrong")
+    assert sign_in(client, "alice", PASSWORD).status_code == 302
+    user_key = throttle_keys("alice", "127.0.0.1")[0]
+    assert cache.get(user_key) is None
+
+
+def test_it_lets_people_try_again_after_the_window(client, users, settings):
+    settings.LOGIN_FAILURE_WINDOW = 1
+    for _ in range(5):
+        sign_in(client, "alice", "wrong")
+    assert sign_in(client, "alice", PASSWORD).status_code == 429
+    time.sleep(1.2)
+    assert sign_in(client, "alice", PASSWORD).status_code == 302
+
+
+def test_it_refuses_other_methods(client, db):
+    assert client.delete(reverse("login")).status_code == 405
+
+
+def test_it_sends_a_signed_in_user_home(client, users):
+    client.force_login(users["alice"])
+    assert client.get(reverse("login"))["Location"] == "/"
+
+
+def test_pages_send_anonymous_users_to_sign_in(client, db):
+    response = client.get(reverse("home"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("login") + "?next=/"
