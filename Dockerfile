@@ -1,0 +1,33 @@
+# Gantry: one image for the web server, the RQ workers and the migrate job.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A fixed uid so that secret files on the host can be given to it (chown 10001).
+RUN groupadd --system --gid 10001 gantry \
+    && useradd --system --uid 10001 --gid gantry --home-dir /app --shell /usr/sbin/nologin gantry
+
+WORKDIR /app
+# Pinned dependencies first: this layer is rebuilt only when a pin changes.
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+# Static files are collected (hashed and compressed) at build time; WhiteNoise
+# serves them. The key below exists only for this build step.
+RUN DEBUG=0 SECRET_KEY=collectstatic-only AUDIT_KEY=collectstatic-only \
+        python manage.py collectstatic --noinput -v 0 \
+    && mkdir -p /app/var \
+    && chown gantry:gantry /app/var
+
+USER gantry
+EXPOSE 8000
+
+HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=5)"]
+
+# --proxy-headers: the client address comes from the reverse proxy's X-Forwarded-For.
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "portal.asgi:application"]

@@ -1,0 +1,490 @@
+"""Load the demo catalog, users and a short, fully audited release history.
+
+The systems are the ones whose manual runbooks Gantry replaces: `fraud-detector`
+(ECS Fargate in ca-central-1) and `fintech-ai-platform` (Kubernetes, one
+namespace per environment). Safe to run again: anything already present is
+left as it is and no audit event is written twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import time
+from decimal import Decimal
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.utils import timezone
+
+from deployments.choices import Status, StepStatus, Stream
+from deployments.models import Deployment, LogLine, Release, StepRun
+from environments.choices import FreezeKind, StepKind, Tier
+from environments.models import Application, Environment, FreezeWindow, Service, Step
+from portal import audit
+from portal.choices import Role
+from portal.models import Membership
+
+# Printed by `make run` too. Demo only: never reuse it for a real installation.
+DEMO_PASSWORD = "gantry-demo"
+DEMO_ROLES = {
+    "alice": Role.DEPLOYER,
+    "bob": Role.APPROVER,
+    "carol": Role.APPROVER,
+    "dave": Role.VIEWER,
+}
+ECR = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"
+TORONTO = "America/Toronto"
+FRAUD_SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    slug: str
+    name: str
+    order: int
+    tier: str
+    required_approvals: int
+    budget: int
+    health_urls: list[str]
+    require_previous_success: bool = False
+    rollback_required_approvals: int = 0
+    kube_context: str = ""
+    variables: dict = field(default_factory=dict)
+    steps: list[tuple[str, str, dict]] = field(default_factory=list)  # (name, kind, config)
+    weekly_freeze: bool = False
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One deployment of a release in the history: who approves, and how it ends."""
+
+    environment: str
+    reason: str
+    approvers: tuple[str, ...] = ()
+    succeeded: bool = True  # False: left awaiting the remaining approvals
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    version: str
+    notes: str
+    rollouts: tuple[Rollout, ...]
+
+
+@dataclass(frozen=True)
+class ApplicationSpec:
+    slug: str
+    name: str
+    description: str
+    registry: str
+    services: tuple[str, ...]
+    environments: tuple[EnvironmentSpec, ...]
+    history: tuple[ReleaseSpec, ...]
+
+
+def image_ref(registry: str, service: str, version: str) -> str:
+    """A digest-pinned image whose digest is stable across runs (sha256 of name and version)."""
+    digest = hashlib.sha256(f"{service}:{version}".encode()).hexdigest()
+    return f"{registry}/{service}@sha256:{digest}"
+
+
+def commit_of(application: str, version: str) -> str:
+    return hashlib.sha1(f"{application}@{version}".encode()).hexdigest()[:12]
+
+
+def ecs_steps(env: str, health: list[str], snapshot_and_bake: bool) -> list:
+    """The runbook of seeds 001/002 for one environment, as Gantry steps
+    (resource names as in seed 001: cluster, RDS instance and alarms per environment)."""
+    prefix = f"fraud-detector-{env}"
+    terraform = {
+        "path": "infra/terraform/fraud-detector",
+        "variables": {
+            "environment": "${environment}",
+            "release_version": "${release.version}",
+            "images": {service: f"${{artifact.{service}}}" for service in FRAUD_SERVICES},
+        },
+    }
+    ecs = {"cluster": prefix, "services": list(FRAUD_SERVICES), "timeout_seconds": 900}
+    http = {"urls": health, "timeout_seconds": 120}
+    if not snapshot_and_bake:
+        return [
+            ("Terraform apply", StepKind.TERRAFORM, terraform),
+            ("ECS rolling update", StepKind.ECS_ROLLING, ecs),
+            ("Health check", StepKind.HTTP_CHECK, http),
+        ]
+    return [
+        ("Terraform apply", StepKind.TERRAFORM, terraform),
+        ("RDS snapshot", StepKind.RDS_SNAPSHOT, {"db_instance": f"{prefix}-db"}),
+        ("ECS rolling update", StepKind.ECS_ROLLING, ecs),
+        ("Health check", StepKind.HTTP_CHECK, http),
+        # Watch the environment's CloudWatch alarms for a minute before calling it done.
+        ("Bake", StepKind.BAKE,
+         {"duration_seconds": 60, "cloudwatch": {"alarm_prefix": f"{prefix}-"}}),
+    ]  # fmt: skip
+
+
+def k8s_steps(namespace: str, health: list[str]) -> list:
+    """The runbook of seed 003: rolling update of each Deployment, then health."""
+    rolling = {
+        "namespace": namespace,
+        "deployments": ["api-gateway", "ml-service", "frontend"],
+        "timeout_seconds": 600,
+    }
+    return [
+        ("Kubernetes rolling update", StepKind.K8S_ROLLING, rolling),
+        ("Health check", StepKind.HTTP_CHECK, {"urls": health, "timeout_seconds": 120}),
+    ]
+
+
+def fraud_detector() -> ApplicationSpec:
+    dev_health = ["http://fraud-api.dev.fraud-detector.internal/health"]
+    staging_health = [
+        "https://staging-api.fraud-detector.com/health",
+        "https://staging-api.fraud-detector.com/health/ready",
+    ]
+    prod_health = [
+        "https://api.fraud-detector.com/health",
+        "https://api.fraud-detector.com/health/ready",
+    ]
+    environments = (
+        EnvironmentSpec(
+            slug="dev", name="Development", order=1, tier=Tier.DEVELOPMENT,
+            required_approvals=0, budget=50, health_urls=dev_health,
+            steps=ecs_steps("dev", dev_health, snapshot_and_bake=False),
+        ),
+        EnvironmentSpec(
+            slug="staging", name="Staging", order=2, tier=Tier.STAGING,
+            required_approvals=1, budget=90, health_urls=staging_health,
+            steps=ecs_steps("staging", staging_health, snapshot_and_bake=True),
+        ),
+        EnvironmentSpec(
+            slug="production", name="Production", order=3, tier=Tier.PRODUCTION,
+            required_approvals=2, budget=185, health_urls=prod_health,
+            require_previous_success=True, rollback_required_approvals=1,
+            steps=ecs_steps("production", prod_health, snapshot_and_bake=True),
+            weekly_freeze=True,
+        ),
+    )  # fmt: skip
+    return ApplicationSpec(
+        slug="fraud-detector",
+        name="Fraud Detector",
+        description="Real-time fraud scoring: API, ML model service and async worker on "
+        "ECS Fargate in ca-central-1.",
+        registry=ECR,
+        services=FRAUD_SERVICES,
+        environments=environments,
+        history=(
+            ReleaseSpec(
+                "1.3.0",
+                "Model v7 (precision +2.1 pts); async scoring for batch jobs.",
+                (
+                    Rollout("dev", "Model v7 candidate"),
+                    Rollout("staging", "Model v7 validation with replayed traffic", ("bob",)),
+                    Rollout("production", "Model v7 rollout, CAB-2291", ("bob", "carol")),
+                ),
+            ),
+            ReleaseSpec(
+                "1.4.0",
+                "Bedrock timeout raised to 5 s; fraud-worker retries on 429.",
+                (
+                    Rollout("dev", "Timeout fix for INC-4412"),
+                    Rollout("staging", "Timeout fix soak test", ("carol",)),
+                    Rollout(
+                        "production",
+                        "Fix for INC-4412 (scoring timeouts at peak)",
+                        ("carol",),
+                        succeeded=False,
+                    ),
+                ),
+            ),
+            ReleaseSpec(
+                "1.5.0",
+                "Feature store client upgrade.",
+                (Rollout("dev", "Feature store client upgrade"),),
+            ),
+        ),
+    )
+
+
+def fintech_ai_platform() -> ApplicationSpec:
+    def env(slug: str, name: str, order: int, tier: str, approvals: int, budget: int,
+            namespace: str, **rules) -> EnvironmentSpec:  # fmt: skip
+        health = [
+            f"https://{namespace}.fintech-ai-platform.com/health",
+            f"https://{namespace}.fintech-ai-platform.com/ready",
+        ]
+        return EnvironmentSpec(
+            slug=slug,
+            name=name,
+            order=order,
+            tier=tier,
+            required_approvals=approvals,
+            budget=budget,
+            health_urls=health,
+            kube_context=namespace,
+            variables={"namespace": namespace},
+            steps=k8s_steps(namespace, health),
+            **rules,
+        )
+
+    environments = (
+        env("dev", "Development", 1, Tier.DEVELOPMENT, 0, 60, "fintech-ai-dev"),
+        env("staging", "Staging", 2, Tier.STAGING, 1, 140, "fintech-ai-staging"),
+        env("production", "Production", 3, Tier.PRODUCTION, 2, 420, "fintech-ai-prod",
+            require_previous_success=True, rollback_required_approvals=1, weekly_freeze=True),
+    )  # fmt: skip
+    return ApplicationSpec(
+        slug="fintech-ai-platform",
+        name="FinTech AI Platform",
+        description="API gateway, ML service and web frontend on Kubernetes, "
+        "one namespace per environment.",
+        registry=f"{ECR}/fintech-ai",
+        services=("api-gateway", "frontend", "ml-service"),
+        environments=environments,
+        history=(
+            ReleaseSpec(
+                "2.1.0",
+                "Risk scoring v2 behind the API gateway.",
+                (
+                    Rollout("dev", "Risk scoring v2"),
+                    Rollout("staging", "Risk scoring v2 acceptance", ("bob",)),
+                ),
+            ),
+            ReleaseSpec(
+                "2.2.0", "Frontend: case review screen.", (Rollout("dev", "Case review screen"),)
+            ),
+        ),
+    )
+
+
+@contextmanager
+def acting_as(user: User | None) -> Iterator[None]:
+    """Attribute the audit events written inside the block to `user` (None: the system)."""
+    token = audit.set_context(audit.AuditContext(actor=user))
+    try:
+        yield
+    finally:
+        audit.reset_context(token)
+
+
+def record_successful_run(deployment: Deployment) -> None:
+    """Mark a queued deployment as run and succeeded, as the deploy job does.
+
+    The demo history needs finished deployments, but nothing must really be
+    deployed while seeding. This helper stands in for the deploy engine: it
+    makes the same transitions (queued → running → succeeded) with the same
+    audit events, and one step run per configured step. Real deployments are
+    carried out by the engine's RQ job, which replaces this helper.
+    """
+    environment = deployment.environment
+    with acting_as(None), transaction.atomic():
+        started = timezone.now()
+        if not Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(
+            status=Status.RUNNING, started_at=started
+        ):
+            raise CommandError(f"Deployment {deployment} is not queued; cannot record its run.")
+        audit.record(
+            "deployment.started",
+            deployment,
+            before={"status": Status.QUEUED},
+            after={"status": Status.RUNNING},
+        )
+        for seq, step in enumerate(environment.steps.all(), start=1):
+            run = StepRun.objects.create(
+                deployment=deployment,
+                order=step.order,
+                name=step.name,
+                kind=step.kind,
+                status=StepStatus.SUCCEEDED,
+                started_at=started,
+                finished_at=timezone.now(),
+            )
+            LogLine.objects.create(
+                deployment=deployment,
+                seq=seq,
+                step=run,
+                stream=Stream.SYSTEM,
+                text=f"{step.name}: recorded as succeeded by the demo seed (nothing was run).",
+            )
+        Deployment.objects.filter(pk=deployment.pk, status=Status.RUNNING).update(
+            status=Status.SUCCEEDED, finished_at=timezone.now()
+        )
+        audit.record(
+            "deployment.succeeded",
+            deployment,
+            before={"status": Status.RUNNING},
+            after={"status": Status.SUCCEEDED},
+        )
+    deployment.refresh_from_db()
+
+
+class Command(BaseCommand):
+    help = "Load the demo catalog, users and release history (idempotent)."
+
+    def handle(self, *args, **options) -> None:
+        self.created: list[str] = []
+        # One transaction: a failure leaves nothing half-seeded, and jobs the
+        # domain methods enqueue on commit find every row already final.
+        with transaction.atomic():
+            users = self.ensure_users()
+            for spec in (fraud_detector(), fintech_ai_platform()):
+                application = self.ensure_application(spec, users["admin"])
+                self.ensure_memberships(application, users)
+                self.ensure_history(spec, application, users)
+                # Freezes last: the history above must not fall into a freeze
+                # that happens to be in force while seeding.
+                self.ensure_freezes(spec, application, users["admin"])
+        if self.created:
+            self.stdout.write("Demo data loaded: " + "; ".join(self.created) + ".")
+        else:
+            self.stdout.write("Demo data already present; nothing changed.")
+
+    def ensure_users(self) -> dict[str, User]:
+        users = {}
+        for username in ("admin", *DEMO_ROLES):
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                make = (
+                    User.objects.create_superuser
+                    if username == "admin"
+                    else User.objects.create_user
+                )
+                user = make(username, f"{username}@example.com", DEMO_PASSWORD)
+                self.created.append(f"user {username}")
+            users[username] = user
+        return users
+
+    def ensure_application(self, spec: ApplicationSpec, admin: User) -> Application:
+        application, created = Application.objects.get_or_create(
+            slug=spec.slug, defaults={"name": spec.name, "description": spec.description}
+        )
+        for slug in spec.services:
+            Service.objects.get_or_create(
+                application=application,
+                slug=slug,
+                defaults={"name": slug, "image_repository": f"{spec.registry}/{slug}"},
+            )
+        for env_spec in spec.environments:
+            environment, env_created = Environment.objects.get_or_create(
+                application=application,
+                slug=env_spec.slug,
+                defaults={
+                    "name": env_spec.name,
+                    "order": env_spec.order,
+                    "tier": env_spec.tier,
+                    "required_approvals": env_spec.required_approvals,
+                    "require_previous_success": env_spec.require_previous_success,
+                    "rollback_required_approvals": env_spec.rollback_required_approvals,
+                    "region": "ca-central-1",
+                    "kube_context": env_spec.kube_context,
+                    "variables": env_spec.variables,
+                    "health_urls": env_spec.health_urls,
+                    "monthly_budget_usd": Decimal(env_spec.budget),
+                    "webhook_url": "",  # set a Slack incoming webhook in the admin
+                },
+            )
+            if env_created:
+                Step.objects.bulk_create(
+                    Step(environment=environment, order=order, name=name, kind=kind, config=config)
+                    for order, (name, kind, config) in enumerate(env_spec.steps, start=1)
+                )
+        if created:
+            self.created.append(f"application {spec.slug}")
+            with acting_as(admin):
+                audit.record(
+                    "application.created",
+                    application,
+                    application=application,
+                    after={
+                        "services": list(spec.services),
+                        "environments": {
+                            env.slug: env.policy_snapshot()
+                            for env in application.environments.all()
+                        },
+                    },
+                )
+        return application
+
+    def ensure_memberships(self, application: Application, users: dict[str, User]) -> None:
+        for environment in application.environments.all():
+            for username, role in DEMO_ROLES.items():
+                membership, created = Membership.objects.get_or_create(
+                    user=users[username], environment=environment, role=role
+                )
+                if created:
+                    with acting_as(users["admin"]):
+                        audit.record(
+                            "membership.granted",
+                            membership,
+                            environment=environment,
+                            after={"user": username, "role": role},
+                        )
+
+    def ensure_history(
+        self, spec: ApplicationSpec, application: Application, users: dict[str, User]
+    ) -> None:
+        """Register each release and walk it through its rollouts with the domain methods."""
+        alice = users["alice"]
+        environments = {env.slug: env for env in application.environments.all()}
+        for release_spec in spec.history:
+            if Release.objects.filter(
+                application=application, version=release_spec.version
+            ).exists():
+                continue
+            artifacts = {
+                service: image_ref(spec.registry, service, release_spec.version)
+                for service in spec.services
+            }
+            with acting_as(alice):
+                release = Release.register(
+                    application,
+                    release_spec.version,
+                    artifacts,
+                    alice,
+                    notes=release_spec.notes,
+                    commit=commit_of(spec.slug, release_spec.version),
+                )
+            for rollout in release_spec.rollouts:
+                environment = environments[rollout.environment]
+                with acting_as(alice):
+                    deployment = Deployment.request(release, environment, alice, rollout.reason)
+                for username in rollout.approvers:
+                    with acting_as(users[username]):
+                        deployment.approve(users[username], "Checked the diff and the runbook.")
+                if rollout.succeeded:
+                    record_successful_run(deployment)
+            self.created.append(f"{spec.slug} {release_spec.version}")
+
+    def ensure_freezes(self, spec: ApplicationSpec, application: Application, admin: User) -> None:
+        for env_spec in spec.environments:
+            environment = application.environments.get(slug=env_spec.slug)
+            if not env_spec.weekly_freeze or environment.freeze_windows.exists():
+                continue
+            # Friday 16:00 to Monday 08:00, Toronto time: no weekend releases.
+            window = FreezeWindow(
+                environment=environment,
+                kind=FreezeKind.WEEKLY,
+                reason="Weekend change freeze",
+                start_weekday=4,
+                start_time=time(16, 0),
+                end_weekday=0,
+                end_time=time(8, 0),
+                time_zone=TORONTO,
+            )
+            window.full_clean()
+            window.save()
+            with acting_as(admin):
+                audit.record(
+                    "freeze_window.created",
+                    window,
+                    environment=environment,
+                    after={
+                        "reason": window.reason,
+                        "weekly": "Fri 16:00 → Mon 08:00",
+                        "time_zone": TORONTO,
+                    },
+                )
