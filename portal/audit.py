@@ -147,7 +147,15 @@ def _scope_of(target: Any, environment: Any, application: Any) -> tuple[int | No
     """Find the environment and application an event belongs to, for filtering."""
     if environment is None:
         environment = getattr(target, "environment", None)
-    if application is None and environment is not None:
+    if application is None and isinstance(environment, int):
+        from environments.models import Environment
+
+        application = (
+            Environment.objects.filter(pk=environment)
+            .values_list("application_id", flat=True)
+            .first()
+        )
+    elif application is None and environment is not None:
         application = environment.application_id
     elif application is None:
         application = getattr(target, "application_id", None)

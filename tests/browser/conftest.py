@@ -54,19 +54,6 @@ def browser(monkeypatch) -> Iterator:
     wait_for_request_threads()
 
 
-@pytest.fixture(autouse=True)
-def plain_static(settings) -> None:
-    """Serve static files without a collectstatic manifest.
-
-    The suite runs with DEBUG=0, which selects WhiteNoise's manifest storage;
-    the live server serves the files straight from the finders instead.
-    """
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def page(browser, live_server, request) -> Iterator:
     """A fresh browser context against the live server; its last screen is saved."""

@@ -1,0 +1,120 @@
+"""Server time (p50/p95) and SQL query count of the main pages, as a superuser
+and as a member who sees two applications. Run at two data sizes: the query
+count must not grow with the data (goal p95 <= 50 ms).
+
+Pages that do not exist yet (URL name missing or a 404) are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.common import median, percentile
+
+GOAL_P95_MS = 50.0
+
+
+def _pages() -> list[tuple[str, str, dict]]:
+    """(label, URL name, kwargs or query) for each page measured."""
+    from deployments.choices import Status
+    from deployments.models import Deployment, Release
+    from portal.models import AuditEvent
+
+    app = "app-00"
+    open_deployment = (
+        Deployment.objects.filter(
+            environment__application__slug=app, status=Status.AWAITING_APPROVAL
+        )  # fmt: skip
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    finished = (
+        Deployment.objects.filter(environment__application__slug=app, status=Status.SUCCEEDED)
+        .order_by("-pk").values_list("pk", flat=True).first()
+    )  # fmt: skip
+    release = Release.objects.filter(application__slug=app).order_by("-pk").first()
+    middle = (AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 2) // 2
+    return [
+        ("catalog", "home", {}),
+        ("application", "application-detail", {"slug": app}),
+        ("environment", "environment-detail", {"slug": app, "env_slug": "production"}),
+        ("release list", "release-list", {"slug": app}),
+        ("release detail", "release-detail", {"pk": release.pk if release else 0}),
+        ("deployment list", "deployment-list", {}),
+        ("deployment list, filtered", "deployment-list", {"?": {"status": "succeeded"}}),
+        ("deployment detail (awaiting)", "deployment-detail", {"pk": open_deployment or 0}),
+        ("deployment detail (succeeded)", "deployment-detail", {"pk": finished or 0}),
+        ("audit", "audit", {}),
+        ("audit, page in the middle", "audit", {"?": {"before": middle}}),
+        ("audit, one environment", "audit", {"?": {"environment": "__env__"}}),
+        ("audit, by action", "audit", {"?": {"action": "deployment.approved"}}),
+    ]
+
+
+def _measure(client, url: str, requests: int) -> dict:
+    from django.db import connection, reset_queries
+    from django.test.utils import CaptureQueriesContext
+
+    # Each request starts by emptying the query log (request_started), so the
+    # context must start from an empty log too or it counts nothing.
+    reset_queries()
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    # Read now: the captured list is a view of the live log, which the next request empties.
+    query_count = len(queries)
+    status = response.status_code
+    if status != 200:
+        return {"status": status}
+    for _ in range(2):  # warm-up
+        client.get(url)
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.get(url)
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "status": status,
+        "queries": query_count,
+        "p50_ms": round(median(times), 1),
+        "p95_ms": round(percentile(times, 95), 1),
+        "meets_goal": percentile(times, 95) <= GOAL_P95_MS,
+    }
+
+
+def run(requests: int = 40) -> dict:
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.urls import NoReverseMatch, reverse
+    from django.utils.http import urlencode
+
+    from environments.models import Environment
+
+    env_id = Environment.objects.get(application__slug="app-00", slug="production").pk
+    results: dict = {}
+    for username in ("root", "viewer"):
+        client = Client()
+        client.force_login(User.objects.get(username=username))
+        per_user = results.setdefault(username, {})
+        for label, name, kwargs in _pages():
+            kwargs = dict(kwargs)
+            query = kwargs.pop("?", None)
+            try:
+                url = reverse(name, kwargs=kwargs)
+            except NoReverseMatch:
+                per_user[label] = {"skipped": f"no URL named {name!r} yet"}
+                continue
+            if query:
+                query = {k: (env_id if v == "__env__" else v) for k, v in query.items()}
+                url += "?" + urlencode(query)
+            try:
+                outcome = _measure(client, url, requests)
+            except Exception as exc:  # noqa: BLE001 - a page under construction must not stop the run
+                outcome = {"skipped": f"{type(exc).__name__}: {exc}"[:200]}
+            if outcome.get("status") == 404:
+                outcome = {"skipped": f"{url} answers 404 (not written yet?)"}
+            elif "status" in outcome and outcome["status"] != 200:
+                outcome["skipped"] = f"{url} answers {outcome['status']}"
+            outcome["url"] = url
+            per_user[label] = outcome
+    return results

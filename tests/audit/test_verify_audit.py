@@ -1,0 +1,130 @@
+"""`manage.py verify_audit` and the database's refusal to edit the trail.
+
+The tamper tests edit the table the way an attacker with database access
+would: triggers disabled, rows changed, triggers enabled again. All of it runs
+inside the test's transaction and is rolled back with it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+
+from portal.audit import canonical, sign
+from portal.models import AuditEvent
+
+
+def verify(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("verify_audit", *args, stdout=out, stderr=err)
+    except SystemExit as exit_:
+        return exit_.code, out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def requested_event(trail) -> AuditEvent:
+    return AuditEvent.objects.get(
+        action="deployment.requested", target_id=str(trail["deployment"].pk)
+    )
+
+
+def behind_the_triggers_back(sql: str, params: list) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE portal_auditevent DISABLE TRIGGER USER")
+        cursor.execute(sql, params)
+        cursor.execute("ALTER TABLE portal_auditevent ENABLE TRIGGER USER")
+
+
+def test_it_reports_an_intact_chain(trail):
+    last = AuditEvent.objects.order_by("-seq").first()
+    code, out, err = verify()
+    assert code == 0, err
+    count = AuditEvent.objects.count()
+    expected = f"audit chain intact: {count} events, last #{last.seq} at {last.at.isoformat()}"
+    assert out.strip() == expected
+
+
+def test_it_reports_an_empty_chain_as_intact(db):
+    assert verify() == (0, "audit chain intact: 0 events\n", "")
+
+
+def test_it_verifies_with_a_key_file(trail, tmp_path, settings):
+    good = tmp_path / "audit.key"
+    good.write_bytes(settings.AUDIT_KEY + b"\n")
+    assert verify("--key-file", str(good))[0] == 0
+    wrong = tmp_path / "wrong.key"
+    wrong.write_bytes(b"not-the-key")
+    code, _, err = verify("--key-file", str(wrong))
+    assert code == 1
+    assert "event #1 does not match its signature" in err
+
+
+def test_it_names_an_unreadable_key_file(db, tmp_path):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="missing.key"):
+        call_command("verify_audit", "--key-file", str(tmp_path / "missing.key"))
+
+
+@pytest.mark.parametrize("statement", ["UPDATE portal_auditevent SET action = 'x'",
+                                       "DELETE FROM portal_auditevent"])  # fmt: skip
+def test_the_database_refuses_to_change_the_trail(trail, statement):
+    before = list(AuditEvent.objects.order_by("seq").values_list("seq", "action", "hash"))
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", "action", "hash")) == before
+
+
+def test_it_finds_an_event_edited_behind_the_triggers_back(trail):
+    target = requested_event(trail)
+    behind_the_triggers_back(
+        'UPDATE portal_auditevent SET after = after || \'{"reason": "routine"}\' WHERE seq = %s',
+        [target.seq],
+    )
+    code, out, err = verify()
+    assert code == 1
+    assert out == ""
+    assert f"BROKEN at event #{target.seq}" in err
+    assert "does not match its signature" in err
+
+
+def test_it_finds_a_deleted_event(trail):
+    target = requested_event(trail)
+    behind_the_triggers_back("DELETE FROM portal_auditevent WHERE seq = %s", [target.seq])
+    code, _, err = verify()
+    assert code == 1
+    assert f"event #{target.seq} is missing" in err
+
+
+def test_it_finds_a_chain_rebuilt_without_the_key(trail):
+    """An attacker deletes an event and re-chains everything after it with a
+    guessed key: every link holds, but no signature does."""
+    target = requested_event(trail)
+    behind_the_triggers_back("DELETE FROM portal_auditevent WHERE seq = %s", [target.seq])
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE portal_auditevent DISABLE TRIGGER USER")
+        prev_hash = "0" * 64
+        for new_seq, event in enumerate(AuditEvent.objects.order_by("seq"), start=1):
+            content = canonical(
+                new_seq, event.at, event.actor_id, event.actor_name, event.action,
+                event.target_type, event.target_id, event.target_repr, event.application_id,
+                event.environment_id, event.before, event.after, event.ip, event.request_id,
+                prev_hash,
+            )  # fmt: skip
+            forged = sign(content, key=b"guess")
+            cursor.execute(
+                "UPDATE portal_auditevent SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                [new_seq, prev_hash, forged, event.pk],
+            )
+            prev_hash = forged
+        cursor.execute("ALTER TABLE portal_auditevent ENABLE TRIGGER USER")
+    seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap left to see
+    code, _, err = verify()
+    assert code == 1
+    assert "BROKEN at event #1: event #1 does not match its signature" in err
