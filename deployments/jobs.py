@@ -1,15 +1,316 @@
-"""RQ jobs of the deployments app. Each takes primary keys (or nothing), loads
-its rows, and is safe to run twice."""
+"""RQ jobs of the deployments app. Each takes a primary key, loads its row,
+and is safe to run twice: it acts only if the row is still in the state the
+job is meant for.
+
+- plan_deployment: the Terraform steps' `plan` → the plan hash approvals bind to.
+- run_deployment: take the environment (Deployment.start), run the steps in
+  order, stream their output, finish; a failed bake starts an automatic rollback.
+- fail_stalled_deployments / wake_queued_deployments: housekeeping (cron).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
 
+from django.conf import settings
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from deployments.choices import Status
+from deployments.choices import Kind, Status, StepStatus, Stream
+from deployments.logs import LogWriter, broadcast_status
+from deployments.runners import StepCancelled, StepContext, StepFailed, get_runner
+from deployments.runners.masking import Masker
+from environments.choices import StepKind
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2
+# A run whose heartbeat is older than this is abandoned (its worker died).
+STALE_AFTER = timedelta(seconds=20)
+# On a rollback these kinds are undone from what the undone run recorded.
+INVERTIBLE = {StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING}
+# ...and these are not repeated: a snapshot, a one-off command or a bake would
+# only delay restoring service.
+SKIPPED_ON_ROLLBACK = {StepKind.RDS_SNAPSHOT, StepKind.COMMAND, StepKind.BAKE}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def step_workdir(deployment_id: int, order: int) -> Path:
+    """Shared by the plan and the run job: the saved plan lives here."""
+    return Path(settings.DEPLOY_WORKDIR) / str(deployment_id) / f"step-{order}"
+
+
+def combined_plan_hash(step_hashes: list[tuple[int, str]]) -> str:
+    """One Terraform step: its plan file's SHA-256. Several: a hash over them all."""
+    if len(step_hashes) == 1:
+        return step_hashes[0][1]
+    text = "\n".join(f"{order}:{digest}" for order, digest in sorted(step_hashes))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _load(deployment_id: int):
+    from deployments.models import Deployment
+
+    return (
+        Deployment.objects.select_related("environment", "release__application")
+        .filter(pk=deployment_id)
+        .first()
+    )
+
+
+def _step_run(deployment, step, phase: str):
+    from deployments.models import StepRun
+
+    run, _ = StepRun.objects.update_or_create(
+        deployment=deployment, phase=phase, order=step.order,
+        defaults={"name": step.name, "kind": step.kind, "status": StepStatus.RUNNING,
+                  "started_at": timezone.now(), "finished_at": None, "error": ""},
+    )  # fmt: skip
+    return run
+
+
+def _end_step(run, status: str, outputs: dict | None = None, error: str = "") -> None:
+    from deployments.models import StepRun
+
+    StepRun.objects.filter(pk=run.pk).update(
+        status=status, outputs=outputs or {}, error=error, finished_at=timezone.now()
+    )
+
+
+def plan_deployment(deployment_id: int) -> str:
+    """Plan every Terraform step; record the plan hash or fail the request."""
+    deployment = _load(deployment_id)
+    if deployment is None or deployment.status != Status.PLANNING:
+        return "nothing to plan"
+    environment = deployment.environment
+    masker = Masker(environment.secret_variables)
+    writer = LogWriter(deployment.pk, masker)
+    hashes, summary = [], {"resource_changes": 0}
+    try:
+        for step in environment.steps.filter(kind=StepKind.TERRAFORM).order_by("order"):
+            run = _step_run(deployment, step, "plan")
+            writer.set_step(run.pk, f"plan: {step.name}")
+            ctx = StepContext.for_deployment(
+                deployment, step.config, workdir=step_workdir(deployment.pk, step.order), log=writer
+            )
+            try:
+                result = get_runner(step.kind).plan(ctx)
+            except StepFailed as exc:
+                message = masker.mask(exc.message)
+                _end_step(run, StepStatus.FAILED, exc.outputs, message)
+                raise StepFailed(message) from None
+            _end_step(run, StepStatus.SUCCEEDED, result)
+            hashes.append((step.order, result["plan_sha256"]))
+            summary["resource_changes"] += len(result.get("resource_changes", []))
+    except StepFailed as exc:
+        writer.write(f"Planning failed: {exc.message}", Stream.SYSTEM)
+        writer.close()
+        _fail_before_running(deployment, f"Planning failed: {exc.message}")
+        return "plan failed"
+    writer.close()
+    deployment.record_plan(combined_plan_hash(hashes), summary)
+    broadcast_status(deployment.pk, deployment.status)
+    return deployment.status
+
+
+def _fail_before_running(deployment, error: str) -> None:
+    from django.db import transaction
+
+    from deployments.models import Deployment
+
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if locked.status == Status.PLANNING:
+            locked._set_status(
+                Status.FAILED, "deployment.failed", finished_at=timezone.now(), error=error
+            )
+    broadcast_status(deployment.pk, Status.FAILED)
+
+
+class Heartbeat(threading.Thread):
+    """Beats while the deployment runs and relays a cancel request to the steps."""
+
+    def __init__(self, deployment, cancelled: threading.Event) -> None:
+        super().__init__(name=f"heartbeat-{deployment.pk}", daemon=True)
+        self.deployment, self.cancelled = deployment, cancelled
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(HEARTBEAT_SECONDS):
+                if self.deployment.heartbeat():
+                    self.cancelled.set()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=HEARTBEAT_SECONDS * 2)
+
+
+def _previous_outputs(deployment, order: int) -> dict | None:
+    from deployments.models import StepRun
+
+    return (
+        StepRun.objects.filter(
+            deployment__environment_id=deployment.environment_id,
+            deployment__status=Status.SUCCEEDED, phase="deploy", order=order,
+            status=StepStatus.SUCCEEDED,
+        )
+        .exclude(deployment=deployment)
+        .order_by("-deployment__finished_at")
+        .values_list("outputs", flat=True)
+        .first()
+    )  # fmt: skip
+
+
+def _plan_of(deployment, order: int) -> dict | None:
+    from deployments.models import StepRun
+
+    return (
+        StepRun.objects.filter(deployment=deployment, phase="plan", order=order)
+        .values_list("outputs", flat=True)
+        .first()
+    )
+
+
+def _run_step(deployment, step, writer: LogWriter, cancelled: threading.Event) -> dict:
+    """Run (or, on a rollback, undo) one step; returns its outputs."""
+    from deployments.models import StepRun
+
+    runner = get_runner(step.kind)
+    ctx = StepContext.for_deployment(
+        deployment, step.config, workdir=step_workdir(deployment.pk, step.order), log=writer,
+        cancelled=cancelled, plan=_plan_of(deployment, step.order),
+        previous_outputs=_previous_outputs(deployment, step.order),
+    )  # fmt: skip
+    if deployment.kind == Kind.ROLLBACK and step.kind in SKIPPED_ON_ROLLBACK:
+        writer.write(f"{step.kind} is not repeated on a rollback; skipped.", Stream.SYSTEM)
+        return {"skipped": True}
+    if deployment.kind == Kind.ROLLBACK and step.kind in INVERTIBLE:
+        undone = (
+            StepRun.objects.filter(deployment_id=deployment.rollback_of_id, phase="deploy",
+                                   order=step.order)
+            .values_list("outputs", flat=True)
+            .first()
+        )  # fmt: skip
+        if not undone:
+            writer.write("The undone run never reached this step; nothing to undo.", Stream.SYSTEM)
+            return {"skipped": True}
+        return runner.rollback(ctx, undone)
+    return runner.run(ctx)
+
+
+def _check_plan_binding(deployment) -> None:
+    """Apply only what was approved: the recorded plans must hash to plan_sha256."""
+    from deployments.models import StepRun
+
+    plans = StepRun.objects.filter(deployment=deployment, phase="plan").values_list(
+        "order", "outputs"
+    )
+    hashes = [(order, outputs.get("plan_sha256", "")) for order, outputs in plans]
+    if hashes and combined_plan_hash(hashes) != deployment.plan_sha256:
+        raise StepFailed("The recorded plans do not match the approved plan hash; replan.")
+
+
+def run_deployment(deployment_id: int) -> str:
+    """Carry out a queued deployment. A second call for the same row does nothing."""
+    deployment = _load(deployment_id)
+    if deployment is None or deployment.status != Status.QUEUED:
+        return "not queued"
+    if not deployment.start(worker_name()):
+        return "environment busy; stays queued"
+    broadcast_status(deployment.pk, Status.RUNNING)
+    environment = deployment.environment
+    masker = Masker(environment.secret_variables)
+    writer = LogWriter(deployment.pk, masker)
+    cancelled = threading.Event()
+    heartbeat = Heartbeat(deployment, cancelled)
+    heartbeat.start()
+    status, error, bake_failed, run = Status.SUCCEEDED, "", False, None
+    try:
+        _check_plan_binding(deployment)
+        for step in environment.steps.order_by("order"):
+            if cancelled.is_set():
+                raise StepCancelled("The deployment was cancelled.")
+            run = _step_run(deployment, step, "deploy")
+            writer.set_step(run.pk, step.name)
+            writer.write(f"── {step.order}. {step.name} ({step.kind})", Stream.SYSTEM)
+            try:
+                outputs = _run_step(deployment, step, writer, cancelled)
+            except StepCancelled:
+                _end_step(run, StepStatus.CANCELLED, error="Cancelled.")
+                raise
+            except StepFailed as exc:
+                message = masker.mask(exc.message)
+                _end_step(run, StepStatus.FAILED, exc.outputs, message)
+                bake_failed = step.kind == StepKind.BAKE
+                raise StepFailed(f"{step.name}: {message}") from None
+            _end_step(run, StepStatus.SUCCEEDED, outputs)
+    except StepCancelled:
+        status, error = Status.CANCELLED, "Cancelled while running."
+    except StepFailed as exc:
+        status, error = Status.FAILED, exc.message
+    except Exception:  # a bug, not the user's doing: log it with an id they can quote
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("deployment %s crashed (error id %s)", deployment.pk, error_id)
+        status, error = Status.FAILED, f"Internal error (id {error_id}); see the worker log."
+        if run is not None:
+            _end_step(run, StepStatus.FAILED, error=error)
+    finally:
+        heartbeat.stop()
+        writer.write(f"Deployment {status}." + (f" {error}" if error else ""), Stream.SYSTEM)
+        writer.close()
+    deployment.finish(status, error)
+    broadcast_status(deployment.pk, status)
+    if bake_failed and deployment.kind == Kind.DEPLOY:
+        from deployments.models import Deployment
+
+        Deployment.request_rollback(
+            environment, reason=f"Automatic rollback: #{deployment.pk} failed its bake ({error})",
+            undo=deployment,
+        )  # fmt: skip
+    close_old_connections()
+    return status
+
+
+def fail_stalled_deployments() -> list[int]:
+    """Housekeeping: a run whose worker died (kill -9) is failed, freeing the environment."""
+    from deployments.models import Deployment
+
+    failed = Deployment.fail_stalled(STALE_AFTER)
+    for pk in failed:
+        broadcast_status(pk, Status.FAILED)
+    return failed
+
+
+def wake_queued_deployments() -> int:
+    """Housekeeping: re-enqueue queued deployments whose environment is free
+    (a lost job or a worker restart must not leave them waiting forever)."""
+    from deployments.models import Deployment, wake_next_queued
+
+    busy = Deployment.objects.filter(status=Status.RUNNING).values("environment_id")
+    environments = (
+        Deployment.objects.filter(status=Status.QUEUED)
+        .exclude(environment_id__in=busy)
+        .values_list("environment_id", flat=True)
+        .distinct()
+    )
+    count = 0
+    for environment_id in environments:
+        wake_next_queued(environment_id)
+        count += 1
+    return count
 
 
 def expire_stale_requests() -> int:

@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from deployments.choices import (
@@ -28,6 +28,7 @@ from deployments.choices import (
     StepStatus,
     Stream,
 )
+from environments.choices import StepKind
 from environments.models import Application, Environment, FreezeOverride, Service
 from portal import audit
 from portal.choices import Role
@@ -186,6 +187,13 @@ def approval_digest(artifacts: dict[str, str], plan_sha256: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
+def initial_status(environment: Environment, required_approvals: int) -> str:
+    """Plan first when the process has Terraform steps: approvers see the plan."""
+    if environment.steps.filter(kind=StepKind.TERRAFORM).exists():
+        return Status.PLANNING
+    return Status.AWAITING_APPROVAL if required_approvals else Status.QUEUED
+
+
 class Deployment(models.Model):
     """A request to put a release into an environment, and its whole life."""
 
@@ -217,6 +225,10 @@ class Deployment(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     queued_at = models.DateTimeField(null=True, blank=True)
+    # Set by the job that runs the deployment; a stale heartbeat means its worker died.
+    worker_name = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -225,6 +237,15 @@ class Deployment(models.Model):
         indexes = [
             models.Index(fields=["environment", "status", "-finished_at"]),
             models.Index(fields=["status", "-created_at"]),
+        ]
+        constraints = [
+            # The environment lock: the database lets one deployment run per
+            # environment; a second one stays queued until the first is done.
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=models.Q(status="running"),
+                name="one_running_per_environment",
+            )
         ]
 
     def __str__(self) -> str:
@@ -322,6 +343,7 @@ class Deployment(models.Model):
             required = (
                 env.required_approvals if kind == Kind.DEPLOY else env.rollback_required_approvals
             )
+            status = initial_status(env, required)
             deployment = cls.objects.create(
                 release=release,
                 environment=env,
@@ -330,8 +352,8 @@ class Deployment(models.Model):
                 reason=reason,
                 required_approvals=required,
                 freeze_override=override,
-                status=Status.AWAITING_APPROVAL if required else Status.QUEUED,
-                queued_at=None if required else timezone.now(),
+                status=status,
+                queued_at=timezone.now() if status == Status.QUEUED else None,
             )
             audit.record(
                 "deployment.requested",
@@ -347,10 +369,7 @@ class Deployment(models.Model):
                     "freeze_override": override.pk if override else None,
                 },
             )
-            if required:
-                from deployments import notifications
-
-                notifications.announce(deployment, NotificationEvent.APPROVAL_NEEDED)
+            deployment.dispatch()
         return deployment
 
     # -- approving --------------------------------------------------------------
@@ -452,6 +471,7 @@ class Deployment(models.Model):
                 from deployments import notifications
 
                 notifications.announce(self, NotificationEvent.APPROVED)
+                self.dispatch()
         return approval
 
     def reject(self, user, comment: str = "") -> Approval:
@@ -486,11 +506,26 @@ class Deployment(models.Model):
         return approval
 
     def cancel(self, user, comment: str = "") -> None:
-        """The requester or an environment admin withdraws a request not yet running."""
+        """The requester or an environment admin withdraws a request, or stops a run."""
         with transaction.atomic():
             self._lock()
             if user.pk != self.requested_by_id and not has_role(user, self.environment, Role.ADMIN):
                 raise Forbidden("Only the requester or an admin of this environment may cancel.")
+            if self.status == Status.RUNNING:
+                # The job sees the flag within a heartbeat, stops its step
+                # cleanly (terminating a subprocess) and finishes as cancelled.
+                if self.cancel_requested_at is None:
+                    self.cancel_requested_at = timezone.now()
+                    Deployment.objects.filter(pk=self.pk).update(
+                        cancel_requested_at=self.cancel_requested_at
+                    )
+                    audit.record(
+                        "deployment.cancel_requested",
+                        self,
+                        actor=user,
+                        after={"comment": (comment or "").strip()[:1000]},
+                    )
+                return
             if self.status not in (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED):
                 raise Conflict(
                     f"This deployment is {self.get_status_display().lower()}; it cannot be "
@@ -509,6 +544,163 @@ class Deployment(models.Model):
         with transaction.atomic():
             self._lock()
             return self._expire_if_stale()
+
+    # -- running (called by the jobs in deployments/jobs.py) ----------------------
+
+    @property
+    def queue_name(self) -> str:
+        return "high" if self.kind == Kind.ROLLBACK else "default"
+
+    def dispatch(self) -> None:
+        """Hand the deployment to whoever acts next; jobs enqueue after commit."""
+        import django_rq
+
+        from deployments import jobs, notifications
+
+        if self.status == Status.PLANNING:
+            django_rq.get_queue(self.queue_name).enqueue(jobs.plan_deployment, self.pk)
+        elif self.status == Status.QUEUED:
+            django_rq.get_queue(self.queue_name).enqueue(jobs.run_deployment, self.pk)
+        elif self.status == Status.AWAITING_APPROVAL:
+            notifications.announce(self, NotificationEvent.APPROVAL_NEEDED)
+
+    def record_plan(self, plan_sha256: str, summary: dict) -> bool:
+        """Planning is done: store the plan hash approvals will be bound to."""
+        with transaction.atomic():
+            self._lock()
+            if self.status != Status.PLANNING:
+                return False
+            Deployment.objects.filter(pk=self.pk).update(plan_sha256=plan_sha256)
+            self.plan_sha256 = plan_sha256
+            audit.record("deployment.planned", self, after={"plan_sha256": plan_sha256, **summary})
+            if self.required_approvals:
+                self._set_status(Status.AWAITING_APPROVAL, "deployment.awaiting_approval")
+            else:
+                self._set_status(Status.QUEUED, "deployment.queued", queued_at=timezone.now())
+            self.dispatch()
+        return True
+
+    def start(self, worker_name: str) -> bool:
+        """queued → running, unless another deployment holds the environment.
+
+        The partial unique index settles the race between two workers: the
+        loser's UPDATE fails and its deployment stays queued.
+        """
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                started = Deployment.objects.filter(pk=self.pk, status=Status.QUEUED).update(
+                    status=Status.RUNNING, started_at=now, heartbeat_at=now,
+                    worker_name=worker_name[:200],
+                )  # fmt: skip
+                if started:
+                    audit.record(
+                        "deployment.started",
+                        self,
+                        before={"status": Status.QUEUED},
+                        after={"status": Status.RUNNING, "worker": worker_name},
+                    )
+        except IntegrityError:
+            return False
+        if started:
+            self.refresh_from_db()
+        return bool(started)
+
+    def heartbeat(self) -> bool:
+        """Prove the job is alive; returns True when a cancel was requested."""
+        Deployment.objects.filter(pk=self.pk, status=Status.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+        return Deployment.objects.filter(pk=self.pk, cancel_requested_at__isnull=False).exists()
+
+    def finish(self, status: str, error: str = "") -> bool:
+        """running → succeeded | failed | cancelled; wakes the next queued deployment."""
+        with transaction.atomic():
+            self._lock()
+            if self.status != Status.RUNNING:
+                return False
+            self._set_status(
+                status, f"deployment.{status}", finished_at=timezone.now(), error=error[:4000]
+            )
+            wake_next_queued(self.environment_id)
+        return True
+
+    @classmethod
+    def fail_stalled(cls, stale_after: timedelta) -> list[int]:
+        """Fail running deployments whose job stopped beating (its worker died)."""
+        cutoff = timezone.now() - stale_after
+        failed = []
+        for deployment in cls.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
+            last = deployment.heartbeat_at
+            reason = (
+                f"The worker {deployment.worker_name or '?'} stopped responding "
+                f"(last heartbeat {last:%Y-%m-%d %H:%M:%S %Z}); the run was abandoned."
+            )
+            if deployment.finish(Status.FAILED, reason):
+                failed.append(deployment.pk)
+        return failed
+
+    # -- rollback -----------------------------------------------------------------
+
+    @classmethod
+    def request_rollback(
+        cls, environment: Environment, user=None, reason: str = "", undo: Deployment | None = None
+    ) -> Deployment:
+        """Bring back the last release that succeeded here before the current one.
+
+        Manual (a user): the environment's rollback policy decides approvals.
+        Automatic (no user, `undo` = the failed deployment): no approval, high queue.
+        """
+        succeeded = cls.objects.filter(environment=environment, status=Status.SUCCEEDED).order_by(
+            "-finished_at", "-id"
+        )
+        if undo is None:
+            undo = succeeded.first()
+            if undo is None:
+                raise PolicyError(f"Nothing has succeeded in {environment} yet; nothing to undo.")
+            target = succeeded.exclude(release=undo.release).first()
+        else:
+            target = succeeded.exclude(release=undo.release).first()
+        if target is None:
+            raise PolicyError(
+                f"No earlier release succeeded in {environment}; there is nothing to roll back to."
+            )
+        if user is not None:
+            deployment = cls.request(target.release, environment, user, reason, kind=Kind.ROLLBACK)
+            Deployment.objects.filter(pk=deployment.pk).update(rollback_of=undo)
+            deployment.rollback_of = undo
+            return deployment
+        with transaction.atomic():
+            deployment = cls.objects.create(
+                release=target.release, environment=environment, kind=Kind.ROLLBACK,
+                reason=reason or f"Automatic rollback of #{undo.pk}", rollback_of=undo,
+                required_approvals=0, status=initial_status(environment, 0),
+            )  # fmt: skip
+            if deployment.status == Status.QUEUED:
+                Deployment.objects.filter(pk=deployment.pk).update(queued_at=timezone.now())
+            audit.record(
+                "deployment.rollback_started",
+                deployment,
+                actor_name="gantry",
+                after={
+                    "release": target.release.version,
+                    "undo": undo.pk,
+                    "reason": deployment.reason,
+                },
+            )
+            deployment.dispatch()
+        return deployment
+
+
+def wake_next_queued(environment_id: int) -> None:
+    """After a run ends, enqueue the oldest deployment waiting for the environment."""
+    waiting = (
+        Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED)
+        .order_by("queued_at", "id")
+        .first()
+    )
+    if waiting is not None:
+        waiting.dispatch()
 
 
 class Approval(models.Model):

@@ -226,6 +226,9 @@ EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.Emai
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gantry@localhost")
+# Where deployments keep their working files (saved Terraform plans, checkouts);
+# the plan and the run job must both see it (a shared volume with several workers).
+DEPLOY_WORKDIR = env_str("DEPLOY_WORKDIR", str(BASE_DIR / "var" / "deployments"))
 PORTAL_URL = env_str("PORTAL_URL", "http://127.0.0.1:8000")
 WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 5)
 

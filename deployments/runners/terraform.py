@@ -247,9 +247,8 @@ class TerraformRunner(Runner):
         if not ctx.plan or not ctx.plan.get("plan_path"):
             raise StepFailed("No saved Terraform plan for this deployment; request a new plan.")
         plan_path = Path(ctx.plan["plan_path"])
-        expected = (
-            ctx.deployment.plan_sha256 if ctx.deployment is not None else ""
-        ) or ctx.plan.get("plan_sha256", "")
+        expected = (ctx.deployment.plan_sha256 if ctx.deployment is not None else "") or ""
+        expected = ctx.plan.get("plan_sha256") or expected
         if not plan_path.exists():
             raise StepFailed(f"The saved plan {plan_path} is gone; request a new plan.")
         actual = file_sha256(plan_path)

@@ -20,8 +20,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from deployments.choices import Status, StepStatus, Stream
-from deployments.models import Deployment, LogLine, Release, StepRun
+from deployments.choices import Status, Stream
+from deployments.models import Deployment, LogLine, Release
 from environments.choices import FreezeKind, StepKind, Tier
 from environments.models import Application, Environment, FreezeWindow, Service, Step
 from portal import audit
@@ -277,10 +277,8 @@ def record_successful_run(deployment: Deployment) -> None:
     The demo history needs finished deployments, but nothing must really be
     deployed while seeding. This helper stands in for the deploy engine: it
     makes the same transitions (queued → running → succeeded) with the same
-    audit events, and one step run per configured step. Real deployments are
-    carried out by the engine's RQ job, which replaces this helper.
+    audit events. Real deployments are carried out by the engine's RQ job.
     """
-    environment = deployment.environment
     with acting_as(None), transaction.atomic():
         started = timezone.now()
         if not Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(
@@ -293,23 +291,12 @@ def record_successful_run(deployment: Deployment) -> None:
             before={"status": Status.QUEUED},
             after={"status": Status.RUNNING},
         )
-        for seq, step in enumerate(environment.steps.all(), start=1):
-            run = StepRun.objects.create(
-                deployment=deployment,
-                order=step.order,
-                name=step.name,
-                kind=step.kind,
-                status=StepStatus.SUCCEEDED,
-                started_at=started,
-                finished_at=timezone.now(),
-            )
-            LogLine.objects.create(
-                deployment=deployment,
-                seq=seq,
-                step=run,
-                stream=Stream.SYSTEM,
-                text=f"{step.name}: recorded as succeeded by the demo seed (nothing was run).",
-            )
+        LogLine.objects.create(
+            deployment=deployment,
+            seq=1,
+            stream=Stream.SYSTEM,
+            text="Recorded as succeeded by the demo seed (nothing was run).",
+        )
         Deployment.objects.filter(pk=deployment.pk, status=Status.RUNNING).update(
             status=Status.SUCCEEDED, finished_at=timezone.now()
         )
@@ -327,6 +314,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         self.created: list[str] = []
+        self.new_environments: list = []
+        self.open_requests: list = []
         # One transaction: a failure leaves nothing half-seeded, and jobs the
         # domain methods enqueue on commit find every row already final.
         with transaction.atomic():
@@ -335,6 +324,10 @@ class Command(BaseCommand):
                 application = self.ensure_application(spec, users["admin"])
                 self.ensure_memberships(application, users)
                 self.ensure_history(spec, application, users)
+                # Steps after the recorded history (which ran nothing), before
+                # the open requests: those are planned for real by the worker.
+                self.ensure_steps()
+                self.ensure_open_requests(users)
                 # Freezes last: the history above must not fall into a freeze
                 # that happens to be in force while seeding.
                 self.ensure_freezes(spec, application, users["admin"])
@@ -388,10 +381,7 @@ class Command(BaseCommand):
                 },
             )
             if env_created:
-                Step.objects.bulk_create(
-                    Step(environment=environment, order=order, name=name, kind=kind, config=config)
-                    for order, (name, kind, config) in enumerate(env_spec.steps, start=1)
-                )
+                self.new_environments.append((environment, env_spec))
         if created:
             self.created.append(f"application {spec.slug}")
             with acting_as(admin):
@@ -450,6 +440,9 @@ class Command(BaseCommand):
                 )
             for rollout in release_spec.rollouts:
                 environment = environments[rollout.environment]
+                if not rollout.succeeded:
+                    self.open_requests.append((release, environment, rollout))
+                    continue
                 with acting_as(alice):
                     deployment = Deployment.request(release, environment, alice, rollout.reason)
                 for username in rollout.approvers:
@@ -458,6 +451,28 @@ class Command(BaseCommand):
                 if rollout.succeeded:
                     record_successful_run(deployment)
             self.created.append(f"{spec.slug} {release_spec.version}")
+
+    def ensure_steps(self) -> None:
+        for environment, env_spec in self.new_environments:
+            Step.objects.bulk_create(
+                Step(environment=environment, order=order, name=name, kind=kind, config=config)
+                for order, (name, kind, config) in enumerate(env_spec.steps, start=1)
+            )
+        self.new_environments = []
+
+    def ensure_open_requests(self, users: dict[str, User]) -> None:
+        """Requests still under review: with Terraform steps they start in
+        `planning`, and the worker plans them against the sandbox."""
+        alice = users["alice"]
+        for release, environment, rollout in self.open_requests:
+            with acting_as(alice):
+                deployment = Deployment.request(release, environment, alice, rollout.reason)
+            for username in rollout.approvers:
+                if deployment.status != Status.AWAITING_APPROVAL:
+                    break  # approvals wait for the plan
+                with acting_as(users[username]):
+                    deployment.approve(users[username], "Checked the diff and the runbook.")
+        self.open_requests = []
 
     def ensure_freezes(self, spec: ApplicationSpec, application: Application, admin: User) -> None:
         for env_spec in spec.environments:
