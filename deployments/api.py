@@ -16,10 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from deployments.choices import Status
-from deployments.models import Deployment, Release
+from deployments.logs import line_payload
+from deployments.models import Deployment, LogLine, Release
 from deployments.serializers import (
     DecisionSerializer,
     DeploymentCreateSerializer,
+    DeploymentLogsSerializer,
     DeploymentSerializer,
     ReleaseCreateSerializer,
     ReleaseSerializer,
@@ -220,3 +222,45 @@ class DeploymentReject(DeploymentDecision):
 class DeploymentCancel(DeploymentDecision):
     def decide(self, deployment: Deployment, user, comment: str) -> None:
         deployment.cancel(user, comment)
+
+
+# One call returns at most this many lines; a client catching up calls again
+# with the last seq it got until fewer come back.
+MAX_LOG_LINES = 1000
+
+
+class DeploymentLogs(generics.GenericAPIView):
+    """The polling fallback of the live log panel (and a way for tools to tail a run)."""
+
+    serializer_class = DeploymentLogsSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        return Deployment.objects.filter(
+            environment_id__in=visible_environments(self.request.user).values("pk")
+        )
+
+    @extend_schema(
+        summary="Log lines of a deployment after a seq, oldest first (at most 1000)",
+        parameters=[
+            OpenApiParameter(
+                "after", int, description="Return lines with a seq above this (default 0)."
+            )
+        ],
+        responses={200: DeploymentLogsSerializer, **_errors(400, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        deployment = get_object_or_404(self.get_queryset(), pk=pk)
+        reject_nul_bytes(request.query_params, ["after"])
+        raw = request.query_params.get("after", "0").strip() or "0"
+        if not raw.isdigit() or len(raw) > 10:
+            raise _field_error("after", "Give the last seq you have, a whole number from 0.")
+        rows = (
+            LogLine.objects.filter(deployment=deployment, seq__gt=int(raw))
+            .order_by("seq")
+            .values_list("seq", "step__name", "stream", "text", "at")[:MAX_LOG_LINES]
+        )
+        lines = [
+            line_payload(seq, step or "", stream, text, at) for seq, step, stream, text, at in rows
+        ]
+        return Response({"lines": lines, "status": deployment.status})

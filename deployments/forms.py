@@ -87,3 +87,11 @@ class DeploymentFilterForm(forms.Form):
     def __init__(self, *args, environments: QuerySet, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["environment"].queryset = environments
+
+
+class RollbackForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="Approvers and the audit trail read this: what went wrong (incident, ticket).",
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from deployments.choices import Decision
+from deployments.choices import Decision, Status, Stream
 from deployments.models import Approval, Deployment, Release
 
 # Ids beyond PostgreSQL's bigint would reach the database as an error, not a 404.
@@ -135,3 +135,18 @@ class DeploymentCreateSerializer(serializers.Serializer):
 
 class DecisionSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class LogLineSerializer(serializers.Serializer):
+    """One stored line of a deployment's output (as the WebSocket sends it)."""
+
+    seq = serializers.IntegerField(help_text="Numbered from 1; ask for lines after the last one.")
+    step = serializers.CharField(help_text="The step's name; empty before the first step.")
+    stream = serializers.ChoiceField(choices=Stream.choices)
+    text = serializers.CharField(help_text="Raw text: escape it before showing it as HTML.")
+    at = serializers.DateTimeField()
+
+
+class DeploymentLogsSerializer(serializers.Serializer):
+    lines = LogLineSerializer(many=True)
+    status = serializers.ChoiceField(choices=Status.choices)

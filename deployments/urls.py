@@ -9,6 +9,7 @@ urlpatterns = [
     path("deployments/", views.deployment_list, name="deployment-list"),
     path("deployments/new/", views.deployment_new, name="deployment-new"),
     path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
+    path("deployments/<int:pk>/steps/", views.deployment_steps, name="deployment-steps"),
     path("deployments/<int:pk>/approve/", views.deployment_approve, name="deployment-approve"),
     path("deployments/<int:pk>/reject/", views.deployment_reject, name="deployment-reject"),
     path("deployments/<int:pk>/cancel/", views.deployment_cancel, name="deployment-cancel"),

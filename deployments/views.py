@@ -31,6 +31,7 @@ from environments.views import (
     decorate_deployments,
     decorate_environment,
     paginate,
+    rollback_candidates,
     with_current_deployment,
 )
 from portal.choices import Role
@@ -43,7 +44,7 @@ from portal.roles import (
     visible_environments,
 )
 
-CANCELLABLE = (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED)
+CANCELLABLE = (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED, Status.RUNNING)
 
 
 def _artifacts() -> Prefetch:
@@ -291,10 +292,13 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     running = _running_now(env)
     refusal = _cannot_approve_because(deployment, user, approvals)
     may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal
-    may_cancel = deployment.status in CANCELLABLE and (
-        user.pk == deployment.requested_by_id or has_role(user, env, Role.ADMIN)
+    may_cancel = (
+        deployment.status in CANCELLABLE
+        and deployment.cancel_requested_at is None
+        and (user.pk == deployment.requested_by_id or has_role(user, env, Role.ADMIN))
     )
     decorate_environment(env)
+    step_runs = list(deployment.step_runs.order_by("phase", "order"))
     context = {
         "application": env.application,
         "environment": env,
@@ -311,9 +315,29 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "refusal": refusal,
         "may_cancel": may_cancel,
         "decision_form": DecisionForm(),
-        "step_runs": list(deployment.step_runs.order_by("phase", "order")),
+        "step_runs": step_runs,
+        "plan_runs": [s for s in step_runs if s.phase == "plan" and s.outputs],
+        "may_roll_back": _may_roll_back(deployment, running, user),
     }
     return render(request, "deployments/deployment_detail.html", context)
+
+
+def _may_roll_back(deployment: Deployment, running: Deployment | None, user) -> bool:
+    """Offer a rollback from the deployment that runs now, when an earlier release ran."""
+    if running is None or running.pk != deployment.pk:
+        return False
+    if not has_role(user, deployment.environment, Role.DEPLOYER):
+        return False
+    return rollback_candidates(deployment.environment)[1] is not None
+
+
+@login_required
+@require_safe
+def deployment_steps(request: HttpRequest, pk: int) -> HttpResponse:
+    """The step progress list, re-fetched by the live log panel on each status change."""
+    deployment = _visible_deployment(request, pk)
+    step_runs = deployment.step_runs.order_by("phase", "order")
+    return render(request, "deployments/_step_runs.html", {"step_runs": step_runs})
 
 
 def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
@@ -331,6 +355,9 @@ def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         deployment.refresh_from_db(fields=["status"])
+        if deployment.status == Status.RUNNING:
+            messages.success(request, "Cancel requested: the run stops within a few seconds.")
+            return redirect("deployment-detail", pk=pk)
         done = {"approve": "Approved", "reject": "Rejected", "cancel": "Cancelled"}[action]
         messages.success(
             request, f"{done}. The deployment is now {deployment.get_status_display().lower()}."

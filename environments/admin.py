@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.utils import timezone
 
+from deployments.runners import ConfigError, validate_step_config
 from environments.choices import OverrideStatus
 from environments.models import (
     Application,
@@ -37,8 +38,28 @@ class ApplicationAdmin(AuditedAdmin):
     inlines = [ServiceInline]
 
 
+class StepForm(forms.ModelForm):
+    """Checks a step's config with its runner, so a typo fails here and not mid-deployment."""
+
+    class Meta:
+        model = Step
+        fields = ["order", "name", "kind", "config"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        kind, config = cleaned.get("kind"), cleaned.get("config")
+        if kind and "config" not in self.errors:
+            try:
+                validate_step_config(kind, config if config is not None else {})
+            except ConfigError as exc:
+                # Stored as typed: the runner fills in defaults when it runs.
+                self.add_error("config", f"{exc.key}: {str(exc).split(': ', 1)[-1]}")
+        return cleaned
+
+
 class StepInline(admin.TabularInline):
     model = Step
+    form = StepForm
     extra = 0
     fields = ["order", "name", "kind", "config"]
 

@@ -91,3 +91,9 @@ class EnvironmentDetailSerializer(serializers.ModelSerializer):
         if env.override is None:
             return None
         return serializers.DateTimeField().to_representation(env.override.expires_at)
+
+
+class RollbackSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        allow_blank=True, max_length=2000, help_text="Why the environment is rolled back."
+    )

@@ -11,6 +11,11 @@ urlpatterns = [
         name="environment-detail",
     ),
     path(
+        "apps/<slug:slug>/envs/<slug:env_slug>/rollback/",
+        views.environment_rollback,
+        name="environment-rollback",
+    ),
+    path(
         "apps/<slug:slug>/envs/<slug:env_slug>/break-glass/",
         views.freeze_override_new,
         name="freeze-override-new",

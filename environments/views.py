@@ -20,12 +20,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from deployments.choices import STATUS_COLOURS, Status
+from deployments.forms import RollbackForm
 from deployments.models import Artifact, Deployment
 from environments.choices import OVERRIDE_COLOURS, TIER_COLOURS, WEEKDAYS, OverrideStatus
 from environments.forms import BreakGlassForm, OverrideDecisionForm
 from environments.models import Environment, FreezeOverride
 from portal.choices import Role
 from portal.roles import (
+    Forbidden,
     PolicyError,
     has_role,
     prime_roles,
@@ -95,6 +97,20 @@ def visible_environment(request: HttpRequest, slug: str, env_slug: str) -> Envir
     return get_object_or_404(
         environments.prefetch_related("freeze_windows"), application__slug=slug, slug=env_slug
     )
+
+
+def rollback_candidates(env: Environment) -> tuple[Deployment | None, Deployment | None]:
+    """(what runs now, what a rollback would bring back), as request_rollback picks them:
+    the latest succeeded deployment, and the latest succeeded one of another release."""
+    succeeded = (
+        env.deployments.filter(status=Status.SUCCEEDED)
+        .select_related("release")
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+    )
+    current = succeeded.first()
+    if current is None:
+        return None, None
+    return current, succeeded.exclude(release=current.release_id).first()
 
 
 # -- pages -----------------------------------------------------------------------
@@ -189,9 +205,44 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         "page_obj": deployments,
         "is_admin": has_role(user, env, Role.ADMIN),
         "can_deploy": has_role(user, env, Role.DEPLOYER),
+        "can_roll_back": has_role(user, env, Role.DEPLOYER) and rollback_candidates(env)[1],
         "break_glass_form": BreakGlassForm(),
     }
     return render(request, "environments/environment_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
+    """Confirm a rollback: show what comes back and what runs now, ask for a reason."""
+    env = visible_environment(request, slug, env_slug)
+    if not has_role(request.user, env, Role.DEPLOYER):
+        raise PermissionDenied(f"You need the deployer role in {env} to roll back.")
+    current, target = rollback_candidates(env)
+    form = RollbackForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deployment = Deployment.request_rollback(env, request.user, form.cleaned_data["reason"])
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from None
+        except PolicyError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"Rollback #{deployment.pk} requested.")
+            return redirect("deployment-detail", pk=deployment.pk)
+    if target is not None:
+        prefetch_related_objects([target.release], "artifacts__service")
+    decorate_environment(env)
+    context = {
+        "application": env.application,
+        "environment": env,
+        "current": current,
+        "target": target,
+        "form": form,
+        "required_approvals": env.rollback_required_approvals,
+    }
+    status = 400 if form.errors else 200
+    return render(request, "environments/rollback_form.html", context, status=status)
 
 
 @login_required

@@ -14,6 +14,11 @@ urlpatterns = [
         environments_api.EnvironmentDetail.as_view(),
         name="api-environment-detail",
     ),
+    path(
+        "environments/<int:pk>/rollback/",
+        environments_api.EnvironmentRollback.as_view(),
+        name="api-environment-rollback",
+    ),
     path("releases/", deployments_api.ReleaseListCreate.as_view(), name="api-release-list"),
     path("releases/<int:pk>/", deployments_api.ReleaseDetail.as_view(), name="api-release-detail"),
     path(
@@ -23,6 +28,11 @@ urlpatterns = [
         "deployments/<int:pk>/",
         deployments_api.DeploymentDetail.as_view(),
         name="api-deployment-detail",
+    ),
+    path(
+        "deployments/<int:pk>/logs/",
+        deployments_api.DeploymentLogs.as_view(),
+        name="api-deployment-logs",
     ),
     path(
         "deployments/<int:pk>/approve/",

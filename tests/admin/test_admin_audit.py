@@ -94,12 +94,12 @@ def test_it_records_inline_step_changes(admin_client, catalog):
     url = reverse("admin:environments_environment_change", args=[staging.pk])
     change(admin_client, url, **{
         "steps-TOTAL_FORMS": "1", "steps-0-order": "1", "steps-0-name": "Smoke test",
-        "steps-0-kind": "http_check", "steps-0-config": '{"url": "https://staging/health"}',
+        "steps-0-kind": "http_check", "steps-0-config": '{"urls": ["https://staging/health"]}',
     })  # fmt: skip
     step = Step.objects.get(environment=staging)
     event = last_event("admin.step.created")
     assert event.after["name"] == "Smoke test"
-    assert event.after["config"] == {"url": "https://staging/health"}
+    assert event.after["config"] == {"urls": ["https://staging/health"]}
     assert event.environment_id == staging.pk
     change(admin_client, url, **{"steps-0-DELETE": "on"})
     assert not Step.objects.filter(pk=step.pk).exists()

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from deployments.models import Deployment, Release
 from environments.choices import FreezeKind
 from environments.models import FreezeWindow
 from tests.api.conftest import mark_succeeded, request_deployment
-from tests.conftest import env
+from tests.conftest import env, image
 
 
 def url(environment) -> str:
@@ -73,3 +74,18 @@ def test_it_refuses_other_methods(api, catalog):
     response = api("erin").delete(url(dev))
     assert response.status_code == 405
     assert catalog.environments.filter(pk=dev.pk).exists()
+
+
+def test_the_current_release_is_the_latest_succeeded_deployments(api, catalog, release, users):
+    dev = env(catalog, "dev")
+    services = ("fraud-api", "fraud-ml", "fraud-worker")
+    newer = Release.register(catalog, "1.5.0", {s: image(s, "b") for s in services}, users["alice"])
+    now = timezone.now()
+    # Requested after 1.4.0 but finished before it: 1.4.0 is what runs now.
+    for rel, finished, status in [(newer, now - timedelta(hours=2), "succeeded"),
+                                  (release, now - timedelta(hours=1), "succeeded"),
+                                  (newer, now, "failed")]:  # fmt: skip
+        Deployment.objects.create(release=rel, environment=dev, requested_by=users["alice"],
+                                  reason="x", status=status, finished_at=finished)  # fmt: skip
+    body = api("dave").get(url(dev)).json()
+    assert body["current_release"] == {"id": release.pk, "version": "1.4.0"}

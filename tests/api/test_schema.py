@@ -13,6 +13,7 @@ URL = "/api/v1/schema/"
 PATHS = [
     "/api/v1/applications/",
     "/api/v1/environments/{id}/",
+    "/api/v1/environments/{id}/rollback/",
     "/api/v1/releases/",
     "/api/v1/releases/{id}/",
     "/api/v1/deployments/",
@@ -20,6 +21,7 @@ PATHS = [
     "/api/v1/deployments/{id}/approve/",
     "/api/v1/deployments/{id}/reject/",
     "/api/v1/deployments/{id}/cancel/",
+    "/api/v1/deployments/{id}/logs/",
     "/api/v1/audit-events/",
 ]
 

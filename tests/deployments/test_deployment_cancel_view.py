@@ -68,3 +68,15 @@ def test_it_needs_sign_in(client, deployment):
     assert client.post(url(deployment))["Location"].startswith(reverse("login"))
     deployment.refresh_from_db()
     assert deployment.status == Status.AWAITING_APPROVAL
+
+
+def test_cancelling_a_running_deployment_asks_the_job_to_stop(deployment, users):
+    Deployment.objects.filter(pk=deployment.pk).update(status=Status.RUNNING)
+    response = browser(users["alice"]).post(url(deployment), {"comment": "Bad config"}, follow=True)
+    assert "Cancel requested: the run stops within a few seconds." in messages_of(response)
+    deployment.refresh_from_db()
+    assert deployment.status == Status.RUNNING  # the job finishes it as cancelled
+    assert deployment.cancel_requested_at is not None
+    event = last_event("deployment.cancel_requested")
+    assert event.actor_id == users["alice"].pk
+    assert event.after == {"comment": "Bad config"}

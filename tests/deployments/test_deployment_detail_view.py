@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from deployments.models import Deployment, Release
+from deployments.models import Deployment, Release, StepRun
 from tests.conftest import env, image
 from tests.environments.ui import browser, succeed  # noqa: F401
 
@@ -124,3 +127,65 @@ def test_it_refuses_post(users, deployment):
 
 def test_it_needs_sign_in(client, deployment):
     assert client.get(url(deployment))["Location"].startswith(reverse("login"))
+
+
+def plan_run(deployment, **outputs) -> StepRun:
+    return StepRun.objects.create(
+        deployment=deployment, order=1, name="infra", kind="terraform", phase="plan",
+        status="succeeded", outputs=outputs,
+    )  # fmt: skip
+
+
+def test_it_shows_the_terraform_plan_approvals_bind_to(users, deployment):
+    sha = "c" * 64
+    plan_run(deployment, plan_sha256=sha, summary={"add": 1, "change": 1, "destroy": 0},
+             resource_changes=[
+                 {"address": "aws_sqs_queue.fraud_events", "type": "aws_sqs_queue",
+                  "actions": ["create"], "attributes": [{"name": "name", "before": None,
+                                                         "after": "fraud-events"}]},
+                 {"address": 'aws_ssm_parameter.flag["<b>x</b>"]', "type": "aws_ssm_parameter",
+                  "actions": ["update"], "attributes": []},
+             ])  # fmt: skip
+    html = browser(users["bob"]).get(url(deployment)).content.decode()
+    assert 'data-testid="plan"' in html
+    assert f'data-testid="plan-sha256">{sha}<' in html
+    assert "aws_sqs_queue.fraud_events" in html and ">create<" in html
+    assert "name: — → fraud-events" in html
+    assert "aws_ssm_parameter.flag[&quot;&lt;b&gt;x&lt;/b&gt;&quot;]" in html  # escaped
+    assert "<b>x</b>" not in html
+    assert "1 to add, 1 to change, 0 to destroy" in html
+    assert "Approvals bind to this exact plan" in html
+
+
+def test_it_has_a_live_log_panel_and_the_step_list(users, deployment):
+    StepRun.objects.create(deployment=deployment, order=1, name="migrate", kind="command",
+                           status="running")  # fmt: skip
+    html = browser(users["dave"]).get(url(deployment)).content.decode()
+    assert f'data-ws-path="/ws/deployments/{deployment.pk}/logs/"' in html
+    assert f'data-poll-url="/api/v1/deployments/{deployment.pk}/logs/"' in html
+    assert f'data-steps-url="{reverse("deployment-steps", args=[deployment.pk])}"' in html
+    assert "/static/js/deployment_log.js" in html
+    assert 'data-step-status="running"' in html and "migrate" in html
+
+
+def test_it_offers_roll_back_on_the_deployment_that_runs_now(release, users, catalog):
+    staging = env(catalog, "staging")
+    newer = Release.register(catalog, "1.5.0", {s: image(s, "b") for s in SERVICES},
+                             users["alice"])  # fmt: skip
+    older = succeed(Deployment.request(release, staging, users["alice"], "first"),
+                    timezone.now() - timedelta(hours=1))  # fmt: skip
+    current = succeed(Deployment.request(newer, staging, users["alice"], "second"))
+    rollback = reverse("environment-rollback", args=["fraud-detector", "staging"])
+    assert rollback in browser(users["alice"]).get(url(current)).content.decode()
+    assert rollback not in browser(users["alice"]).get(url(older)).content.decode()
+    assert rollback not in browser(users["dave"]).get(url(current)).content.decode()
+
+
+def test_it_offers_cancel_on_a_running_deployment(users, deployment):
+    Deployment.objects.filter(pk=deployment.pk).update(status="running")
+    html = browser(users["alice"]).get(url(deployment)).content.decode()
+    assert ">Cancel deployment</button>" in html
+    assert "Stop the running deployment" in html
+    Deployment.objects.filter(pk=deployment.pk).update(cancel_requested_at=timezone.now())
+    html = browser(users["alice"]).get(url(deployment)).content.decode()
+    assert ">Cancel deployment</button>" not in html and "Cancel requested" in html

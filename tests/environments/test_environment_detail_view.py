@@ -11,6 +11,7 @@ from deployments.models import Deployment
 from environments.choices import FreezeKind
 from environments.models import FreezeOverride, FreezeWindow
 from tests.conftest import env
+from tests.environments.test_environment_rollback_view import ran, two_releases_ran
 from tests.environments.ui import browser, succeed  # noqa: F401
 
 URL = reverse("environment-detail", args=["fraud-detector", "production"])
@@ -109,3 +110,12 @@ def test_it_refuses_post(users, catalog):
 
 def test_it_needs_sign_in(client, catalog):
     assert client.get(URL)["Location"].startswith(reverse("login"))
+
+
+def test_it_offers_roll_back_to_deployers_when_an_earlier_release_ran(release, users, catalog):
+    rollback = reverse("environment-rollback", args=["fraud-detector", "production"])
+    ran(release, env(catalog, "production"), users["alice"], 3)
+    assert rollback not in browser(users["alice"]).get(URL).content.decode()  # nothing earlier
+    two_releases_ran(release, users, "production")
+    assert rollback in browser(users["alice"]).get(URL).content.decode()
+    assert rollback not in browser(users["dave"]).get(URL).content.decode()
