@@ -23,7 +23,62 @@ def _fmt(value, suffix: str = "") -> str:
     return str(value)
 
 
+def render_engine(engine: dict) -> str:
+    """The "Deploy engine" tables: one row per measure, with its goal."""
+    out = ["| measure | result | goal | met |", "|---|---|---|---|"]
+
+    def row(name: str, key: str, getter, goal: str, met_key: str | None = None) -> None:
+        result = engine.get(key)
+        if result is None:
+            return
+        if "error" in result:
+            out.append(f"| {name} | failed: {result['error']} | {goal} | no |")
+            return
+        try:
+            value = getter(result)
+        except (KeyError, TypeError):
+            value = "–"
+        met = "" if met_key is None else ("yes" if result.get(met_key) else "no")
+        out.append(f"| {name} | {value} | {goal} | {met} |")
+
+    for key, label in (("logs", "flat out"), ("logs_paced", "paced")):
+        row(
+            f"log lines print → viewer p50 / p99 ms ({label})",
+            key,
+            lambda r: f"{_fmt(r['p50_ms'])} / {_fmt(r['p99_ms'])}",
+            "p99 ≤ 50",
+            "met",
+        )
+        row(
+            f"log lines/s, first print → last receipt ({label})",
+            key,
+            lambda r: f"{_fmt(r['lines_per_s'])} (printer {_fmt(r['printer_lines_per_s'])})",
+            "≥ 5,000",
+        )
+        row(f"log lines lost / duplicated, {label}", key,
+            lambda r: f"{r['lost']} / {r['duplicates']} ({r['viewers']} viewers × "
+                      f"{r['lines_per_viewer']:,} lines)", "0")  # fmt: skip
+    row("Terraform plan + apply, median s: CLI / portal", "terraform",
+        lambda r: f"{r['cli_seconds_median']['total']} / {r['portal_seconds_median']['total']}",
+        "")  # fmt: skip
+    row("Terraform portal / CLI", "terraform", lambda r: r["ratio_portal_cli"], "≤ 1.05", "met")
+    row("Terraform portal / CLI with the same commands", "terraform",
+        lambda r: r["ratio_portal_cli_same_commands"], "")  # fmt: skip
+    for measure, label in (("first_row_ms", "first LogLine row"), ("viewer_ms", "viewer"),
+                           ("approve_call_ms", "approve() returns")):  # fmt: skip
+        row(
+            f"approve → {label}, p50 / p90 ms",
+            "release_latency",
+            lambda r, m=measure: f"{r[m]['p50']} / {r[m]['p90']}",
+            "p50 ≤ 150" if measure == "first_row_ms" else "",
+            "met" if measure == "first_row_ms" else None,
+        )
+    return "\n".join(out)
+
+
 def render(summary: dict) -> str:
+    if not summary.get("stages"):
+        return render_engine(summary.get("engine", {}))
     stages = summary["stages"]
     labels = list(stages)
     out = []
@@ -74,6 +129,10 @@ def render(summary: dict) -> str:
                                  f"{_fmt(result.get('p95_ms'))}")  # fmt: skip
             out.append(f"| {page} | " + " | ".join(cells) + " |")
         out.append("")
+    if summary.get("engine"):
+        out.append("Deploy engine")
+        out.append("")
+        out.append(render_engine(summary["engine"]))
     return "\n".join(out)
 
 

@@ -3,14 +3,18 @@
 Builds the gantry_bench database from scratch, measures the pages at 10 % of
 the data, grows it to 1,000,000 audit events and 10,000 deployments, measures
 everything again, prints a JSON summary and keeps it in bench/results/.
-Options: --quick (1 % and 10 % instead of 10 % and 100 %), --keep (reuse the
-existing gantry_bench data instead of recreating it), --repeats N.
+Then the deploy engine's benchmarks (bench_logs, bench_terraform,
+bench_release_latency), each in a process of its own on gantry_bench_engine.
+Options: --quick (1 % and 10 % instead of 10 % and 100 %; smaller engine runs),
+--keep (reuse the existing gantry_bench data instead of recreating it),
+--repeats N, --engine-only / --no-engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -42,26 +46,70 @@ def measure_stage(label: str, repeats: int, full: bool) -> dict:
     return stage
 
 
+def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
+    """(result key, module, arguments) of each deploy-engine benchmark."""
+    if quick:
+        return [
+            ("logs", "bench.bench_logs", ["--lines", "2000", "--viewers", "5"]),
+            ("logs_paced", "bench.bench_logs", ["--lines", "2000", "--viewers", "5",
+                                                "--rate", "5000"]),
+            ("terraform", "bench.bench_terraform", ["--runs", "2"]),
+            ("release_latency", "bench.bench_release_latency", ["--repeats", "5"]),
+        ]  # fmt: skip
+    return [
+        ("logs", "bench.bench_logs", []),
+        ("logs_paced", "bench.bench_logs", ["--rate", "5000"]),
+        ("terraform", "bench.bench_terraform", ["--runs", "5"]),
+        ("release_latency", "bench.bench_release_latency", ["--repeats", "20"]),
+    ]
+
+
+def measure_engine(quick: bool) -> dict:
+    """Each engine benchmark in its own process: they use their own database
+    (gantry_bench_engine, recreated by the first) and start daphne and rqworker."""
+    engine: dict = {}
+    for index, (key, module, arguments) in enumerate(engine_runs(quick)):
+        log(f"engine: {key}")
+        keep = ["--keep"] if index else []
+        done = subprocess.run(
+            [sys.executable, "-m", module, *arguments, *keep],
+            cwd=common.ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            engine[key] = {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+            log(f"engine: {key} failed:\n{done.stderr[-3000:]}")
+            continue
+        result = json.loads(done.stdout)
+        engine[key] = {"machine": result.pop("machine"), **next(iter(result.values()))}
+    return engine
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 %% and 10 %% of the full size")
     parser.add_argument("--keep", action="store_true", help="reuse the existing bench data")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--engine-only", action="store_true", help="only the deploy engine")
+    parser.add_argument("--no-engine", action="store_true", help="skip the deploy engine")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    common.setup_django(fresh=not args.keep)
-    from bench import dataset
-
+    summary: dict = {"machine": None, "stages": {}}
+    if not args.engine_only:
+        common.setup_django(fresh=not args.keep)
+        summary["machine"] = common.machine()
     small, large = (0.01, 0.1) if args.quick else (0.1, 1.0)
-    summary: dict = {"machine": common.machine(), "stages": {}}
-    for fraction, full in ((small, False), (large, True)):
+    for fraction, full in () if args.engine_only else ((small, False), (large, True)):
+        from bench import dataset
+
         label = f"{round(fraction * 100)}%"
         log(f"{label}: generating data")
         generated = dataset.grow_to(fraction)
         log(f"{label}: {generated}")
         summary["stages"][label] = {"generated": generated,
                                     **measure_stage(label, args.repeats, full)}  # fmt: skip
+    if not args.no_engine:
+        summary["engine"] = measure_engine(args.quick)
     summary["total_seconds"] = round(time.perf_counter() - started)
 
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -8,14 +8,29 @@ and anything already sent is dropped. Hence: in order, no gap, no duplicate.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from deployments.logs import group_name, line_payload
+from deployments.logs import LINE_OVERHEAD, MAX_FRAME_BYTES, group_name, line_payload
 
 BACKLOG_CHUNK = 2000
+
+
+def frames(lines: list[dict]) -> list[list[dict]]:
+    """Split a backlog into frames of about MAX_FRAME_BYTES of text each
+    (daphne drops the socket on a frame over 1 MiB)."""
+    chunks: list[list[dict]] = []
+    size = MAX_FRAME_BYTES
+    for line in lines:
+        size += len(line["text"]) + LINE_OVERHEAD
+        if size >= MAX_FRAME_BYTES:
+            chunks.append([])
+            size = len(line["text"]) + LINE_OVERHEAD
+        chunks[-1].append(line)
+    return chunks
 
 
 @database_sync_to_async
@@ -71,24 +86,30 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
         """Send everything stored after last_seq, in chunks, then the status."""
         while True:
             lines, status = await _lines_after(self.deployment_id, self.last_seq)
+            for frame in frames(lines):
+                await self.send_json({"type": "lines", "lines": frame})
             if lines:
-                await self.send_json({"type": "lines", "lines": lines})
                 self.last_seq = lines[-1]["seq"]
             if len(lines) < BACKLOG_CHUNK:
                 await self.send_json({"type": "status", "status": status})
                 return status
 
     async def log_lines(self, event: dict) -> None:
-        lines = [line for line in event["lines"] if line["seq"] > self.last_seq]
-        if not lines:
+        if event["last"] <= self.last_seq:
             return
-        if lines[0]["seq"] != self.last_seq + 1:
+        if event["first"] > self.last_seq + 1:
             await self.catch_up()  # fill the gap from the database
-            lines = [line for line in event["lines"] if line["seq"] > self.last_seq]
-            if not lines:
+            if event["last"] <= self.last_seq:
                 return
-        await self.send_json({"type": "lines", "lines": lines})
-        self.last_seq = lines[-1]["seq"]
+        if event["first"] == self.last_seq + 1:
+            # The usual case: send the frame the writer encoded, as is.
+            await self.send(text_data=event["frame"])
+        else:  # overlaps what this viewer already has: send only the rest
+            lines = json.loads(event["frame"])["lines"]
+            await self.send_json(
+                {"type": "lines", "lines": [line for line in lines if line["seq"] > self.last_seq]}
+            )
+        self.last_seq = event["last"]
 
     async def deployment_status(self, event: dict) -> None:
         await self.catch_up()

@@ -159,7 +159,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX", "gantry")},
+        # No socket timeout: redis-py 8 defaults to 5 s, which would drop a
+        # log viewer after 5 quiet seconds (channels_redis#422).
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": env_str("CHANNEL_PREFIX", "gantry"),
+        },
     }
 }
 
