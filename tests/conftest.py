@@ -6,6 +6,9 @@ erin administers; mallory has no role anywhere (the outsider).
 
 from __future__ import annotations
 
+import os
+from urllib.parse import urlsplit
+
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
@@ -22,6 +25,29 @@ ECR = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"
 
 def image(service: str, digest_char: str = "a") -> str:
     return f"{ECR}/{service}@sha256:{digest_char * 64}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_per_xdist_worker(worker_id) -> None:
+    """xdist workers share one Redis server: give each its own database, so
+    one worker's RQ jobs (which name rows of its own test database) are never
+    run by another worker's workers. Subprocesses inherit it via REDIS_URL."""
+    if worker_id == "master":
+        return
+    from channels.layers import channel_layers
+    from django.conf import settings
+    from django.core.cache import caches
+
+    url = urlsplit(settings.REDIS_URL)._replace(path=f"/{10 + int(worker_id[2:])}").geturl()
+    os.environ["REDIS_URL"] = settings.REDIS_URL = url
+    for queue in settings.RQ_QUEUES.values():
+        queue["URL"] = url
+    settings.CACHES["default"]["LOCATION"] = url
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"address": url, "socket_timeout": None}
+    ]
+    caches.__dict__.pop("settings", None)
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(autouse=True)

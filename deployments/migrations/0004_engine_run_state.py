@@ -3,6 +3,23 @@
 from django.conf import settings
 from django.db import migrations, models
 
+# SQLite rebuilds a table to add a constraint, and a trigger on another table
+# that names it (0003's) makes the rebuild fail: drop it, then restore it.
+SQLITE_TRIGGER = """CREATE TRIGGER deployments_approval_not_requester BEFORE INSERT ON deployments_approval
+       WHEN EXISTS (SELECT 1 FROM deployments_deployment d
+                    WHERE d.id = NEW.deployment_id AND d.requested_by_id = NEW.user_id)
+       BEGIN SELECT RAISE(ABORT, 'the requester of a deployment may not decide on it'); END;"""
+
+
+def drop_sqlite_trigger(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        schema_editor.execute("DROP TRIGGER IF EXISTS deployments_approval_not_requester;")
+
+
+def create_sqlite_trigger(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        schema_editor.execute(SQLITE_TRIGGER)
+
 
 class Migration(migrations.Migration):
 
@@ -13,6 +30,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(drop_sqlite_trigger, create_sqlite_trigger),
         migrations.AddField(
             model_name='deployment',
             name='cancel_requested_at',
@@ -32,4 +50,5 @@ class Migration(migrations.Migration):
             model_name='deployment',
             constraint=models.UniqueConstraint(condition=models.Q(('status', 'running')), fields=('environment',), name='one_running_per_environment'),
         ),
+        migrations.RunPython(create_sqlite_trigger, drop_sqlite_trigger),
     ]

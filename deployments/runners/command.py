@@ -14,6 +14,7 @@ Config::
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import shlex
@@ -63,6 +64,14 @@ def _pump(pipe, stream: str, lines: queue.Queue) -> None:
     lines.put((stream, None))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when its parent dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _stop(process: subprocess.Popen, first_signal: int, grace: float) -> None:
     """Ask the whole process group to stop, then kill it if it won't."""
     try:
@@ -103,6 +112,9 @@ def stream_process(
             cwd=cwd,
             env=env if env is not None else base_environment(),
             start_new_session=True,  # its own process group, so we can stop children too
+            # If the worker dies (kill -9), the step's process dies with it instead
+            # of running on after the environment lock was freed.
+            preexec_fn=_die_with_parent,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise StepFailed(f"Could not start {argv[0]}: {exc.strerror or exc}.") from None

@@ -9,12 +9,15 @@ left as it is and no audit event is written twice.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -39,6 +42,25 @@ DEMO_ROLES = {
 ECR = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"
 TORONTO = "America/Toronto"
 FRAUD_SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")
+# Health checks go to `${var.api_base_url}/…`: the service's real address, or,
+# when `make run` started the sandbox, its STUB API standing in for it.
+SANDBOX_API_ENV = "SANDBOX_API_URL"
+HEALTH_URLS = ["${var.api_base_url}/health", "${var.api_base_url}/health/ready"]
+# Seed 002's smoke test: one scored transaction after the health checks pass.
+SMOKE_TRANSACTION = {
+    "amount": 250.0, "merchant_category": "online_retail", "merchant_country": "USA",
+    "hour_of_day": 14, "day_of_week": 3, "is_online": True, "is_weekend": False,
+    "transactions_last_24h": 2, "total_amount_last_24h": 500.0, "transactions_last_1h": 0,
+    "distance_from_home": 5.0,
+}  # fmt: skip
+# Staging's bake in the demo: short enough that a person watching sees it end.
+DEMO_BAKE_SECONDS = 30
+
+
+def api_base_url(application: str, environment: str, real_url: str) -> str:
+    """Where this environment's API answers: the sandbox stub when there is one."""
+    sandbox = os.environ.get(SANDBOX_API_ENV, "").rstrip("/")
+    return f"{sandbox}/{application}/{environment}" if sandbox else real_url
 
 
 @dataclass(frozen=True)
@@ -96,21 +118,29 @@ def commit_of(application: str, version: str) -> str:
     return hashlib.sha1(f"{application}@{version}".encode()).hexdigest()[:12]
 
 
-def ecs_steps(env: str, health: list[str], snapshot_and_bake: bool) -> list:
+def ecs_steps(env: str, bake_seconds: float = 0) -> list:
     """The runbook of seeds 001/002 for one environment, as Gantry steps
-    (resource names as in seed 001: cluster, RDS instance and alarms per environment)."""
+    (resource names as in seed 001: cluster, RDS instance and alarms per environment).
+    Without a bake, there is no snapshot either (dev)."""
     prefix = f"fraud-detector-{env}"
     terraform = {
         "path": "infra/terraform/fraud-detector",
+        # State outside the checkout, one directory per environment: the
+        # runner's `terraform init` can only create the environment's
+        # workspace in a state directory that holds no other workspace yet.
+        "backend_config": {"workspace_dir": str(Path(settings.BASE_DIR) / "var" / "tfstate" / env)},
         "variables": {
             "environment": "${environment}",
             "release_version": "${release.version}",
             "images": {service: f"${{artifact.{service}}}" for service in FRAUD_SERVICES},
         },
     }
-    ecs = {"cluster": prefix, "services": list(FRAUD_SERVICES), "timeout_seconds": 900}
-    http = {"urls": health, "timeout_seconds": 120}
-    if not snapshot_and_bake:
+    ecs = {
+        "cluster": prefix, "services": list(FRAUD_SERVICES), "timeout_seconds": 900,
+        "poll_seconds": 5,
+    }  # fmt: skip
+    http = {"urls": HEALTH_URLS, "timeout_seconds": 120, "interval_seconds": 5}
+    if not bake_seconds:
         return [
             ("Terraform apply", StepKind.TERRAFORM, terraform),
             ("ECS rolling update", StepKind.ECS_ROLLING, ecs),
@@ -120,14 +150,18 @@ def ecs_steps(env: str, health: list[str], snapshot_and_bake: bool) -> list:
         ("Terraform apply", StepKind.TERRAFORM, terraform),
         ("RDS snapshot", StepKind.RDS_SNAPSHOT, {"db_instance": f"{prefix}-db"}),
         ("ECS rolling update", StepKind.ECS_ROLLING, ecs),
-        ("Health check", StepKind.HTTP_CHECK, http),
-        # Watch the environment's CloudWatch alarms for a minute before calling it done.
+        ("Health check", StepKind.HTTP_CHECK, {**http, "smoke": {
+            "url": "${var.api_base_url}/predict", "method": "POST", "json": SMOKE_TRANSACTION,
+            "expect_status": 200, "expect_keys": ["fraud_probability"],
+        }}),
+        # Watch the environment's CloudWatch alarms before calling it done.
         ("Bake", StepKind.BAKE,
-         {"duration_seconds": 60, "cloudwatch": {"alarm_prefix": f"{prefix}-"}}),
+         {"duration_seconds": bake_seconds, "poll_seconds": 5,
+          "cloudwatch": {"alarm_prefix": f"{prefix}-"}}),
     ]  # fmt: skip
 
 
-def k8s_steps(namespace: str, health: list[str]) -> list:
+def k8s_steps(namespace: str) -> list:
     """The runbook of seed 003: rolling update of each Deployment, then health."""
     rolling = {
         "namespace": namespace,
@@ -136,36 +170,37 @@ def k8s_steps(namespace: str, health: list[str]) -> list:
     }
     return [
         ("Kubernetes rolling update", StepKind.K8S_ROLLING, rolling),
-        ("Health check", StepKind.HTTP_CHECK, {"urls": health, "timeout_seconds": 120}),
+        (
+            "Health check",
+            StepKind.HTTP_CHECK,
+            {"urls": HEALTH_URLS, "timeout_seconds": 120, "interval_seconds": 5},
+        ),
     ]
 
 
 def fraud_detector() -> ApplicationSpec:
-    dev_health = ["http://fraud-api.dev.fraud-detector.internal/health"]
-    staging_health = [
-        "https://staging-api.fraud-detector.com/health",
-        "https://staging-api.fraud-detector.com/health/ready",
-    ]
-    prod_health = [
-        "https://api.fraud-detector.com/health",
-        "https://api.fraud-detector.com/health/ready",
-    ]
+    def api(env: str, real_url: str) -> dict:
+        return {"api_base_url": api_base_url("fraud-detector", env, real_url)}
+
     environments = (
         EnvironmentSpec(
             slug="dev", name="Development", order=1, tier=Tier.DEVELOPMENT,
-            required_approvals=0, budget=50, health_urls=dev_health,
-            steps=ecs_steps("dev", dev_health, snapshot_and_bake=False),
+            required_approvals=0, budget=50, health_urls=HEALTH_URLS,
+            variables=api("dev", "http://fraud-api.dev.fraud-detector.internal"),
+            steps=ecs_steps("dev"),
         ),
         EnvironmentSpec(
             slug="staging", name="Staging", order=2, tier=Tier.STAGING,
-            required_approvals=1, budget=90, health_urls=staging_health,
-            steps=ecs_steps("staging", staging_health, snapshot_and_bake=True),
+            required_approvals=1, budget=90, health_urls=HEALTH_URLS,
+            variables=api("staging", "https://staging-api.fraud-detector.com"),
+            steps=ecs_steps("staging", bake_seconds=DEMO_BAKE_SECONDS),
         ),
         EnvironmentSpec(
             slug="production", name="Production", order=3, tier=Tier.PRODUCTION,
-            required_approvals=2, budget=185, health_urls=prod_health,
+            required_approvals=2, budget=185, health_urls=HEALTH_URLS,
+            variables=api("production", "https://api.fraud-detector.com"),
             require_previous_success=True, rollback_required_approvals=1,
-            steps=ecs_steps("production", prod_health, snapshot_and_bake=True),
+            steps=ecs_steps("production", bake_seconds=60),
             weekly_freeze=True,
         ),
     )  # fmt: skip
@@ -213,10 +248,7 @@ def fraud_detector() -> ApplicationSpec:
 def fintech_ai_platform() -> ApplicationSpec:
     def env(slug: str, name: str, order: int, tier: str, approvals: int, budget: int,
             namespace: str, **rules) -> EnvironmentSpec:  # fmt: skip
-        health = [
-            f"https://{namespace}.fintech-ai-platform.com/health",
-            f"https://{namespace}.fintech-ai-platform.com/ready",
-        ]
+        real_url = f"https://{namespace}.fintech-ai-platform.com"
         return EnvironmentSpec(
             slug=slug,
             name=name,
@@ -224,10 +256,13 @@ def fintech_ai_platform() -> ApplicationSpec:
             tier=tier,
             required_approvals=approvals,
             budget=budget,
-            health_urls=health,
+            health_urls=HEALTH_URLS,
             kube_context=namespace,
-            variables={"namespace": namespace},
-            steps=k8s_steps(namespace, health),
+            variables={
+                "namespace": namespace,
+                "api_base_url": api_base_url("fintech-ai-platform", slug, real_url),
+            },
+            steps=k8s_steps(namespace),
             **rules,
         )
 
@@ -322,6 +357,7 @@ class Command(BaseCommand):
             users = self.ensure_users()
             for spec in (fraud_detector(), fintech_ai_platform()):
                 application = self.ensure_application(spec, users["admin"])
+                self.ensure_sandbox_api(spec, application, users["admin"])
                 self.ensure_memberships(application, users)
                 self.ensure_history(spec, application, users)
                 # Steps after the recorded history (which ran nothing), before
@@ -398,6 +434,31 @@ class Command(BaseCommand):
                     },
                 )
         return application
+
+    def ensure_sandbox_api(
+        self, spec: ApplicationSpec, application: Application, admin: User
+    ) -> None:
+        """Each `make run` starts the sandbox's stub API on a new port: point the
+        environments' `api_base_url` at it again (audited, like any change)."""
+        if not os.environ.get(SANDBOX_API_ENV):
+            return
+        for env_spec in spec.environments:
+            environment = application.environments.get(slug=env_spec.slug)
+            wanted = env_spec.variables["api_base_url"]
+            before = dict(environment.variables or {})
+            if before.get("api_base_url") == wanted:
+                continue
+            environment.variables = {**before, "api_base_url": wanted}
+            environment.save(update_fields=["variables"])
+            self.created.append(f"{application.slug} {environment.slug} api_base_url")
+            with acting_as(admin):
+                audit.record(
+                    "environment.updated",
+                    environment,
+                    environment=environment,
+                    before={"variables": before},
+                    after={"variables": environment.variables},
+                )
 
     def ensure_memberships(self, application: Application, users: dict[str, User]) -> None:
         for environment in application.environments.all():
