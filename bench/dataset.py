@@ -166,13 +166,13 @@ def grow_deployments(catalog: Catalog, target: int) -> int:
         artifact_maps.setdefault(release_id, {})[slug] = ref
 
     statuses = [Status.SUCCEEDED] * 80 + [Status.FAILED] * 8 + [Status.CANCELLED] * 4 + \
-        [Status.REJECTED] * 3 + [Status.AWAITING_APPROVAL] * 3 + [Status.RUNNING] * 2  # fmt: skip
+        [Status.REJECTED] * 3 + [Status.AWAITING_APPROVAL] * 3 + [Status.QUEUED] * 2  # fmt: skip
     deployments = []
     for n in range(have, target):
         env_id, app_id, _ = catalog.environments[n % len(catalog.environments)]
         created = now - timedelta(minutes=5 * (target - n))
         status = rng.choice(statuses) if n < target - 50 else Status.AWAITING_APPROVAL
-        finished = status not in (Status.AWAITING_APPROVAL, Status.RUNNING)
+        finished = status not in (Status.AWAITING_APPROVAL, Status.QUEUED)
         minute = timedelta(minutes=1)
         deployments.append(Deployment(
             release_id=rng.choice(catalog.releases_by_app[app_id]), environment_id=env_id,

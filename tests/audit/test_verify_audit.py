@@ -1,8 +1,11 @@
 """`manage.py verify_audit` and the database's refusal to edit the trail.
 
 The tamper tests edit the table the way an attacker with database access
-would: triggers disabled, rows changed, triggers enabled again. All of it runs
-inside the test's transaction and is rolled back with it.
+would: triggers disabled, rows changed, triggers enabled again. They run with
+one process and with two (`--workers 2`); worker processes have connections of
+their own and see only committed rows, so those tests commit (transaction=True)
+and the tables are flushed afterwards. The others run inside the test's
+transaction and are rolled back with it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from django.db import DatabaseError, connection, transaction
 
 from portal.audit import canonical, sign
 from portal.models import AuditEvent
+
+# "1": the sequential walk; "2": two worker processes (the tests check they ran).
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
+committed = pytest.mark.django_db(transaction=True)
 
 
 def verify(*args: str) -> tuple[int, str, str]:
@@ -39,6 +46,12 @@ def behind_the_triggers_back(sql: str, params: list) -> None:
         cursor.execute("ALTER TABLE portal_auditevent ENABLE TRIGGER USER")
 
 
+def processes_used(workers: str) -> str:
+    """Run once more at verbosity 2, which says how many processes read the trail."""
+    _, out, _ = verify("--workers", workers, "--verbosity", "2")
+    return out.splitlines()[0]
+
+
 def test_it_reports_an_intact_chain(trail):
     last = AuditEvent.objects.order_by("-seq").first()
     code, out, err = verify()
@@ -46,6 +59,31 @@ def test_it_reports_an_intact_chain(trail):
     count = AuditEvent.objects.count()
     expected = f"audit chain intact: {count} events, last #{last.seq} at {last.at.isoformat()}"
     assert out.strip() == expected
+
+
+@committed
+@WORKERS
+def test_it_reports_an_intact_chain_with_workers(trail, workers):
+    last = AuditEvent.objects.order_by("-seq").first()
+    code, out, err = verify("--workers", workers)
+    assert code == 0, err
+    count = AuditEvent.objects.count()
+    expected = f"audit chain intact: {count} events, last #{last.seq} at {last.at.isoformat()}"
+    assert out.strip() == expected
+    assert processes_used(workers) == f"read by {workers} process(es)"
+
+
+@pytest.mark.parametrize("workers", ["0", "-2"])
+def test_it_refuses_fewer_than_one_worker(db, workers):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match=f"--workers must be at least 1 \\(got {workers}\\)"):
+        call_command("verify_audit", "--workers", workers)
+
+
+def test_it_walks_sequentially_inside_a_transaction(trail):
+    """Here the test's transaction is open: workers could not see its events."""
+    assert processes_used("2") == "read by 1 process(es)"
 
 
 def test_it_reports_an_empty_chain_as_intact(db):
@@ -80,28 +118,36 @@ def test_the_database_refuses_to_change_the_trail(trail, statement):
     assert list(AuditEvent.objects.order_by("seq").values_list("seq", "action", "hash")) == before
 
 
-def test_it_finds_an_event_edited_behind_the_triggers_back(trail):
+@committed
+@WORKERS
+def test_it_finds_an_event_edited_behind_the_triggers_back(trail, workers):
     target = requested_event(trail)
     behind_the_triggers_back(
         'UPDATE portal_auditevent SET after = after || \'{"reason": "routine"}\' WHERE seq = %s',
         [target.seq],
     )
-    code, out, err = verify()
+    code, out, err = verify("--workers", workers)
     assert code == 1
     assert out == ""
     assert f"BROKEN at event #{target.seq}" in err
     assert "does not match its signature" in err
+    assert processes_used(workers) == f"read by {workers} process(es)"
 
 
-def test_it_finds_a_deleted_event(trail):
+@committed
+@WORKERS
+def test_it_finds_a_deleted_event(trail, workers):
     target = requested_event(trail)
     behind_the_triggers_back("DELETE FROM portal_auditevent WHERE seq = %s", [target.seq])
-    code, _, err = verify()
+    code, _, err = verify("--workers", workers)
     assert code == 1
     assert f"event #{target.seq} is missing" in err
+    assert processes_used(workers) == f"read by {workers} process(es)"
 
 
-def test_it_finds_a_chain_rebuilt_without_the_key(trail):
+@committed
+@WORKERS
+def test_it_finds_a_chain_rebuilt_without_the_key(trail, workers):
     """An attacker deletes an event and re-chains everything after it with a
     guessed key: every link holds, but no signature does."""
     target = requested_event(trail)
@@ -125,6 +171,7 @@ def test_it_finds_a_chain_rebuilt_without_the_key(trail):
         cursor.execute("ALTER TABLE portal_auditevent ENABLE TRIGGER USER")
     seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))  # no gap left to see
-    code, _, err = verify()
+    code, _, err = verify("--workers", workers)
     assert code == 1
     assert "BROKEN at event #1: event #1 does not match its signature" in err
+    assert processes_used(workers) == f"read by {workers} process(es)"

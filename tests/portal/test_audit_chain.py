@@ -66,3 +66,9 @@ def test_concurrent_appends_never_fork_the_chain():
     assert AuditEvent.objects.count() == 200
     check = audit.verify_chain()
     assert check.ok and check.checked == 200
+
+
+def test_large_and_integral_floats_survive_the_database_round_trip(db):
+    audit.record("test.floats", after={"big": 1e16, "two": 2.0, "small": 1e-7, "half": 0.5})
+    assert AuditEvent.objects.get().after == {"big": 10**16, "two": 2, "small": 1e-7, "half": 0.5}
+    assert audit.verify_chain().ok
