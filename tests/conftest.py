@@ -34,6 +34,7 @@ def _redis_per_xdist_worker(worker_id) -> None:
     run by another worker's workers. Subprocesses inherit it via REDIS_URL."""
     if worker_id == "master":
         return
+    from asgiref.local import Local
     from channels.layers import channel_layers
     from django.conf import settings
     from django.core.cache import caches
@@ -46,7 +47,10 @@ def _redis_per_xdist_worker(worker_id) -> None:
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
         {"address": url, "socket_timeout": None}
     ]
+    # Forget any cache connection made before this fixture ran (it would still
+    # point at the shared database).
     caches.__dict__.pop("settings", None)
+    caches._connections = Local(caches.thread_critical)
     channel_layers.backends.clear()
 
 
