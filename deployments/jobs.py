@@ -115,26 +115,13 @@ def plan_deployment(deployment_id: int) -> str:
     except StepFailed as exc:
         writer.write(f"Planning failed: {exc.message}", Stream.SYSTEM)
         writer.close()
-        _fail_before_running(deployment, f"Planning failed: {exc.message}")
+        deployment.fail_planning(f"Planning failed: {exc.message}")
+        broadcast_status(deployment.pk, Status.FAILED)
         return "plan failed"
     writer.close()
     deployment.record_plan(combined_plan_hash(hashes), summary)
     broadcast_status(deployment.pk, deployment.status)
     return deployment.status
-
-
-def _fail_before_running(deployment, error: str) -> None:
-    from django.db import transaction
-
-    from deployments.models import Deployment
-
-    with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        if locked.status == Status.PLANNING:
-            locked._set_status(
-                Status.FAILED, "deployment.failed", finished_at=timezone.now(), error=error
-            )
-    broadcast_status(deployment.pk, Status.FAILED)
 
 
 class Heartbeat(threading.Thread):

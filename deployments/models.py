@@ -281,6 +281,7 @@ class Deployment(models.Model):
         user,
         reason: str,
         kind: str = Kind.DEPLOY,
+        rollback_of: Deployment | None = None,
     ) -> Deployment:
         """Create a deployment request after checking every rule that applies."""
         if not has_role(user, environment, Role.DEPLOYER):
@@ -352,6 +353,7 @@ class Deployment(models.Model):
                 reason=reason,
                 required_approvals=required,
                 freeze_override=override,
+                rollback_of=rollback_of,
                 status=status,
                 queued_at=timezone.now() if status == Status.QUEUED else None,
             )
@@ -367,6 +369,7 @@ class Deployment(models.Model):
                     "artifacts": deployment.artifact_map(),
                     "policy": env.policy_snapshot(),
                     "freeze_override": override.pk if override else None,
+                    "rollback_of": rollback_of.pk if rollback_of else None,
                 },
             )
             deployment.dispatch()
@@ -580,6 +583,17 @@ class Deployment(models.Model):
             self.dispatch()
         return True
 
+    def fail_planning(self, error: str) -> bool:
+        """planning → failed (the plan job could not produce a plan)."""
+        with transaction.atomic():
+            self._lock()
+            if self.status != Status.PLANNING:
+                return False
+            self._set_status(
+                Status.FAILED, "deployment.failed", finished_at=timezone.now(), error=error[:4000]
+            )
+        return True
+
     def start(self, worker_name: str) -> bool:
         """queued → running, unless another deployment holds the environment.
 
@@ -658,26 +672,23 @@ class Deployment(models.Model):
             undo = succeeded.first()
             if undo is None:
                 raise PolicyError(f"Nothing has succeeded in {environment} yet; nothing to undo.")
-            target = succeeded.exclude(release=undo.release).first()
-        else:
-            target = succeeded.exclude(release=undo.release).first()
+        target = succeeded.exclude(release=undo.release).first()
         if target is None:
             raise PolicyError(
                 f"No earlier release succeeded in {environment}; there is nothing to roll back to."
             )
         if user is not None:
-            deployment = cls.request(target.release, environment, user, reason, kind=Kind.ROLLBACK)
-            Deployment.objects.filter(pk=deployment.pk).update(rollback_of=undo)
-            deployment.rollback_of = undo
-            return deployment
+            return cls.request(
+                target.release, environment, user, reason, kind=Kind.ROLLBACK, rollback_of=undo
+            )
+        status = initial_status(environment, 0)
         with transaction.atomic():
             deployment = cls.objects.create(
                 release=target.release, environment=environment, kind=Kind.ROLLBACK,
                 reason=reason or f"Automatic rollback of #{undo.pk}", rollback_of=undo,
-                required_approvals=0, status=initial_status(environment, 0),
+                required_approvals=0, status=status,
+                queued_at=timezone.now() if status == Status.QUEUED else None,
             )  # fmt: skip
-            if deployment.status == Status.QUEUED:
-                Deployment.objects.filter(pk=deployment.pk).update(queued_at=timezone.now())
             audit.record(
                 "deployment.rollback_started",
                 deployment,

@@ -179,6 +179,10 @@ def test_one_click_rollback_restores_the_previous_release(
 
     rollback = Deployment.request_rollback(staging, users["alice"], "1.5.0 misbehaves")
     assert rollback.kind == Kind.ROLLBACK and rollback.release == release
+    undone = Deployment.objects.get(release=newer, status=Status.SUCCEEDED)
+    assert rollback.rollback_of == undone
+    requested = AuditEvent.objects.get(action="deployment.requested", target_id=str(rollback.pk))
+    assert requested.after["rollback_of"] == undone.pk and requested.after["kind"] == "rollback"
     work(queues)  # plan (staging rollbacks need no approval) and run
     rollback.refresh_from_db()
     assert rollback.status == Status.SUCCEEDED, rollback.error
