@@ -45,6 +45,9 @@ class NotificationEvent(models.TextChoices):
     APPROVAL_NEEDED = "approval_needed", "Approval needed"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
+    ALARM = "alarm", "Alarm state changed"
+    BUDGET = "budget", "Budget threshold crossed"
+    CHAIN_BROKEN = "chain_broken", "Audit chain broken"
 
 
 class Channel(models.TextChoices):

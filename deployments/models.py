@@ -737,11 +737,21 @@ class Approval(models.Model):
 
 
 class Notification(models.Model):
-    """One message about a deployment to one channel; a row per delivery job."""
+    """One message to one channel; a row per delivery job.
+
+    About a deployment (approvals), or about an environment (an alarm
+    transition, a budget threshold) or the portal itself (a broken audit
+    chain), whose text is then stored in `subject`/`body`.
+    """
 
     deployment = models.ForeignKey(
-        Deployment, on_delete=models.CASCADE, related_name="notifications"
+        Deployment, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
     )
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField(blank=True)
     event = models.CharField(max_length=20, choices=NotificationEvent.choices)
     channel = models.CharField(max_length=8, choices=Channel.choices)
     recipients = models.JSONField(default=list, blank=True)
@@ -757,7 +767,8 @@ class Notification(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.event} via {self.channel} for #{self.deployment_id}"
+        about = f"#{self.deployment_id}" if self.deployment_id else (self.subject or "portal")
+        return f"{self.event} via {self.channel} for {about}"
 
 
 class StepRun(models.Model):
@@ -804,3 +815,31 @@ class LogLine(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.deployment_id}:{self.seq} {self.text[:60]}"
+
+
+class CostEstimate(models.Model):
+    """The monthly cost of what a deployment's Terraform plan leaves running,
+    priced from the bundled catalog, and its difference to what runs now.
+
+    `resources`: [{"address", "type", "monthly_usd", "previous_monthly_usd",
+    "components": [{"name", "unit", "quantity", "unit_price_usd", "monthly_usd",
+    "usage_assumed"}]}]; `not_priced`: [{"address", "type", "reason"}].
+    """
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, related_name="cost_estimate"
+    )
+    region = models.CharField(max_length=32)
+    monthly_total_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    previous_monthly_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    resources = models.JSONField(default=list)
+    not_priced = models.JSONField(default=list)
+    catalog_version = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.deployment}: ${self.monthly_total_usd}/month"
+
+    @property
+    def delta_usd(self):
+        return self.monthly_total_usd - self.previous_monthly_usd

@@ -70,22 +70,55 @@ def announce(deployment, event: str) -> None:
         django_rq.get_queue("low").enqueue(deliver, row.pk)
 
 
+def announce_environment(environment, event: str, subject: str, body: str) -> None:
+    """Queue notifications about an environment (an alarm transition, a budget
+    threshold) to its approvers and admins and its webhook; `environment=None`
+    means the portal itself (a broken audit chain): superusers only."""
+    from deployments.models import Notification
+
+    users = get_user_model().objects.filter(is_active=True)
+    if environment is None:
+        users = users.filter(is_superuser=True)
+    else:
+        users = users.filter(
+            memberships__environment=environment, memberships__role__in=[Role.APPROVER, Role.ADMIN]
+        )
+    recipients = sorted({u.email for u in users if u.email})
+    common = {"environment": environment, "event": event, "subject": subject[:200], "body": body}
+    rows = []
+    if recipients:
+        rows.append(Notification(channel=Channel.EMAIL, recipients=recipients, **common))
+    if environment is not None and environment.webhook_url:
+        rows.append(Notification(channel=Channel.WEBHOOK, **common))
+    for row in rows:
+        row.save()
+        django_rq.get_queue("low").enqueue(deliver, row.pk)
+
+
 def deliver(notification_id: int) -> str:
     """RQ job: send one notification. Safe to run twice: a sent row is left alone."""
     from deployments.models import Notification
 
     notification = Notification.objects.select_related(
-        "deployment__environment", "deployment__release__application", "deployment__requested_by"
+        "environment",
+        "deployment__environment",
+        "deployment__release__application",
+        "deployment__requested_by",
     ).get(pk=notification_id)
     if notification.status == DeliveryStatus.SENT:
         return "already sent"
-    subject, body = _message(notification.deployment, notification.event)
+    if notification.deployment is not None:
+        subject, body = _message(notification.deployment, notification.event)
+        environment = notification.deployment.environment
+    else:
+        subject, body = notification.subject, notification.body
+        environment = notification.environment
     try:
         if notification.channel == Channel.EMAIL:
             send_mail(subject, body, None, notification.recipients, fail_silently=False)
         else:
             response = requests.post(
-                notification.deployment.environment.webhook_url,
+                environment.webhook_url,
                 json={"text": body},
                 timeout=settings.WEBHOOK_TIMEOUT,
             )

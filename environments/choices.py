@@ -41,3 +41,26 @@ OVERRIDE_COLOURS = {
 }
 WEEKDAYS = [(0, "Monday"), (1, "Tuesday"), (2, "Wednesday"), (3, "Thursday"),
             (4, "Friday"), (5, "Saturday"), (6, "Sunday")]  # fmt: skip
+
+
+class AlarmSource(models.TextChoices):
+    CLOUDWATCH = "cloudwatch", "CloudWatch"
+    ALERTMANAGER = "alertmanager", "Alertmanager"
+
+
+class AlarmState(models.TextChoices):
+    """CloudWatch's three states, plus `unknown`: the source could not be read.
+    An unreachable source is never shown as OK."""
+
+    OK = "OK", "OK"
+    ALARM = "ALARM", "ALARM"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA", "Insufficient data"
+    UNKNOWN = "unknown", "Unknown"
+
+
+ALARM_COLOURS = {
+    AlarmState.OK: "green",
+    AlarmState.ALARM: "red",
+    AlarmState.INSUFFICIENT_DATA: "amber",
+    AlarmState.UNKNOWN: "grey",
+}

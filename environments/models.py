@@ -11,7 +11,14 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from environments.choices import FreezeKind, OverrideStatus, StepKind, Tier
+from environments.choices import (
+    AlarmSource,
+    AlarmState,
+    FreezeKind,
+    OverrideStatus,
+    StepKind,
+    Tier,
+)
 from portal.crypto import EncryptedJSONField, EncryptedTextField
 
 
@@ -97,6 +104,22 @@ class Environment(models.Model):
     secret_variables = EncryptedJSONField(blank=True, default=dict)
     health_urls = models.JSONField(default=list, blank=True)
     monthly_budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    # Where the dashboard reads alarm states: the same shape as a bake step's
+    # `cloudwatch` / `alertmanager` sections (validated by the same code).
+    alarm_sources = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"cloudwatch": {"alarm_prefix": "…"}, "alertmanager": {"url": "…", '
+        '"matchers": ["namespace=…"]}}',
+    )
+    # Cost Explorer groups spend by this cost-allocation tag value
+    # (tag key COST_TAG_KEY, "Environment" by default).
+    cost_tag = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Value of the cost-allocation tag for this environment; "
+        "empty means <application>-<environment>.",
+    )
 
     # Notifications.
     webhook_url = EncryptedTextField(
@@ -343,3 +366,96 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order}. {self.name} ({self.kind})"
+
+
+class Alarm(models.Model):
+    """One alarm of an environment as last polled from its source."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="alarms")
+    source = models.CharField(max_length=16, choices=AlarmSource.choices)
+    name = models.CharField(max_length=255)
+    state = models.CharField(max_length=20, choices=AlarmState.choices)
+    reason = models.TextField(blank=True)
+    since = models.DateTimeField(help_text="When the alarm entered its current state.")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["environment", "source", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "source", "name"], name="alarm_unique_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment}: {self.name} {self.state}"
+
+
+class AlarmTransition(models.Model):
+    """A change of an alarm's state: the alarm history of an environment."""
+
+    alarm = models.ForeignKey(Alarm, on_delete=models.CASCADE, related_name="transitions")
+    # Copied from the alarm so an environment's history is one index scan.
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="alarm_transitions"
+    )
+    from_state = models.CharField(max_length=20, choices=AlarmState.choices, blank=True)
+    to_state = models.CharField(max_length=20, choices=AlarmState.choices)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["environment", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.alarm.name}: {self.from_state or '∅'} → {self.to_state}"
+
+
+class CostSnapshot(models.Model):
+    """What one environment actually cost on one day, from Cost Explorer."""
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="cost_snapshots"
+    )
+    day = models.DateField()
+    amount_usd = models.DecimalField(max_digits=12, decimal_places=4)
+    # Cost Explorer marks the last days as estimated until billing settles.
+    estimated = models.BooleanField(default=False)
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["environment", "-day"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "day"], name="cost_snapshot_unique_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} {self.day}: ${self.amount_usd}"
+
+
+class BudgetAlert(models.Model):
+    """A month's spend crossed a share of the budget; one row per threshold and
+    month, so each alert is sent once."""
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="budget_alerts"
+    )
+    month = models.DateField(help_text="First day of the month.")
+    threshold_percent = models.PositiveSmallIntegerField()
+    spent_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    forecast_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    budget_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "month", "threshold_percent"],
+                name="budget_alert_once_per_month",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} {self.month:%Y-%m}: {self.threshold_percent}%"

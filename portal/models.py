@@ -151,3 +151,24 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.target_repr}"
+
+
+class ChainVerification(models.Model):
+    """One scheduled walk of the audit chain and its verdict, shown on the
+    audit page ("verified through event N at T")."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField(default=False)
+    events_checked = models.PositiveBigIntegerField(default=0)
+    verified_through_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    verified_through_at = models.DateTimeField(null=True, blank=True)
+    broken_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else f"broken at {self.broken_seq}"
+        return f"chain check {self.started_at:%Y-%m-%d %H:%M}: {verdict}"
