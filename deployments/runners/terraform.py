@@ -56,6 +56,10 @@ PLAN_FILE = "terraform.tfplan"
 LOCK_FIELDS_RE = re.compile(r"^\s*(ID|Path|Operation|Who|Version|Created|Info):\s*(.*)$")
 SENSITIVE = "(sensitive)"
 UNKNOWN = "(known after apply)"
+# What `init` says when TF_WORKSPACE names a workspace the state store lacks.
+MISSING_WORKSPACE_RE = re.compile(
+    r"Failed to select workspace|Currently selected workspace .* does not exist"
+)
 # Where Terraform finds providers (the sandbox's filesystem mirror) and caches them.
 PASSED_TF_SETTINGS = ("TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR")
 
@@ -258,16 +262,20 @@ class TerraformRunner(Runner):
                 "request a new plan."
             )
         session = _Session(ctx, config)
-        session.init()
+        # The saved plan lives in this step's workdir, next to the data dir the
+        # plan job initialised; a second `init` is needed only if that is gone.
+        if not session.initialised():
+            session.init()
         self._apply(session, plan_path)
         previous = (ctx.previous_outputs or {}).get("tfvars")
+        state = session.read_state()
         return {
             "plan_sha256": actual,
             "workspace": session.workspace,
             "tfvars": ctx.plan.get("tfvars", {}),
             "previous_tfvars": previous,
-            "outputs": session.outputs(),
-            "resources": session.resource_count(),
+            "outputs": outputs_of(state),
+            "resources": len(state.get("resources") or []),
         }
 
     def rollback(self, ctx: StepContext, outputs: dict) -> dict:
@@ -283,7 +291,7 @@ class TerraformRunner(Runner):
             "plan_sha256": plan["plan_sha256"],
             "workspace": session.workspace,
             "tfvars": plan["tfvars"],
-            "outputs": session.outputs(),
+            "outputs": outputs_of(session.read_state()),
         }
 
     def _apply(self, session: _Session, plan_path: Path) -> None:
@@ -369,15 +377,31 @@ class _Session:
     def argv(self, command: str, *args: str, **options) -> list[str]:
         return self.terraform.generate_cmd_string(command, *args, **options)
 
+    def initialised(self) -> bool:
+        """`init` already ran for this step's data dir (it records the backend there)."""
+        return (Path(self.env["TF_DATA_DIR"]) / "terraform.tfstate").exists()
+
     def init(self) -> None:
         self.ctx.log(f"Workspace {self.workspace} in {self.source}", "system")
         options = {"input": False, "no_color": IsFlagged}
         if self.config["backend_config"]:
             options["backend_config"] = self.ctx.expand(self.config["backend_config"])
-        if self.run("init", **options) != 0:
+        if self.run("init", **options) == 0:
+            return
+        if not any(MISSING_WORKSPACE_RE.search(line) for line in self.stderr):
             raise self.failure("init")
+        # With TF_WORKSPACE naming a workspace the state store lacks, `init`
+        # asks which existing one to use (and fails without a terminal) once
+        # the store holds any other workspace. Initialise on `default`, create
+        # ours, and every later command selects it through TF_WORKSPACE.
+        self.ctx.log(f"Creating workspace {self.workspace}", "system")
+        on_default = {k: v for k, v in self.env.items() if k != "TF_WORKSPACE"}
+        if self.run("init", env=on_default, **options) != 0:
+            raise self.failure("init")
+        if self.run("workspace new", self.workspace, env=on_default, no_color=IsFlagged) != 0:
+            raise self.failure("workspace new")
 
-    def run(self, command: str, *args: str, **options) -> int:
+    def run(self, command: str, *args: str, env: dict | None = None, **options) -> int:
         """Run a terraform command, streaming its output; SIGINT on cancel lets
         Terraform finish writing state before it stops."""
         self.ctx.check_cancelled()
@@ -385,7 +409,7 @@ class _Session:
         returncode, self.stderr = stream_process(
             self.ctx,
             self.argv(command, *args, **options),
-            env=self.env,
+            env=env or self.env,
             cwd=self.source,
             timeout=self.config["timeout_seconds"],
             stop_signal=signal.SIGINT,
@@ -413,15 +437,10 @@ class _Session:
         detail = errors[0] if errors else (self.stderr[-1].strip() if self.stderr else "")
         return StepFailed(f"terraform {command} failed: {detail or 'see the log above'}")
 
-    def outputs(self) -> dict:
-        raw = json.loads(self.capture("output", json=IsFlagged, no_color=IsFlagged) or "{}")
-        return {
-            name: (SENSITIVE if output.get("sensitive") else output.get("value"))
-            for name, output in raw.items()
-        }
-
-    def resource_count(self) -> int:
-        """Resources in the workspace's state, read through python-terraform."""
+    def read_state(self) -> dict:
+        """The workspace's state as written by the last apply, read through
+        python-terraform (one file read instead of a `terraform output` process).
+        Local backend only; for a remote backend it is empty."""
         state_dir = self.config["backend_config"].get("workspace_dir")
         base = (
             Path(self.ctx.expand(state_dir)) if state_dir else self.source / "terraform.tfstate.d"
@@ -430,7 +449,16 @@ class _Session:
         if self.workspace == "default" and not state_dir:
             state_file = self.source / "terraform.tfstate"
         self.terraform.read_state_file(str(state_file))
-        return len(getattr(self.terraform.tfstate, "resources", []) or [])
+        # python-terraform's Tfstate keeps the file's top-level keys as attributes.
+        return dict(vars(self.terraform.tfstate))
+
+
+def outputs_of(state: dict) -> dict:
+    """The root module's outputs; sensitive ones never leave the state file."""
+    return {
+        name: (SENSITIVE if output.get("sensitive") else output.get("value"))
+        for name, output in (state.get("outputs") or {}).items()
+    }
 
 
 def _mask_values(value, masker: Masker):

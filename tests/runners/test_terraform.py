@@ -195,3 +195,33 @@ def test_it_names_the_bad_key_in_the_config():
         runner.validate_config({"path": "x", "variables": []})
     with pytest.raises(ValueError, match="colour"):
         runner.validate_config({"path": "x", "colour": "blue"})
+
+
+def test_it_creates_its_workspace_in_a_state_store_that_holds_others(make_ctx, tf_config):
+    """Two environments share one state directory: the second one's `init`
+    must not stop at Terraform's "select a workspace" prompt."""
+    runner = TerraformRunner()
+    production = make_ctx(tf_config, environment_name="production")
+    runner.run(make_ctx(tf_config, environment_name="production", plan=runner.plan(production)))
+    assert state_file(tf_config, "production").exists()
+
+    staging = make_ctx(tf_config)
+    plan = runner.plan(staging)
+    runner.run(make_ctx(tf_config, plan=plan))
+
+    assert "Creating workspace staging" in staging.log.text
+    assert json.loads(state_file(tf_config, "staging").read_text())["resources"]
+    # The other environment's state is untouched.
+    assert json.loads(state_file(tf_config, "production").read_text())["resources"]
+
+
+def test_it_applies_without_a_second_init_and_reads_outputs_from_state(make_ctx, tf_config):
+    runner = TerraformRunner()
+    plan = runner.plan(make_ctx(tf_config))
+    apply_ctx = make_ctx(tf_config, plan=plan)
+
+    outputs = runner.run(apply_ctx)
+
+    assert "Initializing the backend" not in apply_ctx.log.text
+    state = json.loads(state_file(tf_config).read_text())
+    assert outputs["outputs"]["images"] == state["outputs"]["images"]["value"]

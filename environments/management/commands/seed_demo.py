@@ -125,10 +125,8 @@ def ecs_steps(env: str, bake_seconds: float = 0) -> list:
     prefix = f"fraud-detector-{env}"
     terraform = {
         "path": "infra/terraform/fraud-detector",
-        # State outside the checkout, one directory per environment: the
-        # runner's `terraform init` can only create the environment's
-        # workspace in a state directory that holds no other workspace yet.
-        "backend_config": {"workspace_dir": str(Path(settings.BASE_DIR) / "var" / "tfstate" / env)},
+        # State outside the checkout; one workspace per environment in it.
+        "backend_config": {"workspace_dir": str(Path(settings.BASE_DIR) / "var" / "tfstate")},
         "variables": {
             "environment": "${environment}",
             "release_version": "${release.version}",
