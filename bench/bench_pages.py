@@ -36,7 +36,8 @@ def _pages() -> list[tuple[str, str, dict]]:
     release = Release.objects.filter(application__slug=app).order_by("-pk").first()
     middle = (AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 2) // 2
     return [
-        ("catalog", "home", {}),
+        ("dashboard", "home", {}),
+        ("catalog", "catalog", {}),
         ("application", "application-detail", {"slug": app}),
         ("environment", "environment-detail", {"slug": app, "env_slug": "production"}),
         ("release list", "release-list", {"slug": app}),

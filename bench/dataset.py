@@ -45,8 +45,9 @@ def _digest(seed: int) -> str:
     return f"{random.Random(seed).getrandbits(256):064x}"
 
 
-def ensure_catalog() -> Catalog:
-    """Users, applications, environments, services and memberships (idempotent)."""
+def ensure_catalog(applications: int = APPLICATIONS) -> Catalog:
+    """Users, applications, environments, services and memberships (idempotent);
+    `applications` × 5 environments (the dashboard benchmark asks for 20: 100)."""
     from django.contrib.auth.models import User
 
     from environments.choices import Tier
@@ -61,7 +62,7 @@ def ensure_catalog() -> Catalog:
         )
         User.objects.create_user("viewer", "viewer@example.com", None)
         tiers = [Tier.DEVELOPMENT, Tier.DEVELOPMENT, Tier.STAGING, Tier.STAGING, Tier.PRODUCTION]
-        for a in range(APPLICATIONS):
+        for a in range(applications):
             app = Application.objects.create(slug=f"app-{a:02d}", name=f"Application {a:02d}")
             Service.objects.bulk_create(
                 Service(application=app, slug=f"{app.slug}-{s}", name=s) for s in SERVICES
@@ -111,9 +112,12 @@ def ensure_catalog() -> Catalog:
     )
 
 
-def grow_deployments(catalog: Catalog, target: int) -> int:
+def grow_deployments(catalog: Catalog, target: int, log_lines: bool = True) -> int:
     """Add releases (one per ten deployments) and deployments up to `target`,
-    with approvals, three step runs and ten log lines each."""
+    with approvals, three step runs and (unless `log_lines` is false) ten log
+    lines each. The newest deployment of every tenth environment is running:
+    never more than one per environment (the `one_running_per_environment`
+    constraint), so the earlier running one of a grown data set is finished first."""
     from deployments.choices import Decision, Kind, Status
     from deployments.models import (
         Approval,
@@ -183,6 +187,19 @@ def grow_deployments(catalog: Catalog, target: int) -> int:
             started_at=created + timedelta(minutes=2) if finished else None,
             finished_at=created + timedelta(minutes=9) if finished else None,
         ))  # fmt: skip
+    # At most one running deployment per environment: finish the ones a
+    # smaller stage left running, then start the newest of every tenth.
+    Deployment.objects.filter(status=Status.RUNNING).update(
+        status=Status.SUCCEEDED, finished_at=now - timedelta(minutes=1)
+    )
+    StepRun.objects.filter(status="running").update(status="succeeded", finished_at=now)
+    newest: dict[int, Deployment] = {}
+    for deployment in deployments:
+        newest[deployment.environment_id] = deployment
+    for env_id, deployment in newest.items():
+        if env_id % 10 == 0:
+            deployment.status, deployment.finished_at = Status.RUNNING, None
+            deployment.started_at = deployment.started_at or deployment.created_at
     Deployment.objects.bulk_create(deployments, batch_size=2000)
 
     approvals, steps = [], []
@@ -193,11 +210,18 @@ def grow_deployments(catalog: Catalog, target: int) -> int:
                                   decision=Decision.APPROVE, comment="ok", digest=digest,
                                   created_at=deployment.created_at))  # fmt: skip
         for order, kind in enumerate(("terraform", "ecs_rolling", "http_check"), start=1):
-            steps.append(StepRun(deployment=deployment, order=order, name=kind, kind=kind,
-                                 status="succeeded", started_at=deployment.started_at,
-                                 finished_at=deployment.finished_at))  # fmt: skip
+            running = deployment.status == Status.RUNNING and order >= 2
+            steps.append(StepRun(
+                deployment=deployment, order=order, name=kind, kind=kind,
+                status="running" if running else "succeeded", started_at=deployment.started_at,
+                finished_at=None if running else deployment.finished_at,
+            ))  # fmt: skip
+            if running:
+                break
     Approval.objects.bulk_create(approvals, batch_size=5000)
     StepRun.objects.bulk_create(steps, batch_size=5000)
+    if not log_lines:
+        return len(deployments)
     lines = [
         LogLine(
             deployment_id=step.deployment_id,

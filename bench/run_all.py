@@ -55,12 +55,19 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
                                                 "--rate", "5000"]),
             ("terraform", "bench.bench_terraform", ["--runs", "2"]),
             ("release_latency", "bench.bench_release_latency", ["--repeats", "5"]),
+            ("pricing", "bench.bench_pricing", ["--runs", "20"]),
+            ("dashboard", "bench.bench_dashboard", ["--quick"]),
+            ("fanout", "bench.bench_fanout", ["--count", "200", "--rounds", "3"]),
         ]  # fmt: skip
     return [
         ("logs", "bench.bench_logs", []),
         ("logs_paced", "bench.bench_logs", ["--rate", "5000"]),
         ("terraform", "bench.bench_terraform", ["--runs", "5"]),
         ("release_latency", "bench.bench_release_latency", ["--repeats", "20"]),
+        ("pricing", "bench.bench_pricing", ["--runs", "50"]),
+        # The dashboard's own databases (gantry_bench_dash, gantry_bench_fanout).
+        ("dashboard", "bench.bench_dashboard", []),
+        ("fanout", "bench.bench_fanout", []),
     ]
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from deployments import evidence
 from deployments.choices import Status
 from deployments.logs import line_payload
 from deployments.models import Deployment, LogLine, Release
@@ -26,9 +30,13 @@ from deployments.serializers import (
     ReleaseCreateSerializer,
     ReleaseSerializer,
 )
+from environments import pricing
 from environments.models import Environment
+from portal import audit
 from portal.api import reject_nul_bytes
-from portal.roles import visible_applications, visible_environments
+from portal.choices import Role
+from portal.models import Membership
+from portal.roles import Forbidden, visible_applications, visible_environments
 
 ERRORS = {
     400: OpenApiResponse(description="Bad input: the body names the field, e.g. {'version': [..]}"),
@@ -264,3 +272,142 @@ class DeploymentLogs(generics.GenericAPIView):
             line_payload(seq, step or "", stream, text, at) for seq, step, stream, text, at in rows
         ]
         return Response({"lines": lines, "status": deployment.status})
+
+
+class DeploymentEvidence(generics.GenericAPIView):
+    """The evidence pack of a deployment (the same data as the JSON download)."""
+
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        return visible_deployments(self.request.user)
+
+    @extend_schema(
+        summary="Evidence pack: artifacts, plan, cost, approvals, policy, steps, log hash, "
+        "alarms during the bake, audit events and their chain check",
+        responses={
+            200: OpenApiResponse(
+                response=OpenApiTypes.OBJECT,
+                description="The pack (format gantry-evidence/1); see docs/ARCHITECTURE.md.",
+            ),
+            **_errors(404),
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        deployment = get_object_or_404(self.get_queryset(), pk=pk)
+        pack = evidence.build_pack(deployment)
+        audit.record(
+            "evidence.exported",
+            deployment,
+            actor=request.user,
+            after={"format": "api", "log_sha256": pack["log"]["sha256"]},
+        )
+        return Response(pack)
+
+
+# A plan of a few thousand resources is a few MB of JSON; anything bigger is no
+# plan a person reviews, and parsing it would tie up a web worker.
+MAX_PLAN_BYTES = 10 * 1024 * 1024
+PRICING_ROLES = (Role.DEPLOYER, Role.APPROVER, Role.ADMIN)
+
+
+class CostComponentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    unit = serializers.CharField()
+    quantity = serializers.CharField()
+    unit_price_usd = serializers.CharField()
+    monthly_usd = serializers.CharField()
+    usage_assumed = serializers.BooleanField(help_text="Priced at a default usage, not the plan.")
+    assumption = serializers.CharField(help_text="The default usage, when usage_assumed.")
+
+
+class CostResourceSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    type = serializers.CharField()
+    actions = serializers.ListField(child=serializers.CharField())
+    monthly_usd = serializers.CharField(help_text="After the plan, e.g. '32.85'.")
+    previous_monthly_usd = serializers.CharField(help_text="What runs now.")
+    delta_usd = serializers.CharField()
+    components = CostComponentSerializer(many=True)
+    note = serializers.CharField(help_text="Why a resource costs nothing, e.g. 'no charge'.")
+
+
+class NotPricedSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    type = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class CostEstimateSerializer(serializers.Serializer):
+    region = serializers.CharField()
+    catalog_version = serializers.CharField()
+    catalog_source = serializers.CharField()
+    catalog_date = serializers.CharField()
+    monthly_total_usd = serializers.CharField(help_text="Decimal string, USD a month.")
+    previous_monthly_usd = serializers.CharField()
+    delta_usd = serializers.CharField()
+    resources = CostResourceSerializer(many=True)
+    not_priced = NotPricedSerializer(many=True)
+
+
+class PlanParser(JSONParser):
+    """JSON, where nesting too deep for Python's parser is the caller's error, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply for a plan.") from None
+
+
+class CostEstimateCreate(generics.GenericAPIView):
+    """Price a `terraform show -json` plan, so CI can see what a change costs
+    before it asks for a deployment. Stores nothing: the plan job keeps the
+    estimate of a real deployment."""
+
+    serializer_class = CostEstimateSerializer
+    parser_classes = [PlanParser]
+    pagination_class = None
+
+    @extend_schema(
+        summary="Monthly cost of a Terraform plan (terraform show -json), before and after",
+        parameters=[
+            OpenApiParameter("region", str, required=True, enum=pricing.known_regions(),
+                             description="AWS region whose prices apply."),
+        ],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: CostEstimateSerializer, **_errors(400, 403),
+            413: OpenApiResponse(description=f"The plan is over {MAX_PLAN_BYTES} bytes."),
+        },
+    )  # fmt: skip
+    def post(self, request: Request) -> Response:
+        user = request.user
+        if not user.is_superuser and not (
+            Membership.objects.filter(user=user, role__in=PRICING_ROLES).exists()
+        ):
+            raise Forbidden(
+                "Pricing plans is for deployers, approvers and admins of an environment; "
+                "ask an environment's admin for a role."
+            )
+        reject_nul_bytes(request.query_params, ["region"])
+        region = request.query_params.get("region", "").strip()
+        if not region:
+            regions = ", ".join(pricing.known_regions())
+            raise _field_error("region", f"Give ?region=, one of: {regions}.")
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_PLAN_BYTES:
+            return Response(
+                {"detail": f"The plan is {length} bytes; the limit is {MAX_PLAN_BYTES}."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        try:
+            estimate = pricing.estimate_plan(request.data, region)
+        except pricing.UnknownRegion as exc:
+            raise _field_error("region", str(exc)) from None
+        except pricing.PlanError as exc:
+            raise _field_error("plan", str(exc)) from None
+        return Response(estimate.as_json())

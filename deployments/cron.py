@@ -7,7 +7,20 @@ from deployments.jobs import (
     fail_stalled_deployments,
     wake_queued_deployments,
 )
+from environments.alarms import poll_alarms
+from environments.costs import fetch_costs
+from portal.jobs import verify_audit_chain
 
 cron.register(fail_stalled_deployments, "high", interval=10)
 cron.register(wake_queued_deployments, "default", interval=30)
 cron.register(expire_stale_requests, "low", interval=60)
+# The audit chain is walked whole (~160k events/s); every 10 minutes bounds how
+# long a tampered event goes unnoticed.
+cron.register(verify_audit_chain, "low", interval=600)
+# Cost Explorer has most of yesterday's spend some hours after midnight UTC;
+# one fetch a day is enough, and each request is billed.
+cron.register(fetch_costs, "low", cron="15 6 * * *")
+# Alarm states reach the dashboard within ~30 s. A run not started within a
+# minute is dropped (the next one reads the same sources); runs that overlap
+# are harmless: transitions are settled by conditional UPDATEs.
+cron.register(poll_alarms, "low", interval=30, ttl=60, job_timeout=300)

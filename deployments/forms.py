@@ -78,6 +78,14 @@ class DecisionForm(forms.Form):
     )
 
 
+class ForceUnlockForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        help_text="Why the lock is dead (e.g. the runner that held it was terminated).",
+    )
+
+
 class DeploymentFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *Status.choices], required=False)
     environment = forms.ModelChoiceField(

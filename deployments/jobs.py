@@ -28,6 +28,7 @@ from deployments.logs import LogWriter, broadcast_status
 from deployments.runners import StepCancelled, StepContext, StepFailed, get_runner
 from deployments.runners.masking import Masker
 from environments.choices import StepKind
+from environments.live import environment_changed
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,17 @@ def _step_run(deployment, step, phase: str):
         defaults={"name": step.name, "kind": step.kind, "status": StepStatus.RUNNING,
                   "started_at": timezone.now(), "finished_at": None, "error": ""},
     )  # fmt: skip
+    environment_changed(deployment.environment_id, "step")  # the dashboard's step progress
     return run
+
+
+def failure_outputs(exc: StepFailed) -> dict:
+    """What a failed step keeps: its partial outputs, and a held Terraform
+    state lock's details (ID, holder, since) for the admins' force-unlock."""
+    outputs = dict(exc.outputs)
+    if exc.details.get("lock"):
+        outputs["lock"] = exc.details["lock"]
+    return outputs
 
 
 def _end_step(run, status: str, outputs: dict | None = None, error: str = "") -> None:
@@ -85,6 +96,7 @@ def _end_step(run, status: str, outputs: dict | None = None, error: str = "") ->
     StepRun.objects.filter(pk=run.pk).update(
         status=status, outputs=outputs or {}, error=error, finished_at=timezone.now()
     )
+    environment_changed(run.deployment.environment_id, "step")
 
 
 def plan_deployment(deployment_id: int) -> str:
@@ -95,7 +107,7 @@ def plan_deployment(deployment_id: int) -> str:
     environment = deployment.environment
     masker = Masker(environment.secret_variables)
     writer = LogWriter(deployment.pk, masker)
-    hashes, summary = [], {"resource_changes": 0}
+    hashes, summary, costs = [], {"resource_changes": 0}, []
     try:
         for step in environment.steps.filter(kind=StepKind.TERRAFORM).order_by("order"):
             run = _step_run(deployment, step, "plan")
@@ -107,11 +119,12 @@ def plan_deployment(deployment_id: int) -> str:
                 result = get_runner(step.kind).plan(ctx)
             except StepFailed as exc:
                 message = masker.mask(exc.message)
-                _end_step(run, StepStatus.FAILED, exc.outputs, message)
+                _end_step(run, StepStatus.FAILED, failure_outputs(exc), message)
                 raise StepFailed(message) from None
             _end_step(run, StepStatus.SUCCEEDED, result)
             hashes.append((step.order, result["plan_sha256"]))
             summary["resource_changes"] += len(result.get("resource_changes", []))
+            costs.append(result.get("cost"))
     except StepFailed as exc:
         writer.write(f"Planning failed: {exc.message}", Stream.SYSTEM)
         writer.close()
@@ -119,7 +132,23 @@ def plan_deployment(deployment_id: int) -> str:
         broadcast_status(deployment.pk, Status.FAILED)
         return "plan failed"
     writer.close()
-    deployment.record_plan(combined_plan_hash(hashes), summary)
+    from django.db import transaction
+
+    from deployments.models import CostEstimate
+    from environments import pricing
+
+    cost = pricing.combine(costs)
+    if cost is not None:  # the audit record keeps the cost the approvers were shown
+        summary.update(monthly_cost_usd=cost["monthly_total_usd"], cost_delta_usd=cost["delta_usd"])
+    # One transaction: a request never awaits approval without its estimate.
+    with transaction.atomic():
+        if deployment.record_plan(combined_plan_hash(hashes), summary) and cost is not None:
+            CostEstimate.objects.update_or_create(deployment=deployment, defaults={
+                "region": cost["region"], "catalog_version": cost["catalog_version"],
+                "monthly_total_usd": cost["monthly_total_usd"],
+                "previous_monthly_usd": cost["previous_monthly_usd"],
+                "resources": cost["resources"], "not_priced": cost["not_priced"],
+            })  # fmt: skip
     broadcast_status(deployment.pk, deployment.status)
     return deployment.status
 
@@ -220,10 +249,13 @@ def run_deployment(deployment_id: int) -> str:
         return "not queued"
     if not deployment.start(worker_name()):
         return "environment busy; stays queued"
-    broadcast_status(deployment.pk, Status.RUNNING)
     environment = deployment.environment
     masker = Masker(environment.secret_variables)
+    # The log's first line before anything else: it tells watchers at once
+    # that a worker took the deployment.
     writer = LogWriter(deployment.pk, masker)
+    writer.write(f"Started by {deployment.worker_name}.", Stream.SYSTEM)
+    broadcast_status(deployment.pk, Status.RUNNING)
     cancelled = threading.Event()
     heartbeat = Heartbeat(deployment, cancelled)
     heartbeat.start()
@@ -243,7 +275,7 @@ def run_deployment(deployment_id: int) -> str:
                 raise
             except StepFailed as exc:
                 message = masker.mask(exc.message)
-                _end_step(run, StepStatus.FAILED, exc.outputs, message)
+                _end_step(run, StepStatus.FAILED, failure_outputs(exc), message)
                 bake_failed = step.kind == StepKind.BAKE
                 raise StepFailed(f"{step.name}: {message}") from None
             _end_step(run, StepStatus.SUCCEEDED, outputs)

@@ -29,6 +29,7 @@ from deployments.choices import (
     Stream,
 )
 from environments.choices import StepKind
+from environments.live import environment_changed
 from environments.models import Application, Environment, FreezeOverride, Service
 from portal import audit
 from portal.choices import Role
@@ -411,6 +412,7 @@ class Deployment(models.Model):
         if fields.get("error"):
             after["error"] = fields["error"]
         audit.record(action, self, actor=actor, before={"status": before}, after=after)
+        environment_changed(self.environment_id, "deployment")
 
     def _second_group_satisfied(self, approvals) -> bool:
         group_id = self.environment.second_approver_group_id
@@ -473,8 +475,9 @@ class Deployment(models.Model):
                 )
                 from deployments import notifications
 
-                notifications.announce(self, NotificationEvent.APPROVED)
+                # The run job first: on-commit hooks enqueue in this order.
                 self.dispatch()
+                notifications.announce(self, NotificationEvent.APPROVED)
         return approval
 
     def reject(self, user, comment: str = "") -> Approval:
@@ -560,6 +563,7 @@ class Deployment(models.Model):
 
         from deployments import jobs, notifications
 
+        environment_changed(self.environment_id, "deployment")  # e.g. a new pending request
         if self.status == Status.PLANNING:
             django_rq.get_queue(self.queue_name).enqueue(jobs.plan_deployment, self.pk)
         elif self.status == Status.QUEUED:
@@ -614,6 +618,7 @@ class Deployment(models.Model):
                         before={"status": Status.QUEUED},
                         after={"status": Status.RUNNING, "worker": worker_name},
                     )
+                    environment_changed(self.environment_id, "deployment")
         except IntegrityError:
             return False
         if started:
@@ -653,6 +658,62 @@ class Deployment(models.Model):
             if deployment.finish(Status.FAILED, reason):
                 failed.append(deployment.pk)
         return failed
+
+    # -- Terraform state lock -------------------------------------------------------
+
+    def force_unlock_state(self, step_run: StepRun, user, reason: str) -> None:
+        """An admin releases the Terraform state lock a dead run left behind
+        (the lock the failed `step_run` recorded). Refused while any deployment
+        runs in the environment: its lock would be live. Audited either way."""
+        from deployments.jobs import step_workdir
+        from deployments.logs import LogWriter
+        from deployments.runners.base import StepContext, StepFailed
+        from deployments.runners.masking import Masker
+        from deployments.runners.terraform import force_unlock
+
+        environment = self.environment
+        if not has_role(user, environment, Role.ADMIN):
+            raise Forbidden(f"Only admins of {environment} may force-unlock its Terraform state.")
+        reason = (reason or "").strip()
+        if not reason:
+            raise PolicyError("Say why the lock is dead: the reason is kept in the audit trail.")
+        lock = (step_run.outputs or {}).get("lock") or {}
+        lock_id = lock.get("id", "")
+        if step_run.deployment_id != self.pk or step_run.kind != StepKind.TERRAFORM or not lock_id:
+            raise PolicyError("This step did not fail on a Terraform state lock.")
+        if Deployment.objects.filter(environment=environment, status=Status.RUNNING).exists():
+            raise PolicyError(
+                f"A deployment is running in {environment}: the lock may be its own. "
+                "Wait for it or cancel it first."
+            )
+        step = environment.steps.filter(order=step_run.order, kind=StepKind.TERRAFORM).first()
+        if step is None:
+            raise PolicyError("The environment no longer has this Terraform step.")
+        writer = LogWriter(self.pk, Masker(environment.secret_variables))
+        writer.set_step(step_run.pk, step_run.name)
+        writer.write(
+            f"{user.get_username()} force-unlocks Terraform state lock {lock_id} "
+            f"(held by {lock.get('who', '?')} since {lock.get('created', '?')}): {reason}",
+            Stream.SYSTEM,
+        )
+        workdir = step_workdir(self.pk, step_run.order)
+        ctx = StepContext.for_deployment(self, step.config, workdir=workdir, log=writer)
+        detail = {"step": step_run.name, "lock_id": lock_id, "lock": lock, "reason": reason}
+        try:
+            force_unlock(ctx, lock_id)
+        except StepFailed as exc:
+            writer.write(f"Force-unlock failed: {exc.message}", Stream.SYSTEM)
+            writer.close()
+            audit.record("terraform.force_unlock_failed", self, actor=user,
+                         after={**detail, "error": exc.message})  # fmt: skip
+            raise PolicyError(f"Force-unlock failed: {exc.message}") from None
+        writer.write(f"State lock {lock_id} released.", Stream.SYSTEM)
+        writer.close()
+        with transaction.atomic():
+            StepRun.objects.filter(pk=step_run.pk).update(
+                outputs={**step_run.outputs, "lock": {**lock, "released_by": user.get_username()}}
+            )
+            audit.record("terraform.force_unlocked", self, actor=user, after=detail)
 
     # -- rollback -----------------------------------------------------------------
 
@@ -798,11 +859,34 @@ class StepRun(models.Model):
 
 
 class LogLine(models.Model):
-    """A line of a deployment's output, numbered so viewers never miss or repeat one."""
+    """A line of a deployment's output, numbered so viewers never miss or repeat one.
 
-    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="log_lines")
+    The references carry no database FOREIGN KEY constraint (db_constraint=False):
+    PostgreSQL would check each one per inserted row, which was more than half
+    the cost of storing a batch, and the check's KEY SHARE lock on the
+    deployment row made every batch wait while the row was locked for a state
+    change. Lines are written only by the engine for rows it has just loaded,
+    and deployments and step runs are never deleted.
+    """
+
+    # No index of their own either: (deployment, seq) below serves every read,
+    # and each extra index is written for every line.
+    deployment = models.ForeignKey(
+        Deployment,
+        on_delete=models.CASCADE,
+        related_name="log_lines",
+        db_constraint=False,
+        db_index=False,
+    )
     seq = models.PositiveIntegerField()
-    step = models.ForeignKey(StepRun, null=True, on_delete=models.CASCADE, related_name="+")
+    step = models.ForeignKey(
+        StepRun,
+        null=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
     stream = models.CharField(max_length=6, choices=Stream.choices, default=Stream.STDOUT)
     text = models.TextField()
     at = models.DateTimeField(default=timezone.now)

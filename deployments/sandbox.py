@@ -277,6 +277,50 @@ def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str
     }
 
 
+# -- Cost Explorer (moto) ---------------------------------------------------------
+
+# Monthly spend per cost-allocation tag value: seed 002's table (~$185/month
+# production, ~$50 dev) for fraud-detector, and a bigger platform (seed 003).
+DEMO_MONTHLY_SPEND = {
+    "fraud-detector-dev": 50, "fraud-detector-staging": 55, "fraud-detector-production": 185,
+    "fintech-ai-platform-dev": 45, "fintech-ai-platform-staging": 120,
+    "fintech-ai-platform-production": 380,
+}  # fmt: skip
+
+
+def seed_cost_explorer(
+    endpoint_url: str, monthly_usd: dict[str, float], days: int = 60, tag_key: str = "Environment"
+) -> None:
+    """Queue moto's answer to the next `get_cost_and_usage`: `days` days up to
+    yesterday of daily spend per tag value (±15 % noise, the same every start),
+    the last two days estimated, as Cost Explorer reports unsettled days."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    import requests
+
+    noise = random.Random(185)
+    today = datetime.now(UTC).date()
+    periods = []
+    for back in range(days, 0, -1):
+        day = today - timedelta(days=back)
+        groups = []
+        for tag, monthly in monthly_usd.items():
+            amount = f"{monthly * 12 / 365 * noise.uniform(0.85, 1.15):.4f}"
+            cost = {"UnblendedCost": {"Amount": amount, "Unit": "USD"}}
+            groups.append({"Keys": [f"{tag_key}${tag}"], "Metrics": cost})
+        periods.append({
+            "TimePeriod": {"Start": day.isoformat(), "End": (day + timedelta(1)).isoformat()},
+            "Total": {}, "Groups": groups, "Estimated": back <= 2,
+        })  # fmt: skip
+    response = requests.post(
+        f"{endpoint_url}/moto-api/static/ce/cost-and-usage-results",
+        json={"results": [{"ResultsByTime": periods, "DimensionValueAttributes": []}]},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
 # -- Kubernetes (fake) ----------------------------------------------------------
 
 
@@ -445,6 +489,7 @@ def start(
     sandbox._stoppers.append(server.stop)
     for environment in environments:
         sandbox.aws_resources[environment] = create_demo_aws(sandbox.aws_endpoint_url, environment)
+    seed_cost_explorer(sandbox.aws_endpoint_url, DEMO_MONTHLY_SPEND)
     kube = start_fake_kube_api(environments, port=kube_port)
     sandbox.kube_api_url = kube.url
     sandbox._stoppers.append(kube.stop)

@@ -10,7 +10,23 @@ urlpatterns = [
     path("deployments/new/", views.deployment_new, name="deployment-new"),
     path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/steps/", views.deployment_steps, name="deployment-steps"),
+    path(
+        "deployments/<int:pk>/steps/<int:step_pk>/force-unlock/",
+        views.step_force_unlock,
+        name="step-force-unlock",
+    ),
     path("deployments/<int:pk>/approve/", views.deployment_approve, name="deployment-approve"),
     path("deployments/<int:pk>/reject/", views.deployment_reject, name="deployment-reject"),
     path("deployments/<int:pk>/cancel/", views.deployment_cancel, name="deployment-cancel"),
+    path(
+        "deployments/<int:pk>/evidence.json",
+        views.deployment_evidence_json,
+        name="deployment-evidence-json",
+    ),
+    path(
+        "deployments/<int:pk>/evidence.html",
+        views.deployment_evidence_html,
+        name="deployment-evidence-html",
+    ),
+    path("apps/<slug:slug>/metrics/", views.application_metrics, name="application-metrics"),
 ]

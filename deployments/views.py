@@ -14,18 +14,22 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Prefetch
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from deployments import evidence, metrics
 from deployments.choices import STATUS_COLOURS, Decision, Status
 from deployments.forms import (
     DecisionForm,
     DeploymentFilterForm,
     DeploymentRequestForm,
+    ForceUnlockForm,
     ReleaseForm,
 )
 from deployments.models import Approval, Artifact, Deployment, Release
+from deployments.timeline import build_timeline
+from environments import pricing
 from environments.models import Application, Environment, Service
 from environments.views import (
     decorate_deployments,
@@ -34,6 +38,7 @@ from environments.views import (
     rollback_candidates,
     with_current_deployment,
 )
+from portal import audit
 from portal.choices import Role
 from portal.roles import (
     Forbidden,
@@ -316,8 +321,13 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_cancel": may_cancel,
         "decision_form": DecisionForm(),
         "step_runs": step_runs,
+        "may_force_unlock": has_role(user, env, Role.ADMIN),
         "plan_runs": [s for s in step_runs if s.phase == "plan" and s.outputs],
+        "cost": pricing.approval_summary(
+            deployment, [s.outputs for s in step_runs if s.phase == "plan" and s.outputs]
+        ),
         "may_roll_back": _may_roll_back(deployment, running, user),
+        "timeline": build_timeline(deployment),
     }
     return render(request, "deployments/deployment_detail.html", context)
 
@@ -337,7 +347,36 @@ def deployment_steps(request: HttpRequest, pk: int) -> HttpResponse:
     """The step progress list, re-fetched by the live log panel on each status change."""
     deployment = _visible_deployment(request, pk)
     step_runs = deployment.step_runs.order_by("phase", "order")
-    return render(request, "deployments/_step_runs.html", {"step_runs": step_runs})
+    return render(
+        request,
+        "deployments/_step_runs.html",
+        {
+            "deployment": deployment,
+            "step_runs": step_runs,
+            "may_force_unlock": has_role(request.user, deployment.environment, Role.ADMIN),
+        },
+    )
+
+
+@login_required
+@require_POST
+def step_force_unlock(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
+    """An environment admin releases the Terraform state lock a dead run left."""
+    deployment = _visible_deployment(request, pk)
+    step_run = get_object_or_404(deployment.step_runs, pk=step_pk)
+    form = ForceUnlockForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Reason: " + " ".join(form.errors["reason"]))
+        return redirect("deployment-detail", pk=pk)
+    try:
+        deployment.force_unlock_state(step_run, request.user, form.cleaned_data["reason"])
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    except PolicyError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "The Terraform state lock was released. Request a new plan.")
+    return redirect("deployment-detail", pk=pk)
 
 
 def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
@@ -381,3 +420,75 @@ def deployment_reject(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def deployment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _decide(request, pk, "cancel")
+
+
+# -- evidence packs and delivery metrics -----------------------------------------
+
+
+def _evidence_pack(request: HttpRequest, pk: int, export_format: str) -> dict:
+    """Build a deployment's pack for a viewer of its environment; the export is audited."""
+    deployment = _visible_deployment(request, pk)
+    pack = evidence.build_pack(deployment)
+    audit.record(
+        "evidence.exported",
+        deployment,
+        actor=request.user,
+        after={"format": export_format, "log_sha256": pack["log"]["sha256"]},
+    )
+    return pack
+
+
+@login_required
+@require_safe
+def deployment_evidence_json(request: HttpRequest, pk: int) -> HttpResponse:
+    """The evidence pack as a JSON download."""
+    pack = _evidence_pack(request, pk, "json")
+    response = JsonResponse(pack, json_dumps_params={"indent": 2, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="deployment-{pk}-evidence.json"'
+    return response
+
+
+@login_required
+@require_safe
+def deployment_evidence_html(request: HttpRequest, pk: int) -> HttpResponse:
+    """The evidence pack as one self-contained, printable page (no scripts, no links out)."""
+    pack = _evidence_pack(request, pk, "html")
+    response = render(request, "deployments/evidence.html", {"pack": pack})
+    # Shown in the browser, and saved under a useful name.
+    response["Content-Disposition"] = f'inline; filename="deployment-{pk}-evidence.html"'
+    return response
+
+
+@login_required
+@require_safe
+def application_metrics(request: HttpRequest, slug: str) -> HttpResponse:
+    """DORA's four keys for the application's environments the user may see."""
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    environments = list(
+        visible_environments(request.user).filter(application=application).order_by("order")
+    )
+    errors: dict[str, str] = {}
+    raw_days = request.GET.get("days", str(metrics.DEFAULT_RANGE)).strip()
+    # Matched as text: int() of arbitrary input ("²", 5,000 digits) can raise.
+    days = {str(choice): choice for choice in metrics.RANGES}.get(raw_days, 0)
+    if not days:
+        errors["days"] = f"Choose a range of {', '.join(map(str, metrics.RANGES))} days."
+        days = metrics.DEFAULT_RANGE
+    chosen = request.GET.get("environment", "").strip()
+    shown = [e for e in environments if not chosen or e.slug == chosen]
+    if chosen and not shown:
+        errors["environment"] = f"No environment {chosen!r} that you may see in {application}."
+        shown = environments
+    result = metrics.delivery_metrics(shown, days)
+    context = {
+        "application": application,
+        "environments": environments,
+        "days": days,
+        "ranges": metrics.RANGES,
+        "chosen": chosen if "environment" not in errors else "",
+        "errors": errors,
+        "result": result,
+        "keys": list(result.keys.values()),
+        "charts": metrics.charts(result),
+    }
+    return render(request, "deployments/metrics.html", context, status=400 if errors else 200)

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deployments.runners import ConfigError, validate_step_config
+from environments.alarms import validate_alarm_sources
 from environments.choices import OverrideStatus
 from environments.models import (
     Application,
@@ -119,6 +120,15 @@ class EnvironmentAdminForm(forms.ModelForm):
             raise forms.ValidationError('Give a JSON object of strings, e.g. {"TOKEN": "…"}.')
         return values
 
+    def clean_alarm_sources(self) -> dict:
+        """Checked like a bake step's sources, so the dashboard never polls a typo."""
+        sources = self.cleaned_data.get("alarm_sources") or {}
+        try:
+            validate_alarm_sources(sources)
+        except ConfigError as exc:
+            raise forms.ValidationError(f"{exc.key}: {str(exc).split(': ', 1)[-1]}") from None
+        return sources
+
     def clean(self) -> dict:
         cleaned = super().clean()
         if cleaned.get("clear_secrets"):
@@ -164,6 +174,7 @@ class EnvironmentAdmin(AuditedAdmin):
                 ]  # fmt: skip
             },
         ),
+        ("Alarms", {"fields": ["alarm_sources"]}),
         ("Notifications and secrets", {"fields": ["webhook_url", "clear_secrets"]}),
     ]
 

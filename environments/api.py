@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db.models import F, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,6 +16,7 @@ from deployments.api import visible_deployments
 from deployments.choices import Status
 from deployments.models import Deployment
 from deployments.serializers import DeploymentSerializer
+from environments.costs import current_estimates, month_to_date
 from environments.models import Application, Environment
 from environments.serializers import (
     ApplicationSerializer,
@@ -95,3 +99,123 @@ class EnvironmentRollback(generics.GenericAPIView):
         deployment = Deployment.request_rollback(env, request.user, given.validated_data["reason"])
         body = DeploymentSerializer(visible_deployments(request.user).get(pk=deployment.pk)).data
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class DailyCostSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    amount_usd = serializers.DecimalField(max_digits=12, decimal_places=4)
+    estimated = serializers.BooleanField(help_text="Cost Explorer may still restate this day.")
+
+
+class BudgetAlertSerializer(serializers.Serializer):
+    month = serializers.DateField(help_text="First day of the month.")
+    threshold_percent = serializers.IntegerField()
+    spent_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
+    forecast_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
+    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
+    created_at = serializers.DateTimeField(help_text="When the alert was sent.")
+
+
+class EnvironmentCostsSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    month = serializers.DateField(help_text="The month the figures are for (its first day).")
+    month_to_date_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
+    forecast_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True,
+        help_text="Linear run-rate: month to date ÷ days reported × days in the month.",
+    )  # fmt: skip
+    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    budget_used_percent = serializers.DecimalField(max_digits=12, decimal_places=1, allow_null=True)
+    estimate_monthly_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True,
+        help_text="Cost estimate of the latest succeeded deployment (what runs now).",
+    )  # fmt: skip
+    daily = DailyCostSerializer(many=True)
+    alerts = BudgetAlertSerializer(many=True)
+
+
+class CostRangeSerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=400, default=30)
+
+
+class EnvironmentCosts(generics.GenericAPIView):
+    """Actual spend of one environment, from the daily Cost Explorer snapshots."""
+
+    serializer_class = EnvironmentCostsSerializer
+
+    def get_queryset(self) -> QuerySet[Environment]:
+        return visible_environments(self.request.user)
+
+    @extend_schema(
+        summary="Actual spend: daily figures, month to date, forecast, budget and alerts",
+        parameters=[CostRangeSerializer],
+        responses={
+            200: EnvironmentCostsSerializer,
+            400: OpenApiResponse(description="`days` is not a number from 1 to 400."),
+            404: OpenApiResponse(description="Not found, or not visible to you."),
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        env = get_object_or_404(Environment.objects.filter(pk__in=self.get_queryset()), pk=pk)
+        given = CostRangeSerializer(data=request.query_params)
+        given.is_valid(raise_exception=True)
+        today = timezone.now().date()
+        since = today - timedelta(days=given.validated_data["days"])
+        figures = month_to_date([env], today)[env.pk]
+        estimate = current_estimates([env.pk]).get(env.pk)
+        body = {
+            "currency": "USD",
+            "month": figures.month,
+            "month_to_date_usd": figures.spent_usd,
+            "forecast_usd": figures.forecast_usd,
+            "budget_usd": figures.budget_usd,
+            "budget_used_percent": figures.budget_used_percent,
+            "estimate_monthly_usd": estimate.monthly_total_usd if estimate else None,
+            "daily": env.cost_snapshots.filter(day__gte=since, day__lt=today).order_by("day"),
+            "alerts": env.budget_alerts.order_by("-month", "-threshold_percent")[:24],
+        }
+        return Response(EnvironmentCostsSerializer(body).data)
+
+
+# -- alarms ------------------------------------------------------------------------
+
+
+class AlarmSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    source = serializers.CharField(help_text="cloudwatch or alertmanager.")
+    state = serializers.CharField(
+        help_text="OK, ALARM, INSUFFICIENT_DATA, or unknown: the source could not be read "
+        "(the reason says why). An unreachable source is never reported as OK."
+    )
+    since = serializers.DateTimeField(help_text="When the alarm entered this state.")
+    reason = serializers.CharField()
+
+
+class AlarmTransitionSerializer(serializers.Serializer):
+    alarm = serializers.CharField(source="alarm.name")
+    source = serializers.CharField(source="alarm.source")
+    from_state = serializers.CharField(help_text="Empty when the alarm was first seen.")
+    to_state = serializers.CharField()
+    reason = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+@extend_schema(summary="Alarm states of one environment, as last polled from its sources")
+class EnvironmentAlarms(generics.ListAPIView):
+    """Not paginated: an environment watches a handful of alarms."""
+
+    serializer_class = AlarmSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet:
+        env = get_object_or_404(visible_environments(self.request.user), pk=self.kwargs["pk"])
+        return env.alarms.order_by("source", "name")
+
+
+@extend_schema(summary="Alarm state changes of one environment, newest first")
+class EnvironmentAlarmHistory(generics.ListAPIView):
+    serializer_class = AlarmTransitionSerializer
+
+    def get_queryset(self) -> QuerySet:
+        env = get_object_or_404(visible_environments(self.request.user), pk=self.kwargs["pk"])
+        return env.alarm_transitions.select_related("alarm").order_by("-at", "-id")

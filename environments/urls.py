@@ -3,8 +3,10 @@ from django.urls import path
 from environments import views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    # The catalog; "home" (/) is the dashboard (portal/dashboard.py).
+    path("apps/", views.home, name="catalog"),
     path("apps/<slug:slug>/", views.application_detail, name="application-detail"),
+    path("apps/<slug:slug>/costs/", views.application_costs, name="application-costs"),
     path(
         "apps/<slug:slug>/envs/<slug:env_slug>/",
         views.environment_detail,

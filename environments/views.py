@@ -22,7 +22,9 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from deployments.choices import STATUS_COLOURS, Status
 from deployments.forms import RollbackForm
 from deployments.models import Artifact, Deployment
+from environments.alarms import alarm_panel
 from environments.choices import OVERRIDE_COLOURS, TIER_COLOURS, WEEKDAYS, OverrideStatus
+from environments.costs import cost_report
 from environments.forms import BreakGlassForm, OverrideDecisionForm
 from environments.models import Environment, FreezeOverride
 from portal.choices import Role
@@ -207,6 +209,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         "can_deploy": has_role(user, env, Role.DEPLOYER),
         "can_roll_back": has_role(user, env, Role.DEPLOYER) and rollback_candidates(env)[1],
         "break_glass_form": BreakGlassForm(),
+        **alarm_panel(env),
     }
     return render(request, "environments/environment_detail.html", context)
 
@@ -301,3 +304,25 @@ def freeze_override_decide(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, "Break-glass request rejected.")
     return back
+
+
+COST_RANGES = (30, 90)
+
+
+@login_required
+@require_safe
+def application_costs(request: HttpRequest, slug: str) -> HttpResponse:
+    """Actual spend of the environments the user may see: daily, against budget
+    and against the estimate of what runs there, as plotly charts."""
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    # An unknown range falls back to the default rather than failing the page.
+    days = next((d for d in COST_RANGES if request.GET.get("days") == str(d)), COST_RANGES[0])
+    environments = list(
+        visible_environments(request.user)
+        .filter(application=application)
+        .select_related("application")
+        .order_by("order")
+    )
+    report = cost_report(environments, days)
+    context = {"application": application, "days": days, "ranges": COST_RANGES, **report}
+    return render(request, "environments/cost_page.html", context)

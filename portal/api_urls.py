@@ -15,9 +15,24 @@ urlpatterns = [
         name="api-environment-detail",
     ),
     path(
+        "environments/<int:pk>/costs/",
+        environments_api.EnvironmentCosts.as_view(),
+        name="api-environment-costs",
+    ),
+    path(
         "environments/<int:pk>/rollback/",
         environments_api.EnvironmentRollback.as_view(),
         name="api-environment-rollback",
+    ),
+    path(
+        "environments/<int:pk>/alarms/",
+        environments_api.EnvironmentAlarms.as_view(),
+        name="api-environment-alarms",
+    ),
+    path(
+        "environments/<int:pk>/alarms/history/",
+        environments_api.EnvironmentAlarmHistory.as_view(),
+        name="api-environment-alarm-history",
     ),
     path("releases/", deployments_api.ReleaseListCreate.as_view(), name="api-release-list"),
     path("releases/<int:pk>/", deployments_api.ReleaseDetail.as_view(), name="api-release-detail"),
@@ -48,6 +63,16 @@ urlpatterns = [
         "deployments/<int:pk>/cancel/",
         deployments_api.DeploymentCancel.as_view(),
         name="api-deployment-cancel",
+    ),
+    path(
+        "deployments/<int:pk>/evidence/",
+        deployments_api.DeploymentEvidence.as_view(),
+        name="api-deployment-evidence",
+    ),
+    path(
+        "cost-estimates/",
+        deployments_api.CostEstimateCreate.as_view(),
+        name="api-cost-estimate-create",
     ),
     path("audit-events/", portal_api.AuditEventList.as_view(), name="api-audit-event-list"),
     path("schema/", portal_api.SchemaView.as_view(), name="api-schema"),

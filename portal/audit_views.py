@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET
 from environments.models import Application, Environment
 from portal import audit
 from portal.audit_filters import AuditFilter, filtered_events
+from portal.models import ChainVerification
 from portal.roles import visible_applications, visible_environments
 
 PAGE_SIZE = 50
@@ -104,6 +105,8 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "older_query": older,
         "newer_query": newer,
         "export_query": urlencode(audit_filter.as_query()),
+        # The scheduled verify job's latest verdict (portal/jobs.py).
+        "chain_status": ChainVerification.objects.filter(finished_at__isnull=False).first(),
         "applications": visible_applications(request.user).order_by("name"),
         "environments": visible_environments(request.user)
         .select_related("application")

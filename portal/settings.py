@@ -165,7 +165,21 @@ CHANNEL_LAYERS = {
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
             "prefix": env_str("CHANNEL_PREFIX", "gantry"),
         },
-    }
+    },
+    # Dashboards: one PUBLISH per environment change, fanned out in-process to
+    # every socket watching it (the default layer writes and pops one message
+    # per member; see docs/PERFORMANCE.md "Dashboard"). Pub/sub ignores the
+    # database number, so the prefix carries it to keep Redis users apart.
+    "dashboard": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            # The URL's last part: the database number (or host:port without one).
+            "prefix": env_str("CHANNEL_PREFIX", "gantry")
+            + "-db-"
+            + REDIS_URL.partition("?")[0].rpartition("/")[2],
+        },
+    },
 }
 
 RQ_QUEUES = {
@@ -173,7 +187,8 @@ RQ_QUEUES = {
 }
 # Jobs are enqueued only after the surrounding transaction commits, so a
 # worker never loads a row that is not there yet.
-RQ = {"COMMIT_MODE": "on_db_commit"}
+# Jobs run in the worker process (no fork per job): see deployments/worker.py.
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "deployments.worker.DeployWorker"}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -241,6 +256,8 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gantry@localhost")
 DEPLOY_WORKDIR = env_str("DEPLOY_WORKDIR", str(BASE_DIR / "var" / "deployments"))
 PORTAL_URL = env_str("PORTAL_URL", "http://127.0.0.1:8000")
 WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 5)
+# The cost-allocation tag whose values name environments in Cost Explorer.
+COST_TAG_KEY = env_str("COST_TAG_KEY", "Environment")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,9 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import audit_views, views
+from portal import audit_views, dashboard, views
 
 urlpatterns = [
+    path("", dashboard.dashboard, name="home"),
+    path("dashboard/cards/<int:environment_id>/", dashboard.dashboard_card, name="dashboard-card"),
     path("", include("environments.urls")),
     path("", include("deployments.urls")),
     path("login/", views.SignInView.as_view(), name="login"),

@@ -28,10 +28,12 @@ def image(service: str, digest_char: str = "a") -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _redis_per_xdist_worker(worker_id) -> None:
+def _redis_per_xdist_worker() -> None:
     """xdist workers share one Redis server: give each its own database, so
     one worker's RQ jobs (which name rows of its own test database) are never
-    run by another worker's workers. Subprocesses inherit it via REDIS_URL."""
+    run by another worker's workers. Subprocesses inherit it via REDIS_URL.
+    (Read from the environment, so the suite also runs with `-p no:xdist`.)"""
+    worker_id = os.environ.get("PYTEST_XDIST_WORKER", "master")
     if worker_id == "master":
         return
     from asgiref.local import Local
@@ -44,9 +46,13 @@ def _redis_per_xdist_worker(worker_id) -> None:
     for queue in settings.RQ_QUEUES.values():
         queue["URL"] = url
     settings.CACHES["default"]["LOCATION"] = url
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
-        {"address": url, "socket_timeout": None}
-    ]
+    for layer in settings.CHANNEL_LAYERS.values():
+        layer["CONFIG"]["hosts"] = [{"address": url, "socket_timeout": None}]
+    # Pub/sub channels ignore the database number: the dashboard layer's prefix keeps
+    # this worker's broadcasts its own (as portal/settings.py does per REDIS_URL).
+    dashboard = settings.CHANNEL_LAYERS["dashboard"]["CONFIG"]
+    prefix = dashboard["prefix"].rpartition("-db-")[0]
+    dashboard["prefix"] = f"{prefix}-db-{url.rpartition('/')[2]}"
     # Forget any cache connection made before this fixture ran (it would still
     # point at the shared database).
     caches.__dict__.pop("settings", None)

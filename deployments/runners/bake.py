@@ -44,7 +44,14 @@ def parse_matcher(text: str) -> tuple[str, str, str]:
     match = MATCHER_RE.match(text)
     if not match:
         raise ConfigError("alertmanager.matchers", f"{text!r} is not label=value, !=, =~ or !~")
-    return match.group(1), match.group(2), match.group(3)
+    name, op, value = match.group(1), match.group(2), match.group(3)
+    if op in ("=~", "!~"):
+        # A bad regex must fail when the config is saved, not at every poll.
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ConfigError("alertmanager.matchers", f"{text!r}: bad regex: {error}") from None
+    return name, op, value
 
 
 def matcher_holds(labels: dict, name: str, op: str, value: str) -> bool:
@@ -122,20 +129,11 @@ class BakeRunner(Runner):
 
     def _check_cloudwatch(self, ctx: StepContext, cloudwatch, section: dict) -> int:
         """Fail on the first watched alarm in ALARM; returns how many are watched."""
-        alarms = []
         names = ctx.expand(section["alarm_names"])
-        if names:
-            alarms += aws_call(
-                "Reading CloudWatch alarms", cloudwatch.describe_alarms, AlarmNames=names
-            )["MetricAlarms"]
-            missing = set(names) - {a["AlarmName"] for a in alarms}
-            if missing:
-                raise StepFailed(f"CloudWatch alarm(s) not found: {', '.join(sorted(missing))}.")
-        if section["alarm_prefix"]:
-            prefix = ctx.expand(section["alarm_prefix"])
-            paginator = cloudwatch.get_paginator("describe_alarms")
-            for page in paginator.paginate(AlarmNamePrefix=prefix):
-                alarms += page["MetricAlarms"]
+        alarms = read_cloudwatch_alarms(cloudwatch, names, ctx.expand(section["alarm_prefix"]))
+        missing = set(names) - {a["AlarmName"] for a in alarms}
+        if missing:
+            raise StepFailed(f"CloudWatch alarm(s) not found: {', '.join(sorted(missing))}.")
         for alarm in alarms:
             if alarm["StateValue"] == "ALARM":
                 raise StepFailed(
@@ -144,33 +142,79 @@ class BakeRunner(Runner):
                     alarm=alarm["AlarmName"],
                     source="cloudwatch",
                 )
-        return len({a["AlarmName"] for a in alarms})
+        return len(alarms)
 
     def _check_alertmanager(self, ctx: StepContext, section: dict) -> None:
         matchers = [parse_matcher(m) for m in ctx.expand(section["matchers"])]
-        query = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
-        query += [("filter", f'{n}{op}"{v}"') for n, op, v in matchers]
-        url = f"{ctx.expand(section['url'])}/api/v2/alerts?{urlencode(query)}"
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                alerts = json.load(response)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+            alerts = read_alertmanager_alerts(ctx.expand(section["url"]), matchers)
+        except StepFailed as error:
             raise StepFailed(
-                f"Cannot read Alertmanager at {section['url']}: {error}. The bake can't "
-                "tell whether the release is healthy."
+                f"{error.message} The bake can't tell whether the release is healthy."
             ) from None
         for alert in alerts:
-            labels = alert.get("labels", {})
-            # Filter here too: the query filters are a hint some proxies drop.
-            if alert.get("status", {}).get("state", "active") != "active":
-                continue
-            if all(matcher_holds(labels, n, op, v) for n, op, v in matchers):
-                name = labels.get("alertname", "unnamed alert")
-                summary = alert.get("annotations", {}).get("summary", "")
-                raise StepFailed(
-                    f"Alertmanager alert {name} is firing"
-                    + (f": {summary}" if summary else "")
-                    + f" (since {alert.get('startsAt', '?')}).",
-                    alarm=name,
-                    source="alertmanager",
-                )
+            name = alert.get("labels", {}).get("alertname", "unnamed alert")
+            summary = alert.get("annotations", {}).get("summary", "")
+            raise StepFailed(
+                f"Alertmanager alert {name} is firing"
+                + (f": {summary}" if summary else "")
+                + f" (since {alert.get('startsAt', '?')}).",
+                alarm=name,
+                source="alertmanager",
+            )
+
+
+# -- reading the sources: shared by bake steps and the alarm poller ---------------
+
+# AWS caps AlarmNames at 100 per describe_alarms call.
+NAMES_PER_CALL = 100
+
+
+def read_cloudwatch_alarms(cloudwatch, names: list[str], prefix: str) -> list[dict]:
+    """The metric alarms with these names or this name prefix, each once, every
+    page read. AWS errors become StepFailed naming the call."""
+
+    def pages(**selection) -> list[dict]:
+        paginator = cloudwatch.get_paginator("describe_alarms")
+        return [page for page in paginator.paginate(**selection)]
+
+    selections = [
+        {"AlarmNames": names[i : i + NAMES_PER_CALL]} for i in range(0, len(names), NAMES_PER_CALL)
+    ]
+    if prefix:
+        selections.append({"AlarmNamePrefix": prefix})
+    alarms: dict[str, dict] = {}
+    for selection in selections:
+        for page in aws_call("Reading CloudWatch alarms", pages, **selection):
+            for alarm in page.get("MetricAlarms", []):
+                alarms.setdefault(alarm["AlarmName"], alarm)
+    return list(alarms.values())
+
+
+def read_alertmanager_alerts(
+    url: str, matchers: list[tuple[str, str, str]], timeout: float = 10
+) -> list[dict]:
+    """The active (not silenced, not inhibited) alerts of Alertmanager's
+    `/api/v2/alerts` that match every matcher. Anything but a JSON list of
+    alerts (refused, timed out, HTTP error, bad JSON) raises StepFailed."""
+    query = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
+    query += [("filter", f'{n}{op}"{v}"') for n, op, v in matchers]
+    base = url.rstrip("/")
+    try:
+        with urllib.request.urlopen(
+            f"{base}/api/v2/alerts?{urlencode(query)}", timeout=timeout
+        ) as response:
+            alerts = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise StepFailed(f"Cannot read Alertmanager at {base}: {error}.") from None
+    if not isinstance(alerts, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("labels", {}), dict) for a in alerts
+    ):
+        raise StepFailed(f"Cannot read Alertmanager at {base}: the answer is not a list of alerts.")
+    return [
+        alert
+        for alert in alerts
+        # Filter here too: the query filters are a hint some proxies drop.
+        if alert.get("status", {}).get("state", "active") == "active"
+        and all(matcher_holds(alert.get("labels", {}), n, op, v) for n, op, v in matchers)
+    ]

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from python_terraform import IsFlagged, Terraform
@@ -50,7 +52,9 @@ from deployments.runners.base import (
 )
 from deployments.runners.command import base_environment, stream_process
 from deployments.runners.masking import Masker
+from environments import pricing
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PLAN_FILE = "terraform.tfplan"
 LOCK_FIELDS_RE = re.compile(r"^\s*(ID|Path|Operation|Who|Version|Created|Info):\s*(.*)$")
@@ -216,12 +220,14 @@ class TerraformRunner(Runner):
             var_file.unlink(missing_ok=True)
         if returncode not in (0, 2):
             raise session.failure("plan")
-        shown = session.capture("show", str(plan_path), json=IsFlagged, no_color=IsFlagged)
+        shown = json.loads(
+            session.capture("show", str(plan_path), json=IsFlagged, no_color=IsFlagged)
+        )
         # Values the module doesn't mark sensitive still may be the environment's secrets.
         masker = Masker(ctx.secret_values)
         changes = [
             _mask_values(summarize_change(rc), masker)
-            for rc in json.loads(shown).get("resource_changes", [])
+            for rc in shown.get("resource_changes", [])
             if set(rc["change"]["actions"]) - {"no-op", "read"}
         ]
         counts = {"add": 0, "change": 0, "destroy": 0}
@@ -243,6 +249,7 @@ class TerraformRunner(Runner):
             "summary": counts,
             "workspace": session.workspace,
             "tfvars": template,
+            "cost": _mask_values(_plan_cost(ctx, shown), masker),
         }
 
     def run(self, ctx: StepContext) -> dict:
@@ -301,6 +308,27 @@ class TerraformRunner(Runner):
         )  # fmt: skip
         if returncode != 0:
             raise session.failure("apply")
+
+
+def _plan_cost(ctx: StepContext, shown: dict) -> dict:
+    """The plan's monthly cost in the environment's region. A plan the catalog
+    cannot price is still a plan: the approvers see why there is no estimate."""
+    try:
+        cost = pricing.estimate_plan(shown, ctx.aws.region).as_json()
+    except (pricing.UnknownRegion, pricing.PlanError) as exc:
+        ctx.log(f"No cost estimate: {exc}", "system")
+        return {"region": ctx.aws.region, "error": str(exc)}
+    except Exception:  # a pricing bug must not block a deployment; the log has the details
+        log.exception("pricing the plan of %s failed", ctx.deployment or ctx.environment_name)
+        ctx.log("No cost estimate: pricing the plan failed (see the worker log).", "system")
+        return {"region": ctx.aws.region, "error": "pricing the plan failed"}
+    ctx.log(
+        f"Estimated cost: ${cost['monthly_total_usd']}/month in {cost['region']} "
+        f"({pricing.signed_usd(Decimal(cost['delta_usd']))}/month against what runs now; "
+        f"{len(cost['not_priced'])} resource(s) not priced).",
+        "system",
+    )
+    return cost
 
 
 def force_unlock(ctx: StepContext, lock_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The catalog: applications the user may see, environments in promotion order."""
+"""The catalog (/apps/): applications the user may see, environments in promotion order."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.environments.ui import browser
 
 
 def test_it_lists_applications_with_environments_in_order(users, catalog):
-    response = browser(users["alice"]).get(reverse("home"))
+    response = browser(users["alice"]).get(reverse("catalog"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "Fraud Detector" in html
@@ -27,14 +27,14 @@ def test_it_hides_applications_and_environments_without_a_role(catalog, users):
     Environment.objects.create(application=ledger, slug="production", name="Ledger prod", order=1)
     only_dev = browser(users["mallory"])
     grant(users["mallory"], env(catalog, "dev"), "viewer")
-    html = only_dev.get(reverse("home")).content.decode()
+    html = only_dev.get(reverse("catalog")).content.decode()
     assert "Ledger" not in html
     assert "Development" in html
     assert "Production" not in html
 
 
 def test_it_shows_an_empty_state_to_outsiders(users, catalog):
-    html = browser(users["mallory"]).get(reverse("home")).content.decode()
+    html = browser(users["mallory"]).get(reverse("catalog")).content.decode()
     assert "Fraud Detector" not in html
     assert "no role in any environment" in html
 
@@ -44,7 +44,7 @@ def test_it_marks_frozen_environments(users, catalog):
     FreezeWindow.objects.create(environment=env(catalog, "production"), kind=FreezeKind.ONE_OFF,
                                 reason="Month-end close", starts_at=now - timedelta(hours=1),
                                 ends_at=now + timedelta(hours=5))  # fmt: skip
-    html = browser(users["alice"]).get(reverse("home")).content.decode()
+    html = browser(users["alice"]).get(reverse("catalog")).content.decode()
     assert "frozen" in html
 
 
@@ -52,7 +52,7 @@ def test_it_keeps_a_constant_number_of_queries(catalog, users,
                                                django_assert_max_num_queries):  # fmt: skip
     client = browser(users["alice"])
     with django_assert_max_num_queries(6):
-        client.get(reverse("home"))
+        client.get(reverse("catalog"))
     for n in range(5):
         app = Application.objects.create(slug=f"app-{n}", name=f"App {n}")
         Service.objects.create(application=app, slug="api", name="api")
@@ -65,15 +65,15 @@ def test_it_keeps_a_constant_number_of_queries(catalog, users,
                 "viewer",
             )
     with django_assert_max_num_queries(6):
-        response = client.get(reverse("home"))
+        response = client.get(reverse("catalog"))
     assert "App 4" in response.content.decode()
 
 
 def test_it_refuses_post(users, catalog):
-    assert browser(users["alice"]).post(reverse("home")).status_code == 405
+    assert browser(users["alice"]).post(reverse("catalog")).status_code == 405
 
 
 def test_it_needs_sign_in(client, catalog):
-    response = client.get(reverse("home"))
+    response = client.get(reverse("catalog"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))

@@ -26,6 +26,7 @@ from django.utils import timezone
 from deployments.choices import Status, Stream
 from deployments.models import Deployment, LogLine, Release
 from environments.choices import FreezeKind, StepKind, Tier
+from environments.costs import fetch_costs
 from environments.models import Application, Environment, FreezeWindow, Service, Step
 from portal import audit
 from portal.choices import Role
@@ -55,6 +56,13 @@ SMOKE_TRANSACTION = {
 }  # fmt: skip
 # Staging's bake in the demo: short enough that a person watching sees it end.
 DEMO_BAKE_SECONDS = 30
+# The dashboard's alarms: the CloudWatch alarms the sandbox creates per
+# environment (…-5xx, -latency, -4xx), and seed 003's Prometheus rules through
+# Alertmanager. The demo runs no Alertmanager: its environments show `unknown`
+# ("Connection refused") until one answers on this address.
+FRAUD_ALARMS = {"cloudwatch": {"alarm_prefix": "fraud-detector-${environment}-"}}
+PLATFORM_ALARMS = {"alertmanager": {"url": "http://127.0.0.1:9093", "matchers": [
+    "namespace=${var.namespace}", "severity=~critical|warning"]}}  # fmt: skip
 
 
 def api_base_url(application: str, environment: str, real_url: str) -> str:
@@ -78,6 +86,7 @@ class EnvironmentSpec:
     variables: dict = field(default_factory=dict)
     steps: list[tuple[str, str, dict]] = field(default_factory=list)  # (name, kind, config)
     weekly_freeze: bool = False
+    alarm_sources: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,13 +194,14 @@ def fraud_detector() -> ApplicationSpec:
             slug="dev", name="Development", order=1, tier=Tier.DEVELOPMENT,
             required_approvals=0, budget=50, health_urls=HEALTH_URLS,
             variables=api("dev", "http://fraud-api.dev.fraud-detector.internal"),
-            steps=ecs_steps("dev"),
+            steps=ecs_steps("dev"), alarm_sources=FRAUD_ALARMS,
         ),
         EnvironmentSpec(
             slug="staging", name="Staging", order=2, tier=Tier.STAGING,
             required_approvals=1, budget=90, health_urls=HEALTH_URLS,
             variables=api("staging", "https://staging-api.fraud-detector.com"),
             steps=ecs_steps("staging", bake_seconds=DEMO_BAKE_SECONDS),
+            alarm_sources=FRAUD_ALARMS,
         ),
         EnvironmentSpec(
             slug="production", name="Production", order=3, tier=Tier.PRODUCTION,
@@ -199,7 +209,7 @@ def fraud_detector() -> ApplicationSpec:
             variables=api("production", "https://api.fraud-detector.com"),
             require_previous_success=True, rollback_required_approvals=1,
             steps=ecs_steps("production", bake_seconds=60),
-            weekly_freeze=True,
+            weekly_freeze=True, alarm_sources=FRAUD_ALARMS,
         ),
     )  # fmt: skip
     return ApplicationSpec(
@@ -261,6 +271,7 @@ def fintech_ai_platform() -> ApplicationSpec:
                 "api_base_url": api_base_url("fintech-ai-platform", slug, real_url),
             },
             steps=k8s_steps(namespace),
+            alarm_sources=PLATFORM_ALARMS,
             **rules,
         )
 
@@ -365,6 +376,11 @@ class Command(BaseCommand):
                 # Freezes last: the history above must not fall into a freeze
                 # that happens to be in force while seeding.
                 self.ensure_freezes(spec, application, users["admin"])
+        # The sandbox's Cost Explorer holds 60 days of demo spend: fetch it now,
+        # so the cost page and the dashboard have figures at first start.
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            fetched = fetch_costs(days=60)
+            self.stdout.write(f"Costs: {fetched['snapshots']} new or changed daily figures.")
         if self.created:
             self.stdout.write("Demo data loaded: " + "; ".join(self.created) + ".")
         else:
@@ -411,11 +427,14 @@ class Command(BaseCommand):
                     "variables": env_spec.variables,
                     "health_urls": env_spec.health_urls,
                     "monthly_budget_usd": Decimal(env_spec.budget),
+                    "alarm_sources": env_spec.alarm_sources,
                     "webhook_url": "",  # set a Slack incoming webhook in the admin
                 },
             )
             if env_created:
                 self.new_environments.append((environment, env_spec))
+            elif env_spec.alarm_sources and not environment.alarm_sources:
+                self.ensure_alarm_sources(environment, env_spec, admin)
         if created:
             self.created.append(f"application {spec.slug}")
             with acting_as(admin):
@@ -432,6 +451,18 @@ class Command(BaseCommand):
                     },
                 )
         return application
+
+    def ensure_alarm_sources(
+        self, environment: Environment, env_spec: EnvironmentSpec, admin: User
+    ) -> None:
+        """A demo database seeded before alarms existed gets its sources (audited)."""
+        environment.alarm_sources = env_spec.alarm_sources
+        environment.save(update_fields=["alarm_sources"])
+        self.created.append(f"{environment} alarm sources")
+        with acting_as(admin):
+            audit.record("environment.updated", environment, environment=environment,
+                         before={"alarm_sources": {}},
+                         after={"alarm_sources": env_spec.alarm_sources})  # fmt: skip
 
     def ensure_sandbox_api(
         self, spec: ApplicationSpec, application: Application, admin: User

@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from portal.audit import verify_chain
+from portal.jobs import store_verdict
 
 MAX_DEFAULT_WORKERS = 4
 
@@ -44,6 +46,12 @@ class Command(BaseCommand):
             help="Processes verifying seq ranges in parallel on PostgreSQL "
             f"(default: number of CPUs, at most {MAX_DEFAULT_WORKERS}; 1 walks sequentially).",
         )
+        parser.add_argument(
+            "--record",
+            action="store_true",
+            help="Store the verdict for the audit page, as the scheduled check does "
+            "(and alert the superusers on a break not seen before).",
+        )
 
     def handle(self, *args, key_file: Path | None = None, workers: int = 1, **options) -> None:
         if workers < 1:
@@ -56,7 +64,10 @@ class Command(BaseCommand):
                 raise CommandError(f"--key-file {key_file}: {exc.strerror}") from None
             if not key:
                 raise CommandError(f"--key-file {key_file} is empty.")
+        started = timezone.now()
         check = verify_chain(key=key, workers=workers)
+        if options.get("record"):
+            store_verdict(check, started)
         if options["verbosity"] >= 2:
             self.stdout.write(f"read by {check.workers} process(es)")
         if check.ok:

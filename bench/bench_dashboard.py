@@ -1,0 +1,249 @@
+"""Dashboard: server time (p50/p95) and SQL query count of `/` with 100
+environments, 100,000 deployments, 1,000,000 audit events and 10,000 alarm
+transitions, measured at 10 % and at 100 % of that (goal p95 <= 50 ms; the
+query count must not change with the data).
+
+Measured as a superuser (all 100 cards) and as a member who sees two
+applications (10 cards), plus one card's partial (what a live update fetches).
+Runs on its own database, gantry_bench_dash, which it drops and recreates.
+
+python -m bench.bench_dashboard [--quick] [--reuse] [--requests N]   # prints JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+
+DASH_DB_NAME = "gantry_bench_dash"
+APPLICATIONS = 20  # × 5 environments = 100
+FULL = {"deployments": 100_000, "events": 1_000_000, "transitions": 10_000}
+GOAL_P95_MS = 50.0
+ALARMS = ("HighErrorRate", "ServiceDown", "HighLatency")
+
+
+def setup_django(fresh: bool) -> None:
+    """Point Django at gantry_bench_dash (only that one is ever recreated) and migrate."""
+    common.configure_environment()
+    parts = urlsplit(common.bench_database_url())
+    url = urlunsplit(parts._replace(path=f"/{DASH_DB_NAME}"))
+    os.environ["DATABASE_URL"] = url
+    if fresh:
+        import psycopg
+
+        name = urlsplit(url).path.lstrip("/")
+        if name != DASH_DB_NAME:
+            raise SystemExit(f"refusing to recreate {name!r}")
+        with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{DASH_DB_NAME}" WITH (FORCE)')
+            db.execute(f'CREATE DATABASE "{DASH_DB_NAME}"')
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    # Plain static URLs (no collectstatic here). Templates are not instrumented
+    # (no setup_test_environment): the page renders as in production.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def grow_dashboard_data(catalog, transitions: int) -> dict:
+    """What only the dashboard reads: alarms (one environment in five has one in
+    ALARM) with `transitions` transitions in all, daily costs for three
+    months, budgets, and a cost estimate for every succeeded deployment."""
+    from django.utils import timezone
+
+    from deployments.choices import Status
+    from deployments.models import CostEstimate, Deployment
+    from environments.choices import AlarmSource, AlarmState
+    from environments.models import Alarm, AlarmTransition, CostSnapshot, Environment
+
+    now = timezone.now()
+    rng = random.Random(transitions)
+    if not Alarm.objects.exists():
+        Environment.objects.update(
+            monthly_budget_usd=185, alarm_sources={"cloudwatch": {"alarm_prefix": "bench-"}}
+        )
+        Alarm.objects.bulk_create(
+            Alarm(
+                environment_id=env_id,
+                source=AlarmSource.CLOUDWATCH,
+                name=f"{slug}-{name}",
+                state=AlarmState.ALARM if env_id % 5 == 0 and n == 0 else AlarmState.OK,
+                since=now,
+                checked_at=now,
+            )  # fmt: skip
+            for env_id, _, slug in catalog.environments
+            for n, name in enumerate(ALARMS)
+        )
+        today = timezone.localdate()
+        CostSnapshot.objects.bulk_create(
+            CostSnapshot(
+                environment_id=env_id,
+                day=today - timedelta(days=d),
+                amount_usd=round(rng.uniform(1, 9), 4),
+            )  # fmt: skip
+            for env_id, _, _ in catalog.environments
+            for d in range(90)
+        )
+    alarms = list(Alarm.objects.values_list("pk", "environment_id"))
+    have = AlarmTransition.objects.count()
+    states = [AlarmState.OK, AlarmState.ALARM, AlarmState.INSUFFICIENT_DATA]
+    AlarmTransition.objects.bulk_create(
+        (
+            AlarmTransition(
+                alarm_id=alarm_id,
+                environment_id=env_id,
+                from_state=rng.choice(states),
+                to_state=rng.choice(states),
+                reason="Threshold crossed",
+                at=now - timedelta(minutes=n),
+            )  # fmt: skip
+            for n in range(have, transitions)
+            for alarm_id, env_id in [alarms[n % len(alarms)]]
+        ),
+        batch_size=5000,
+    )
+    # Every run that succeeded was planned, so it has an estimate.
+    last_priced = (
+        CostEstimate.objects.order_by("-deployment_id")
+        .values_list("deployment_id", flat=True)
+        .first()
+    )
+    unpriced = Deployment.objects.filter(pk__gt=last_priced or 0, status=Status.SUCCEEDED)
+    CostEstimate.objects.bulk_create(
+        (
+            CostEstimate(
+                deployment_id=pk,
+                region="ca-central-1",
+                monthly_total_usd=183.40,
+                previous_monthly_usd=150.55,
+                catalog_version="bench",
+            )  # fmt: skip
+            for pk in unpriced.order_by("pk").values_list("pk", flat=True).iterator()
+        ),
+        batch_size=5000,
+    )
+    return {
+        "transitions": AlarmTransition.objects.count(),
+        "estimates": CostEstimate.objects.count(),
+    }
+
+
+def grow(fraction: float, quick: bool) -> dict:
+    from django.db import connection
+
+    from bench import dataset
+
+    started = time.perf_counter()
+    scale = 0.1 if quick else 1.0
+    catalog = dataset.ensure_catalog(APPLICATIONS)
+    deployments = dataset.grow_deployments(
+        catalog, round(FULL["deployments"] * fraction * scale), log_lines=False
+    )
+    events = dataset.grow_audit(catalog, round(FULL["events"] * fraction * scale))
+    extra = grow_dashboard_data(catalog, round(FULL["transitions"] * fraction * scale))
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    return {"fraction": fraction, "deployments_added": deployments, "events_added": events,
+            **extra, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+
+
+def measure(requests: int) -> dict:
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.urls import reverse
+
+    from bench.bench_pages import _measure
+    from environments.models import Environment
+
+    results = {}
+    production = Environment.objects.get(application__slug="app-00", slug="production").pk
+    for username in ("root", "viewer"):
+        client = Client()
+        client.force_login(User.objects.get(username=username))
+        home = _measure(client, reverse("home"), requests)
+        home["cards"] = (
+            client.get(reverse("home")).content.decode().count('data-testid="environment-card"')
+        )
+        results[username] = {
+            "dashboard": home,
+            "card": _measure(client, reverse("dashboard-card", args=[production]), requests),
+        }
+    return results
+
+
+def counts() -> dict:
+    from deployments.models import Deployment
+    from environments.models import AlarmTransition, Environment
+    from portal.models import AuditEvent
+
+    return {
+        "environments": Environment.objects.count(),
+        "deployments": Deployment.objects.count(),
+        "audit_events": AuditEvent.objects.count(),
+        "alarm_transitions": AlarmTransition.objects.count(),
+    }
+
+
+def run(quick: bool = False, keep: bool = False, requests: int = 60) -> dict:
+    setup_django(fresh=not keep)
+    from bench.bench_logs import machine
+
+    result: dict = {"machine": machine(), "stages": {}}
+    for fraction in (0.1, 1.0):
+        label = f"{round(fraction * 100)}%"
+        generated = grow(fraction, quick)
+        result["stages"][label] = {"generated": generated, "data": counts(),
+                                   **measure(requests)}  # fmt: skip
+    stages = list(result["stages"].values())
+    queries = {
+        (user, page): [stage[user][page]["queries"] for stage in stages]
+        for user in ("root", "viewer")
+        for page in ("dashboard", "card")
+    }
+    result["query_count_constant"] = all(len(set(v)) == 1 for v in queries.values())
+    result["goal_p95_ms"] = GOAL_P95_MS
+    result["met"] = result["query_count_constant"] and all(
+        stage[user][page]["p95_ms"] <= GOAL_P95_MS
+        for stage in stages
+        for user in ("root", "viewer")
+        for page in ("dashboard", "card")
+    )
+    result["machine"]["loadavg_after"] = os.getloadavg()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the data")
+    parser.add_argument("--reuse", action="store_true", help="reuse gantry_bench_dash")
+    # run_all passes the engine benchmarks' --keep (their database): not ours.
+    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=60)
+    args = parser.parse_args(argv)
+    result = {"dashboard": run(args.quick, args.reuse, args.requests)}
+    result["machine"] = result["dashboard"].pop("machine")
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""Dashboard fan-out: 1,000 dashboards connected to one daphne process receive
+an alarm transition. Goal: p99 delivery <= 100 ms; reports the memory per
+connection (daphne's RSS delta / connections).
+
+The transition is real: a CloudWatch alarm of the sandbox's moto server is set
+to ALARM (then OK, alternately, for each round) and `poll_environment` stores
+it and broadcasts after commit. Latency runs from the broadcast (the moment
+`environments.live` publishes, noted by a wrapper in this process) to each
+client's receipt; the clients are separate processes, as browsers would be.
+Both channel layers are measured for the "dashboard" alias: Redis pub/sub
+(the setting) and the default RedisChannelLayer (one message per member).
+
+python -m bench.bench_fanout [--clients 1000] [--rounds 5] [--layers pubsub,core]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+
+FANOUT_DB_NAME = "gantry_bench_fanout"
+FANOUT_REDIS_URL = "redis://127.0.0.1:6379/8"
+GOAL_P99_MS = 100.0
+CLIENT_PROCESSES = 4
+# Handshakes in flight per client process: daphne (Twisted) listens with a
+# backlog of 50, and a burst beyond it is reset; dashboards retry as browsers would.
+CONNECT_AT_ONCE = 10
+CONNECT_ATTEMPTS = 5
+
+
+def configure() -> None:
+    common.configure_environment()
+    parts = urlsplit(common.bench_database_url())
+    os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{FANOUT_DB_NAME}"))
+    os.environ["REDIS_URL"] = FANOUT_REDIS_URL
+    os.environ["CHANNEL_PREFIX"] = "gantry-bench-fanout"
+    os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
+
+
+def use_layer(channel_layers: dict, layer: str) -> None:
+    """ "core": the dashboard alias becomes the default RedisChannelLayer."""
+    if layer == "core":
+        channel_layers["dashboard"] = dict(channel_layers["default"])
+
+
+def raise_open_files() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# -- daphne with the chosen layer (a child process) --------------------------------
+
+
+def serve(port: int, layer: str) -> None:
+    configure()
+    from portal import settings as portal_settings  # the module Django is about to read
+
+    use_layer(portal_settings.CHANNEL_LAYERS, layer)
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface().run(["-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"])
+
+
+def start_daphne(layer: str) -> tuple[subprocess.Popen, int]:
+    from bench.bench_logs import free_port
+
+    port = free_port()
+    log = open(f"/tmp/bench-fanout-daphne-{layer}.log", "w")  # noqa: SIM115 - lives with daphne
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_fanout", "--serve", str(port), "--layers", layer],
+        cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log,
+    )  # fmt: skip
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited; see {log.name}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, port
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("daphne did not listen within 30 s")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- the clients (child processes) ---------------------------------------------------
+
+
+async def _dashboard(url, headers, connected: list, rounds: int, gate) -> list[int]:
+    import aiohttp
+
+    receipts: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                async with gate:
+                    ws = await http.ws_connect(url, headers=headers, heartbeat=None)
+                break
+            except aiohttp.ClientOSError:
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+        connected.append(1)
+        try:
+            while len(receipts) < rounds:
+                message = await asyncio.wait_for(ws.receive(), timeout=30)
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    print(f"socket ended: {message.type.name} {message.data}", file=sys.stderr)
+                    break
+                receipts.append(time.time_ns())
+        except TimeoutError:
+            print(f"no message within 30 s after {len(receipts)} (attempt {attempt + 1})",
+                  file=sys.stderr)  # fmt: skip
+        await ws.close()
+    return receipts
+
+
+async def _clients_main(url: str, cookie: str, origin: str, count: int, rounds: int) -> list:
+    headers = {"Cookie": f"sessionid={cookie}", "Origin": origin}
+    gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+    connected: list = []
+    tasks = [
+        asyncio.create_task(_dashboard(url, headers, connected, rounds, gate)) for _ in range(count)
+    ]
+    while len(connected) < count and not any(task.done() for task in tasks):
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def clients(url: str, origin: str, count: int, rounds: int) -> None:
+    raise_open_files()
+    results = asyncio.run(
+        _clients_main(url, os.environ["BENCH_SESSION_COOKIE"], origin, count, rounds)
+    )
+    failed = [r for r in results if not isinstance(r, list)]
+    if failed:
+        print(f"{len(failed)} dashboards failed: {failed[0]!r}", file=sys.stderr, flush=True)
+    print(json.dumps([r if isinstance(r, list) else [] for r in results]), flush=True)
+
+
+# -- the benchmark -------------------------------------------------------------------
+
+
+def seed() -> dict:
+    """fraud-detector with dev/staging/production, dave viewing all three,
+    staging watching the sandbox's CloudWatch alarms (moto server)."""
+    from django.contrib.auth.models import User
+
+    from deployments import sandbox
+    from environments.alarms import poll_environment
+    from environments.choices import Tier
+    from environments.models import Application, Environment
+    from portal.models import Membership
+
+    server, endpoint = sandbox.start_moto()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    aws = sandbox.create_demo_aws(endpoint, "staging")
+    app = Application.objects.create(slug="fraud-detector", name="Fraud Detector")
+    dave = User.objects.create_user("dave", "dave@example.com", None)
+    environments = {}
+    for order, (slug, tier) in enumerate(
+        (("dev", Tier.DEVELOPMENT), ("staging", Tier.STAGING), ("production", Tier.PRODUCTION)),
+        start=1,
+    ):
+        environments[slug] = Environment.objects.create(
+            application=app, slug=slug, name=slug.title(), order=order, tier=tier
+        )
+        Membership.objects.create(user=dave, environment=environments[slug], role="viewer")
+    staging = environments["staging"]
+    prefix = aws["alarms"][0].rsplit("-", 1)[0] + "-"
+    staging.alarm_sources = {"cloudwatch": {"alarm_prefix": prefix}}
+    staging.save(update_fields=["alarm_sources"])
+    poll_environment(staging)
+    return {"moto": server, "endpoint": endpoint, "staging": staging, "alarm": aws["alarms"][0],
+            "dave": dave}  # fmt: skip
+
+
+def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
+    import boto3
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    from bench.bench_logs import session_cookie, stop
+    from environments import live
+    from environments.alarms import poll_environment
+    from environments.models import Alarm
+
+    settings.CHANNEL_LAYERS = json.loads(json.dumps(settings.CHANNEL_LAYERS))
+    use_layer(settings.CHANNEL_LAYERS, layer)
+    channel_layers.backends.clear()
+    broadcasts: list[int] = []
+    original = live._broadcast
+
+    def timed_broadcast(environment_id: int, what: str) -> None:
+        broadcasts.append(time.time_ns())
+        original(environment_id, what)
+
+    live._broadcast = timed_broadcast
+    cookie = session_cookie(world["dave"])
+    daphne, port = start_daphne(layer)
+    watchers: list[subprocess.Popen] = []
+    try:
+        origin = f"http://127.0.0.1:{port}"
+        url = f"ws://127.0.0.1:{port}/ws/dashboard/"
+        # Warm up: Django's first request and first socket load lazily.
+        subprocess.run([sys.executable, "-m", "bench.bench_fanout", "--clients", url,
+                        "--origin", origin, "--count", "1", "--rounds", "0"],
+                       cwd=common.ROOT, env={**os.environ, "BENCH_SESSION_COOKIE": cookie},
+                       capture_output=True, timeout=60, check=True)  # fmt: skip
+        time.sleep(0.5)
+        before = rss_kib(daphne.pid)
+        started = time.perf_counter()
+        share = [count // CLIENT_PROCESSES + (i < count % CLIENT_PROCESSES)
+                 for i in range(CLIENT_PROCESSES)]  # fmt: skip
+        for n in share:
+            watchers.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.bench_fanout", "--clients", url, "--origin", origin,
+                 "--count", str(n), "--rounds", str(rounds)],
+                cwd=common.ROOT, env={**os.environ, "BENCH_SESSION_COOKIE": cookie},
+                stdout=subprocess.PIPE, text=True,
+            ))  # fmt: skip
+        for watcher in watchers:
+            if watcher.stdout.readline().strip() != "ready":
+                raise RuntimeError("a client process could not connect")
+        connect_seconds = time.perf_counter() - started
+        time.sleep(1.0)  # let the subscriptions settle
+        after = rss_kib(daphne.pid)
+        cloudwatch = boto3.client(
+            "cloudwatch", endpoint_url=world["endpoint"], region_name="ca-central-1"
+        )
+        poll_ms = []
+        for n in range(rounds):
+            stored = Alarm.objects.get(environment=world["staging"], name=world["alarm"]).state
+            state = "OK" if stored == "ALARM" else "ALARM"  # a transition every round
+            cloudwatch.set_alarm_state(
+                AlarmName=world["alarm"], StateValue=state, StateReason=f"bench round {n}"
+            )
+            polled = time.perf_counter()
+            transitions = poll_environment(world["staging"])
+            poll_ms.append((time.perf_counter() - polled) * 1000)
+            assert transitions, "the poll found no transition"
+            time.sleep(1.0)
+        receipts = []
+        for watcher in watchers:
+            out, _ = watcher.communicate(timeout=60)
+            receipts.extend(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for watcher in watchers:
+            if watcher.poll() is None:
+                watcher.kill()
+        live._broadcast = original
+        stop(daphne)
+    latencies = [
+        (received[n] - broadcasts[n]) / 1e6
+        for received in receipts
+        for n in range(min(len(received), len(broadcasts)))
+    ]
+    delivered = sum(len(r) for r in receipts)
+    return {
+        "layer": layer,
+        "clients": count,
+        "rounds": rounds,
+        "broadcasts": len(broadcasts),
+        "delivered": delivered,
+        "lost": count * rounds - delivered,
+        "p50_ms": round(common.percentile(latencies, 50), 2),
+        "p99_ms": round(common.percentile(latencies, 99), 2),
+        "max_ms": round(max(latencies, default=float("nan")), 2),
+        "poll_ms_median": round(common.median(poll_ms), 1),
+        "connect_seconds": round(connect_seconds, 1),
+        "daphne_rss_mib_before": round(before / 1024, 1),
+        "daphne_rss_mib_after": round(after / 1024, 1),
+        "kib_per_connection": round((after - before) / count, 1),
+        "met": bool(latencies)
+        and common.percentile(latencies, 99) <= GOAL_P99_MS
+        and delivered == count * rounds,
+    }
+
+
+def setup_django() -> None:
+    configure()
+    import psycopg
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    if parts.path.lstrip("/") != FANOUT_DB_NAME:
+        raise SystemExit(f"refusing to recreate {parts.path!r}")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as db:
+        db.execute(f'DROP DATABASE IF EXISTS "{FANOUT_DB_NAME}" WITH (FORCE)')
+        db.execute(f'CREATE DATABASE "{FANOUT_DB_NAME}"')
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def run(count: int = 1000, rounds: int = 5, layers: tuple[str, ...] = ("pubsub", "core")) -> dict:
+    open_files = raise_open_files()
+    setup_django()
+    from bench.bench_logs import machine
+
+    world = seed()
+    try:
+        result = {"machine": machine(), "open_files_limit": open_files}
+        for layer in layers:
+            result[layer] = measure(world, layer, count, rounds)
+            print(json.dumps(result[layer]), file=sys.stderr, flush=True)
+        result["goal_p99_ms"] = GOAL_P99_MS
+        result["machine"]["loadavg_after"] = os.getloadavg()
+    finally:
+        world["moto"].stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000, help="dashboards connected")
+    parser.add_argument("--rounds", type=int, default=5, help="alarm transitions broadcast")
+    parser.add_argument("--layers", default="pubsub,core")
+    # run_all passes the engine benchmarks' --keep (their database): not ours.
+    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: be daphne
+    parser.add_argument("--clients", help=argparse.SUPPRESS)  # internal: be a client process
+    parser.add_argument("--origin", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.layers)
+        return 0
+    if args.clients:
+        clients(args.clients, args.origin, args.count, args.rounds)
+        return 0
+    result = {"fanout": run(args.count, args.rounds, tuple(args.layers.split(",")))}
+    result["machine"] = result["fanout"].pop("machine")
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

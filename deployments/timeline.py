@@ -1,0 +1,153 @@
+"""The life of one deployment as a list of dated entries, for its page.
+
+Built from the deployment's own audit events and its StepRun rows: two
+queries, however long the deployment's history. The audit events carry who
+acted; the step runs carry what the engine did and for how long.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from environments.choices import StepKind
+from portal.models import AuditEvent
+
+# What each audit action means on a timeline; actions not listed are shown by name.
+LABELS = {
+    "deployment.requested": "Requested",
+    "deployment.rollback_started": "Automatic rollback requested",
+    "deployment.planned": "Planned",
+    "deployment.awaiting_approval": "Awaiting approval",
+    "deployment.approved": "Approved",
+    "deployment.rejected": "Rejected",
+    "deployment.queued": "Queued",
+    "deployment.started": "Started",
+    "deployment.cancel_requested": "Cancel requested",
+    "deployment.succeeded": "Succeeded",
+    "deployment.failed": "Failed",
+    "deployment.cancelled": "Cancelled",
+    "deployment.expired": "Expired",
+    "evidence.exported": "Evidence pack exported",
+}
+COLOURS = {
+    "deployment.approved": "green",
+    "deployment.succeeded": "green",
+    "deployment.rejected": "red",
+    "deployment.failed": "red",
+    "deployment.cancelled": "grey",
+    "deployment.expired": "grey",
+}
+
+
+@dataclass
+class TimelineEntry:
+    """One moment of a deployment's life; `duration` is what a step took."""
+
+    at: datetime
+    label: str
+    actor: str = ""
+    detail: str = ""
+    colour: str = "blue"
+    action: str = ""
+    seq: int | None = None  # the audit event's position in the chain
+    duration: timedelta | None = None
+    since_previous: timedelta | None = None
+
+    @property
+    def duration_text(self) -> str:
+        return format_duration(self.duration)
+
+    @property
+    def since_previous_text(self) -> str:
+        return format_duration(self.since_previous)
+
+
+def format_duration(span: timedelta | None) -> str:
+    """ "1 h 02 min", "3 min 05 s", "12.4 s": precise enough to read, short enough to scan."""
+    if span is None:
+        return ""
+    seconds = span.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+def deployment_events(deployment):
+    """The audit events about this deployment, oldest first.
+
+    AuditEvent has no index on its target, so the scan is narrowed by the
+    indexed environment and time: nothing about a deployment precedes it.
+    """
+    return AuditEvent.objects.filter(
+        environment_id=deployment.environment_id,
+        at__gte=deployment.created_at,
+        target_type="deployments.deployment",
+        target_id=str(deployment.pk),
+    ).order_by("seq")
+
+
+def _event_detail(action: str, after: dict) -> str:
+    if action == "deployment.planned":
+        changes = after.get("resource_changes", 0)
+        return f"plan {after.get('plan_sha256', '')[:12]}, {changes} resource change(s)"
+    if action == "deployment.approved":
+        return f"{after.get('count', '?')} of {after.get('required', '?')} approvals"
+    if action == "deployment.queued" and after.get("approvers"):
+        return "approved by " + ", ".join(after["approvers"])
+    if action in ("deployment.failed", "deployment.cancelled", "deployment.rejected"):
+        return after.get("error") or after.get("comment") or ""
+    if action == "evidence.exported":
+        return f"as {after.get('format', '?')}"
+    return ""
+
+
+def _step_label(run) -> str:
+    if run.kind == StepKind.BAKE:
+        return f"Bake: {run.name}"
+    prefix = "Plan" if run.phase == "plan" else "Step"
+    return f"{prefix} {run.order}: {run.name}"
+
+
+def build_timeline(deployment) -> list[TimelineEntry]:
+    """Every audit event and step of the deployment in time order, each with the
+    time since the entry before it."""
+    entries = [
+        TimelineEntry(
+            at=event.at,
+            label=LABELS.get(event.action, event.action),
+            actor=event.actor_name,
+            detail=_event_detail(event.action, event.after or {}),
+            colour=COLOURS.get(event.action, "blue"),
+            action=event.action,
+            seq=event.seq,
+        )
+        for event in deployment_events(deployment).only(
+            "seq", "at", "actor_name", "action", "after"
+        )
+    ]
+    for run in deployment.step_runs.filter(started_at__isnull=False).order_by("started_at", "id"):
+        duration = run.finished_at - run.started_at if run.finished_at else None
+        entries.append(
+            TimelineEntry(
+                at=run.started_at,
+                label=_step_label(run),
+                actor="gantry",
+                detail=f"{run.get_status_display().lower()}"
+                + (f": {run.error}" if run.error else ""),
+                colour={"succeeded": "green", "failed": "red"}.get(run.status, "grey"),
+                action=f"step.{run.kind}",
+                duration=duration,
+            )
+        )
+    # Stable: an event and a step at the same instant keep audit-then-step order.
+    entries.sort(key=lambda entry: entry.at)
+    for previous, entry in zip(entries, entries[1:], strict=False):
+        entry.since_previous = entry.at - previous.at
+    return entries

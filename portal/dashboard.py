@@ -1,0 +1,494 @@
+"""The dashboard: one card per environment the user can see, grouped by
+application, problems first, refreshed card by card over a WebSocket.
+
+The card data costs the same handful of queries however many environments,
+deployments, audit events or alarm transitions there are: one for the
+environments, whose latest deployments are found by index-backed subqueries
+(one probe of (environment, status, -finished_at) each); then one each for
+those deployments, their approvers, the images that run, their step runs,
+pending requests (a window function keeps three per environment) and alarms.
+The cards read plain values (`DeploymentSummary`), not model instances: with
+100 environments, building instances cost more than the queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Window
+from django.db.models.functions import RowNumber
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_safe
+
+from deployments.choices import STATUS_COLOURS, Decision, Status, StepStatus
+from deployments.models import Approval, Artifact, Deployment, StepRun
+from environments.choices import ALARM_COLOURS, TIER_COLOURS, AlarmState, StepKind, Tier
+from environments.models import Alarm, Application, CostSnapshot, Environment, Step
+from portal.roles import visible_environments
+
+# What a card may show as "last deployment": runs that ended, not refused requests.
+LAST_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+PENDING_SHOWN = 3
+# Worst first: an unreadable source is never better than insufficient data.
+ALARM_RANK = {AlarmState.ALARM: 0, AlarmState.UNKNOWN: 1, AlarmState.INSUFFICIENT_DATA: 2,
+              AlarmState.OK: 3}  # fmt: skip
+NO_SOURCES = "none"
+# Problem labels, most urgent first; a card's rank is its most urgent problem.
+PROBLEMS = ("alarm", "failed", "running", "pending", "over budget", "alarms unknown")
+STATUS_LABELS = dict(Status.choices)
+PROBLEM_COLOURS = {"alarm": "red", "failed": "red", "over budget": "red", "running": "blue"}
+HEALTH_COLOURS = {"healthy": "green", "unhealthy": "red"}
+_SENTINEL = 918273645
+
+
+@cache
+def _link_pattern(name: str) -> str:
+    """`reverse(name, args=[pk])` as a format string: reversed once, not for
+    each of the hundreds of links a page of 100 cards holds."""
+    return reverse(name, args=[_SENTINEL]).replace(str(_SENTINEL), "{}")
+
+
+def link(name: str, pk: int) -> str:
+    return _link_pattern(name).format(pk)
+
+
+@dataclass
+class StepSummary:
+    kind: str
+    name: str
+    status: str
+    finished_at: datetime | None
+
+
+@dataclass
+class DeploymentSummary:
+    """What a card shows of one deployment."""
+
+    pk: int
+    status: str
+    version: str
+    release_id: int
+    finished_at: datetime | None
+    estimate_usd: Decimal | None
+    approvers: list[str] = field(default_factory=list)
+    steps: list[StepSummary] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (service, image ref)
+
+    @property
+    def url(self) -> str:
+        return link("deployment-detail", self.pk)
+
+    def key(self) -> tuple:
+        """Its fields as one hashable value (for the card's fingerprint)."""
+        return (
+            self.pk, self.status, self.version, self.release_id, self.finished_at,
+            self.estimate_usd, tuple(self.approvers), tuple(self.images),
+            tuple((s.kind, s.name, s.status, s.finished_at) for s in self.steps),
+        )  # fmt: skip
+
+    @property
+    def release_url(self) -> str:
+        return link("release-detail", self.release_id)
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS.get(self.status, self.status)
+
+    @property
+    def status_colour(self) -> str:
+        return STATUS_COLOURS.get(self.status, "grey")
+
+
+@dataclass
+class EnvironmentCard:
+    """Everything one card shows about one environment."""
+
+    environment: Environment
+    current: DeploymentSummary | None = None  # what runs now: the last succeeded one
+    last: DeploymentSummary | None = None
+    running: DeploymentSummary | None = None
+    pending: list[tuple[int, str]] = field(default_factory=list)  # (pk, version)
+    pending_count: int = 0
+    steps_total: int = 0
+    steps_done: int = 0
+    current_step: str = ""
+    health: str = "unknown"
+    health_at: datetime | None = None
+    alarm_state: str = NO_SOURCES
+    alarm_names: list[str] = field(default_factory=list)
+    alarm_count: int = 0
+    spend_usd: Decimal | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return link("dashboard-card", self.environment.pk)
+
+    @property
+    def last_ago(self) -> str:
+        return timesince(self.last.finished_at) if self.last else ""
+
+    @property
+    def health_ago(self) -> str:
+        return timesince(self.health_at) if self.health_at else ""
+
+    def fingerprint(self) -> tuple[int, int]:
+        """Everything the card's HTML shows, hashed; equal fingerprints, equal HTML.
+
+        (environment id, 64-bit hash): a collision could at worst show an
+        earlier state of the same card, with odds of about 2**-64.
+        """
+        env = self.environment
+        return env.pk, hash((
+            env.slug, env.name, env.tier, env.application.slug, env.monthly_budget_usd,
+            *(d.key() if d else None for d in (self.current, self.last, self.running)),
+            tuple(self.pending), self.pending_count, self.steps_total, self.steps_done,
+            self.current_step, self.health, self.health_ago, self.last_ago, self.alarm_state,
+            tuple(self.alarm_names), self.alarm_count, self.spend_usd, tuple(self.problems),
+        ))  # fmt: skip
+
+    @property
+    def budget_usd(self) -> Decimal | None:
+        return self.environment.monthly_budget_usd
+
+    @property
+    def estimate_usd(self) -> Decimal | None:
+        return self.current.estimate_usd if self.current else None
+
+    @property
+    def rank(self) -> int:
+        return min((PROBLEMS.index(p) for p in self.problems), default=len(PROBLEMS))
+
+    @property
+    def problem_badges(self) -> list[tuple[str, str]]:
+        return [(problem, PROBLEM_COLOURS.get(problem, "amber")) for problem in self.problems]
+
+    @property
+    def pending_links(self) -> list[tuple[str, int, str]]:
+        return [(link("deployment-detail", pk), pk, version) for pk, version in self.pending]
+
+    @property
+    def health_colour(self) -> str:
+        return HEALTH_COLOURS.get(self.health, "grey")
+
+    @property
+    def alarm_colour(self) -> str:
+        return ALARM_COLOURS.get(self.alarm_state, "grey")
+
+    @property
+    def spend_percent(self) -> int | None:
+        if self.spend_usd is None or not self.budget_usd:
+            return None
+        return round(self.spend_usd * 100 / self.budget_usd)
+
+
+# -- queries -----------------------------------------------------------------------
+
+
+def _latest(status: str, column: str) -> Subquery:
+    # Ordered as the (environment, status, -finished_at) index: one probe each.
+    rows = Deployment.objects.filter(
+        environment=OuterRef("pk"), status=status, finished_at__isnull=False
+    ).order_by("-finished_at")
+    return Subquery(rows.values(column)[:1])
+
+
+def _count(queryset: QuerySet) -> Subquery:
+    # COUNT(*), not COUNT(id): the index alone answers it, without heap reads.
+    return Subquery(
+        queryset.filter(environment=OuterRef("pk"))
+        .order_by()
+        .values("environment")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+
+
+def card_environments(user, application: str = "", tier: str = "") -> QuerySet:
+    """The environments the user may see, filtered, with what the cards need annotated."""
+    month_start = timezone.localdate().replace(day=1)
+    spend = (
+        CostSnapshot.objects.filter(environment=OuterRef("pk"), day__gte=month_start)
+        .order_by()
+        .values("environment")
+        .annotate(total=Sum("amount_usd"))
+        .values("total")
+    )
+    running = Deployment.objects.filter(environment=OuterRef("pk"), status=Status.RUNNING)
+    environments = Environment.objects.filter(pk__in=visible_environments(user).values("pk"))
+    if application:
+        environments = environments.filter(application__slug=application)
+    if tier:
+        environments = environments.filter(tier=tier)
+    latest = {}
+    for status in LAST_STATUSES:
+        latest[f"last_{status}_id"] = _latest(status, "pk")
+        latest[f"last_{status}_at"] = _latest(status, "finished_at")
+    return (
+        environments.select_related("application")
+        .only(
+            "pk",
+            "slug",
+            "name",
+            "order",
+            "tier",
+            "monthly_budget_usd",
+            "alarm_sources",
+            "application",
+            "application__slug",
+            "application__name",
+        )  # fmt: skip
+        .annotate(
+            **latest,
+            running_id=Subquery(running.values("pk")[:1]),
+            pending_total=_count(Deployment.objects.filter(status=Status.AWAITING_APPROVAL)),
+            steps_total=_count(Step.objects.all()),
+            spend_usd=Subquery(spend),
+        )
+        .order_by("application__name", "order")
+    )
+
+
+def _deployments(ids: set[int], current_ids: set[int], finished_ids: set[int]):
+    """Summaries of the deployments the cards show, with approvers (of finished
+    runs), images (of what runs now) and step runs: four queries."""
+    rows = Deployment.objects.filter(pk__in=ids).values_list(
+        "pk", "status", "release__version", "release_id", "finished_at",
+        "cost_estimate__monthly_total_usd",
+    )  # fmt: skip
+    summaries = {row[0]: DeploymentSummary(*row) for row in rows}
+    approvals = (
+        Approval.objects.filter(deployment_id__in=finished_ids, decision=Decision.APPROVE)
+        .order_by("created_at")
+        .values_list("deployment_id", "user__username")
+    )
+    for deployment_id, username in approvals:
+        summaries[deployment_id].approvers.append(username)
+    releases = {summaries[pk].release_id for pk in current_ids if pk in summaries}
+    images: dict[int, list[tuple[str, str]]] = {}
+    artifacts = (
+        Artifact.objects.filter(release_id__in=releases)
+        .order_by("service__slug")
+        .values_list("release_id", "service__slug", "image_ref")
+    )
+    for release_id, service, image_ref in artifacts:
+        images.setdefault(release_id, []).append((service, image_ref))
+    for pk in current_ids:
+        if pk in summaries:
+            summaries[pk].images = images.get(summaries[pk].release_id, [])
+    steps = (
+        StepRun.objects.filter(deployment_id__in=ids, phase="deploy")
+        .order_by("deployment_id", "order")
+        .values_list("deployment_id", "kind", "name", "status", "finished_at")
+    )
+    for deployment_id, *step in steps:
+        summaries[deployment_id].steps.append(StepSummary(*step))
+    return summaries
+
+
+def _pending(environment_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+    """The newest few requests awaiting approval per environment (a window function)."""
+    rows = (
+        Deployment.objects.filter(
+            environment_id__in=environment_ids, status=Status.AWAITING_APPROVAL
+        )
+        .annotate(
+            position=Window(
+                RowNumber(), partition_by=F("environment_id"), order_by=F("created_at").desc()
+            )
+        )
+        .filter(position__lte=PENDING_SHOWN)
+        .order_by("environment_id", "position")
+        .values_list("environment_id", "pk", "release__version")
+    )
+    pending: dict[int, list[tuple[int, str]]] = {}
+    for environment_id, pk, version in rows:
+        pending.setdefault(environment_id, []).append((pk, version))
+    return pending
+
+
+def _alarms(environment_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    # No ordering: the model's default joins the environments for their order.
+    rows = (
+        Alarm.objects.filter(environment_id__in=environment_ids)
+        .order_by()
+        .values_list("environment_id", "name", "state")
+    )
+    alarms: dict[int, list[tuple[str, str]]] = {}
+    for environment_id, name, state in rows:
+        alarms.setdefault(environment_id, []).append((name, state))
+    return alarms
+
+
+# -- cards -------------------------------------------------------------------------
+
+
+def _health(card: EnvironmentCard) -> None:
+    """Health as the last http_check of a finished run found it."""
+    finished = [d for d in (card.last, card.current) if d is not None]
+    for deployment in sorted(finished, key=lambda d: d.finished_at, reverse=True):
+        for step in deployment.steps:
+            if step.kind == StepKind.HTTP_CHECK and step.status in (
+                StepStatus.SUCCEEDED,
+                StepStatus.FAILED,
+            ):
+                card.health = "healthy" if step.status == StepStatus.SUCCEEDED else "unhealthy"
+                card.health_at = step.finished_at
+                return
+
+
+def _alarm_state(card: EnvironmentCard, alarms: list[tuple[str, str]]) -> None:
+    if not alarms:
+        # Sources configured but nothing stored yet: not polled, so not known.
+        card.alarm_state = AlarmState.UNKNOWN if card.environment.alarm_sources else NO_SOURCES
+        return
+    worst = min((state for _, state in alarms), key=lambda state: ALARM_RANK.get(state, 1))
+    card.alarm_state = worst
+    card.alarm_count = len(alarms)
+    card.alarm_names = sorted(name for name, state in alarms if state == worst)
+
+
+def _progress(card: EnvironmentCard) -> None:
+    runs = card.running.steps
+    card.steps_done = sum(step.status != StepStatus.RUNNING for step in runs)
+    current = [step.name for step in runs if step.status == StepStatus.RUNNING]
+    card.current_step = current[-1] if current else ""
+
+
+def _problems(card: EnvironmentCard) -> list[str]:
+    problems = []
+    if card.alarm_state == AlarmState.ALARM:
+        problems.append("alarm")
+    if card.last is not None and card.last.status == Status.FAILED:
+        problems.append("failed")
+    if card.running is not None:
+        problems.append("running")
+    if card.pending_count:
+        problems.append("pending")
+    budget = card.budget_usd
+    if budget and max(card.spend_usd or 0, card.estimate_usd or 0) > budget:
+        problems.append("over budget")
+    if card.alarm_state == AlarmState.UNKNOWN:
+        problems.append("alarms unknown")
+    return problems
+
+
+def _last_id(env: Environment) -> int | None:
+    finished = [(getattr(env, f"last_{s}_at"), getattr(env, f"last_{s}_id")) for s in LAST_STATUSES]
+    return max((f for f in finished if f[1] is not None), default=(None, None))[1]
+
+
+def build_cards(environments: QuerySet) -> list[EnvironmentCard]:
+    """Cards for annotated environments (see card_environments), in a constant
+    number of queries."""
+    environments = list(environments)
+    ids = [env.pk for env in environments]
+    current_ids = {env.last_succeeded_id for env in environments} - {None}
+    finished_ids = current_ids | {_last_id(env) for env in environments} - {None}
+    wanted = finished_ids | {env.running_id for env in environments} - {None}
+    deployments = _deployments(wanted, current_ids, finished_ids) if wanted else {}
+    waiting = [env.pk for env in environments if env.pending_total]
+    pending = _pending(waiting) if waiting else {}
+    alarms = _alarms(ids) if ids else {}
+    cards = []
+    for env in environments:
+        env.tier_colour = TIER_COLOURS.get(env.tier, "grey")
+        card = EnvironmentCard(
+            environment=env,
+            current=deployments.get(env.last_succeeded_id),
+            last=deployments.get(_last_id(env)),
+            running=deployments.get(env.running_id),
+            pending=pending.get(env.pk, []),
+            pending_count=env.pending_total or 0,
+            steps_total=env.steps_total or 0,
+            spend_usd=env.spend_usd,
+        )
+        if card.running is not None:
+            _progress(card)
+        _health(card)
+        _alarm_state(card, alarms.get(env.pk, []))
+        card.problems = _problems(card)
+        cards.append(card)
+    return cards
+
+
+# Rendered cards by fingerprint, per process. Most cards of a dashboard are the
+# same as on its last load: rendering 100 cards cost more than finding their data.
+_rendered: dict[tuple[int, int], SafeString] = {}
+RENDERED_KEPT = 4096
+
+
+def render_card(card: EnvironmentCard) -> SafeString:
+    key = card.fingerprint()
+    html = _rendered.get(key)
+    if html is None:
+        html = mark_safe(render_to_string("portal/_environment_card.html", {"card": card}))
+        if len(_rendered) >= RENDERED_KEPT:
+            _rendered.clear()  # crude but bounded; refilled by the next loads
+        _rendered[key] = html
+    return html
+
+
+def group_cards(cards: list[EnvironmentCard]) -> list[tuple[Application, list[EnvironmentCard]]]:
+    """By application; applications with the most urgent problems first, and
+    inside each, cards with problems first, then in promotion order."""
+    by_application: dict[int, list[EnvironmentCard]] = {}
+    for card in cards:
+        by_application.setdefault(card.environment.application_id, []).append(card)
+    groups = []
+    for group in by_application.values():
+        group.sort(key=lambda c: (c.rank, c.environment.order))
+        for card in group:
+            card.html = render_card(card)
+        groups.append((group[0].environment.application, group))
+    groups.sort(key=lambda g: (g[1][0].rank, g[0].name))
+    return groups
+
+
+# -- views -----------------------------------------------------------------------
+
+
+@login_required
+@require_safe
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """The home page: every visible environment at a glance, problems first."""
+    application = request.GET.get("application", "").strip()
+    tier = request.GET.get("tier", "").strip()
+    if tier not in Tier.values:
+        tier = ""  # an unknown tier shows everything rather than an empty page
+    cards = build_cards(card_environments(request.user, application, tier))
+    context = {
+        "groups": group_cards(cards),
+        "cards": cards,
+        "problem_count": sum(bool(c.problems) for c in cards),
+        "applications": Application.objects.filter(
+            environments__in=visible_environments(request.user).values("pk")
+        )
+        .distinct()
+        .only("slug", "name"),
+        "tiers": Tier.choices,
+        "selected_application": application,
+        "selected_tier": tier,
+        "filtered": bool(application or tier),
+    }
+    return render(request, "portal/dashboard.html", context)
+
+
+@login_required
+@require_safe
+def dashboard_card(request: HttpRequest, environment_id: int) -> HttpResponse:
+    """One card's HTML, re-fetched by the page when the socket says it changed."""
+    cards = build_cards(card_environments(request.user).filter(pk=environment_id))
+    if not cards:
+        raise Http404("No such environment.")
+    return HttpResponse(render_card(cards[0]))

@@ -1,0 +1,134 @@
+"""The deployment timeline: requested → planned → approvals → queued → started →
+steps → bake → result, with actors and durations, on the deployment page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from deployments.choices import StepStatus
+from deployments.models import StepRun
+from deployments.timeline import build_timeline, format_duration
+from portal.models import AuditEvent
+from tests.deployments.history import shipped
+from tests.environments.ui import browser
+
+
+@pytest.fixture
+def deployment(release, users):
+    return shipped(release, users)
+
+
+def test_it_orders_the_life_of_a_deployment(deployment):
+    labels = [entry.label for entry in build_timeline(deployment)]
+    assert labels == [
+        "Requested",
+        "Plan 1: Terraform",
+        "Planned",
+        "Awaiting approval",
+        "Approved",
+        "Approved",
+        "Queued",
+        "Started",
+        "Step 1: Terraform",
+        "Step 2: Rolling update",
+        "Bake: Bake",
+        "Succeeded",
+    ]
+
+
+def test_it_names_the_actors(deployment):
+    actors = {(entry.label, entry.actor) for entry in build_timeline(deployment)}
+    assert ("Requested", "alice") in actors
+    assert ("Approved", "bob") in actors
+    assert ("Approved", "carol") in actors
+    assert ("Step 2: Rolling update", "gantry") in actors
+
+
+def test_it_measures_steps_and_the_gaps_between_entries(deployment):
+    timeline = build_timeline(deployment)
+    durations = {entry.label: entry.duration for entry in timeline if entry.duration}
+    assert durations == {
+        "Plan 1: Terraform": timedelta(seconds=4),
+        "Step 1: Terraform": timedelta(milliseconds=10),
+        "Step 2: Rolling update": timedelta(milliseconds=20),
+        "Bake: Bake": timedelta(milliseconds=30),
+    }
+    assert timeline[0].since_previous is None
+    for previous, entry in zip(timeline, timeline[1:], strict=False):
+        assert entry.since_previous == entry.at - previous.at
+        assert entry.since_previous >= timedelta(0)
+
+
+def test_it_points_each_event_at_its_place_in_the_chain(deployment):
+    approved = [e for e in build_timeline(deployment) if e.action == "deployment.approved"]
+    expected = AuditEvent.objects.filter(
+        action="deployment.approved", target_id=str(deployment.pk)
+    ).order_by("seq")
+    assert [e.seq for e in approved] == [e.seq for e in expected]
+    assert approved[0].detail == "1 of 2 approvals"
+
+
+def test_it_shows_a_failed_step_with_its_error(deployment):
+    StepRun.objects.filter(deployment=deployment, phase="deploy", order=3).update(
+        status=StepStatus.FAILED, error="HighErrorRate is in ALARM"
+    )
+    bake = next(e for e in build_timeline(deployment) if e.label == "Bake: Bake")
+    assert bake.colour == "red"
+    assert bake.detail == "failed: HighErrorRate is in ALARM"
+
+
+def test_it_costs_two_queries_however_long_the_history(deployment):
+    with CaptureQueriesContext(connection) as before:
+        build_timeline(deployment)
+    for order in range(4, 40):
+        StepRun.objects.create(
+            deployment=deployment, phase="deploy", order=order, name="check", kind="http_check",
+            status=StepStatus.SUCCEEDED, started_at=deployment.finished_at,
+            finished_at=deployment.finished_at,
+        )  # fmt: skip
+    with CaptureQueriesContext(connection) as after:
+        timeline = build_timeline(deployment)
+    assert len(before) == len(after) == 2
+    assert len(timeline) == 12 + 36
+
+
+def test_it_ignores_events_of_other_deployments(deployment, release, users):
+    from deployments.models import Deployment
+    from tests.conftest import env
+
+    other = Deployment.request(release, env(release.application, "dev"), users["alice"], "dev too")
+    assert {e.seq for e in build_timeline(deployment)}.isdisjoint(
+        {e.seq for e in build_timeline(other)} - {None}
+    )
+    assert [e.label for e in build_timeline(other)] == ["Requested"]
+
+
+def test_the_deployment_page_shows_the_timeline(deployment, users):
+    response = browser(users["dave"]).get(reverse("deployment-detail", args=[deployment.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-testid="timeline"' in html
+    assert html.count('data-testid="timeline-label"') == 12
+    assert "by carol" in html
+    assert "0.0 s" in html  # the millisecond steps
+    assert reverse("deployment-evidence-html", args=[deployment.pk]) in html
+    assert reverse("deployment-evidence-json", args=[deployment.pk]) in html
+
+
+@pytest.mark.parametrize(
+    ("span", "text"),
+    [
+        (timedelta(seconds=4.25), "4.2 s"),
+        (timedelta(seconds=185), "3 min 05 s"),
+        (timedelta(hours=1, minutes=2), "1 h 02 min"),
+        (timedelta(days=3, hours=5), "3 d 5 h"),
+        (None, ""),
+    ],
+)
+def test_it_formats_durations(span, text):
+    assert format_duration(span) == text

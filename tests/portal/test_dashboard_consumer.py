@@ -1,0 +1,142 @@
+"""The dashboard socket: refused to the anonymous, told about changes of the
+environments the user may see and never about others. Real Redis (the
+"dashboard" pub/sub layer), channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from deployments.choices import Status
+from deployments.models import Deployment
+from environments.live import environment_changed
+from portal.routing import websocket_urlpatterns
+from tests.conftest import env, grant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def connect(user) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/dashboard/")
+    communicator.scope["user"] = user
+    return communicator
+
+
+async def settle() -> None:
+    # Pub/sub subscriptions are made by a background reader; give it a moment
+    # so a message published right after connect is not sent to nobody.
+    await asyncio.sleep(0.3)
+
+
+def test_it_refuses_the_anonymous(catalog):
+    async def scenario():
+        communicator = connect(AnonymousUser())
+        connected, code = await communicator.connect()
+        assert not connected
+        assert code == 4403
+
+    asyncio.run(scenario())
+
+
+def test_it_tells_which_visible_environment_changed(users, catalog):
+    staging = env(catalog, "staging")
+
+    async def scenario():
+        communicator = connect(users["dave"])
+        connected, _ = await communicator.connect()
+        assert connected
+        await settle()
+        await sync_to_async(environment_changed)(staging.pk, "alarm")
+        message = await communicator.receive_json_from(timeout=5)
+        assert message == {"type": "changed", "environment": staging.pk, "what": "alarm"}
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_it_never_tells_about_an_invisible_environment(users, catalog):
+    dev, production = env(catalog, "dev"), env(catalog, "production")
+    grant(users["mallory"], dev, "viewer")
+
+    async def scenario():
+        communicator = connect(users["mallory"])
+        connected, _ = await communicator.connect()
+        assert connected
+        await settle()
+        await sync_to_async(environment_changed)(production.pk, "deployment")
+        assert await communicator.receive_nothing(timeout=0.8)
+        # The socket works: a change of the environment she may see does arrive.
+        await sync_to_async(environment_changed)(dev.pk, "deployment")
+        message = await communicator.receive_json_from(timeout=5)
+        assert message["environment"] == dev.pk
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_an_outsider_hears_nothing(users, catalog):
+    environment_ids = list(catalog.environments.values_list("pk", flat=True))
+
+    async def scenario():
+        communicator = connect(users["mallory"])
+        connected, _ = await communicator.connect()
+        assert connected  # signed in, but no group joined
+        await settle()
+        for environment_id in environment_ids:
+            await sync_to_async(environment_changed)(environment_id, "deployment")
+        assert await communicator.receive_nothing(timeout=0.8)
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_deployment_that_starts_updates_the_card_once(users, catalog, release):
+    dev = env(catalog, "dev")
+    # Test setup only: a deployment waiting for a worker.
+    queued = Deployment.objects.create(
+        release=release, environment=dev, requested_by=users["alice"], reason="dashboard",
+        status=Status.QUEUED, queued_at=timezone.now(),
+    )  # fmt: skip
+
+    async def scenario():
+        communicator = connect(users["dave"])
+        assert (await communicator.connect())[0]
+        await settle()
+        assert await sync_to_async(queued.start)("worker-1")
+        message = await communicator.receive_json_from(timeout=5)
+        assert message == {"type": "changed", "environment": dev.pk, "what": "deployment"}
+        await sync_to_async(queued.finish)(Status.SUCCEEDED)
+        assert (await communicator.receive_json_from(timeout=5))["environment"] == dev.pk
+        # One message per transition: nothing else is pending.
+        assert await communicator.receive_nothing(timeout=0.5)
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_changes_in_one_transaction_are_sent_once(users, catalog):
+    from django.db import transaction
+
+    dev = env(catalog, "dev")
+
+    def burst() -> None:
+        with transaction.atomic():
+            for _ in range(5):
+                environment_changed(dev.pk, "step")
+
+    async def scenario():
+        communicator = connect(users["dave"])
+        assert (await communicator.connect())[0]
+        await settle()
+        await sync_to_async(burst)()
+        assert (await communicator.receive_json_from(timeout=5))["environment"] == dev.pk
+        assert await communicator.receive_nothing(timeout=0.5)
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
