@@ -7,7 +7,7 @@ to ALARM (then OK, alternately, for each round) and `poll_environment` stores
 it and broadcasts after commit. Latency runs from the broadcast (the moment
 `environments.live` publishes, noted by a wrapper in this process) to each
 client's receipt; the clients are separate processes, as browsers would be.
-Both channel layers are measured for the "dashboard" alias: Redis pub/sub
+Both channel layers are measured for the "broadcast" alias: Redis pub/sub
 (the setting) and the default RedisChannelLayer (one message per member).
 
 python -m bench.bench_fanout [--clients 1000] [--rounds 5] [--layers pubsub,core]
@@ -51,9 +51,9 @@ def configure() -> None:
 
 
 def use_layer(channel_layers: dict, layer: str) -> None:
-    """ "core": the dashboard alias becomes the default RedisChannelLayer."""
+    """ "core": the broadcast alias becomes the default RedisChannelLayer."""
     if layer == "core":
-        channel_layers["dashboard"] = dict(channel_layers["default"])
+        channel_layers["broadcast"] = dict(channel_layers["default"])
 
 
 def raise_open_files() -> int:

@@ -198,7 +198,11 @@ async def _view(url: str, cookie: str, origin: str, ready: asyncio.Event, connec
     """One viewer: every (seq, text, receipt ns) until the END line."""
     import aiohttp
 
-    received: list[tuple[int, str, int]] = []
+    # Frames are kept raw with their receipt time and decoded after the run:
+    # the viewers share the server's two cores, and decoding 20 copies of
+    # every line while it streams would slow the system being measured (a
+    # browser decodes on its own machine).
+    frames: list[tuple[int, str]] = []
     headers = {"Cookie": f"sessionid={cookie}", "Origin": origin}
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(url, headers=headers, max_msg_size=0) as ws:
@@ -208,21 +212,21 @@ async def _view(url: str, cookie: str, origin: str, ready: asyncio.Event, connec
                 now = time.time_ns()
                 if message.type != aiohttp.WSMsgType.TEXT:
                     break
-                data = json.loads(message.data)
-                if data["type"] != "lines":
-                    continue
-                received.extend((line["seq"], line["text"], now) for line in data["lines"])
-                if received and received[-1][1] == END:
+                frames.append((now, message.data))
+                if END in message.data:
                     # Linger briefly so a duplicate after the end would be seen too.
                     try:
                         extra = await asyncio.wait_for(ws.receive(), timeout=0.3)
                         if extra.type == aiohttp.WSMsgType.TEXT:
-                            late = json.loads(extra.data)
-                            for line in late.get("lines", []):
-                                received.append((line["seq"], line["text"], time.time_ns()))
+                            frames.append((time.time_ns(), extra.data))
                     except TimeoutError:
                         pass
                     break
+    received: list[tuple[int, str, int]] = []
+    for at, raw in frames:
+        data = json.loads(raw)
+        if data["type"] == "lines":
+            received.extend((line["seq"], line["text"], at) for line in data["lines"])
     return received
 
 

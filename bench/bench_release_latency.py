@@ -40,6 +40,7 @@ from bench.bench_logs import (  # noqa: E402
 
 GOAL_P50_MS = 150.0
 QUEUES = ("high", "default", "low")
+WORKER_ARGS = os.environ.get("BENCH_WORKER_ARGS", "").split()
 
 
 def start_worker() -> subprocess.Popen:
@@ -50,7 +51,7 @@ def start_worker() -> subprocess.Popen:
     connection = get_connection("default")
     before = {worker.name for worker in Worker.all(connection=connection)}
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", *QUEUES],
+        [sys.executable, "manage.py", "rqworker", *QUEUES, *WORKER_ARGS],
         cwd=common.ROOT, env=os.environ.copy(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -14,7 +14,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from deployments.logs import LINE_OVERHEAD, MAX_FRAME_BYTES, group_name, line_payload
+from deployments.logs import (
+    LINE_OVERHEAD,
+    LOG_CHANNEL_LAYER,
+    MAX_FRAME_BYTES,
+    group_name,
+    line_payload,
+)
 
 BACKLOG_CHUNK = 2000
 
@@ -64,6 +70,8 @@ def _lines_after(deployment_id: int, after: int) -> tuple[list[dict], str]:
 
 
 class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
+    channel_layer_alias = LOG_CHANNEL_LAYER
+
     async def connect(self) -> None:
         self.deployment_id = int(self.scope["url_route"]["kwargs"]["pk"])
         if not await _can_view(self.scope["user"], self.deployment_id):
@@ -93,6 +101,17 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
             if len(lines) < BACKLOG_CHUNK:
                 await self.send_json({"type": "status", "status": status})
                 return status
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels runs close_old_connections in the sync thread before every
+        # handler: one thread hop per batch and viewer, all through a single
+        # thread, which capped the fan-out. The live path uses no database;
+        # its gap filling goes through database_sync_to_async, which cleans
+        # connections up itself.
+        if message["type"] == "log.lines":
+            await self.log_lines(message)
+            return
+        await super().dispatch(message)
 
     async def log_lines(self, event: dict) -> None:
         if event["last"] <= self.last_seq:

@@ -136,7 +136,6 @@ def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str
     ec2 = _client("ec2", endpoint_url, region)
     ecs = _client("ecs", endpoint_url, region)
     elb = _client("elbv2", endpoint_url, region)
-    cloudwatch = _client("cloudwatch", endpoint_url, region)
     rds = _client("rds", endpoint_url, region)
 
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
@@ -236,25 +235,7 @@ def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str
         )
         services[name] = definition
 
-    alarms = []
-    for suffix, metric, threshold in (
-        ("5xx", "HTTPCode_Target_5XX_Count", 10),
-        ("latency", "TargetResponseTime", 5.0),
-        ("4xx", "HTTPCode_Target_4XX_Count", 50),
-    ):
-        name = f"{prefix}-{suffix}"
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            MetricName=metric,
-            Namespace="AWS/ApplicationELB",
-            Statistic="Sum" if "Count" in metric else "Average",
-            Period=300,
-            EvaluationPeriods=2,
-            Threshold=threshold,
-            ComparisonOperator="GreaterThanThreshold",
-        )
-        cloudwatch.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="Sandbox start")
-        alarms.append(name)
+    alarms = create_demo_alarms(endpoint_url, environment, region)
 
     rds.create_db_instance(
         DBInstanceIdentifier=f"{prefix}-db",
@@ -275,6 +256,35 @@ def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str
         "subnets": subnets,
         "security_group": group,
     }
+
+
+def create_demo_alarms(
+    endpoint_url: str, environment: str = "staging", region: str = REGION
+) -> list[str]:
+    """The environment's CloudWatch alarms (5xx, latency, 4xx), all OK.
+    Safe to call again: put_metric_alarm replaces an alarm of the same name."""
+    prefix = f"{APPLICATION}-{environment}"
+    cloudwatch = _client("cloudwatch", endpoint_url, region)
+    alarms = []
+    for suffix, metric, threshold in (
+        ("5xx", "HTTPCode_Target_5XX_Count", 10),
+        ("latency", "TargetResponseTime", 5.0),
+        ("4xx", "HTTPCode_Target_4XX_Count", 50),
+    ):
+        name = f"{prefix}-{suffix}"
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            MetricName=metric,
+            Namespace="AWS/ApplicationELB",
+            Statistic="Sum" if "Count" in metric else "Average",
+            Period=300,
+            EvaluationPeriods=2,
+            Threshold=threshold,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="Sandbox start")
+        alarms.append(name)
+    return alarms
 
 
 # -- Cost Explorer (moto) ---------------------------------------------------------

@@ -5,7 +5,7 @@ that changes what a card shows (a deployment's status or step, an alarm
 transition, new cost figures) calls `environment_changed` after its
 transaction commits, and the dashboard re-fetches that one card.
 
-Broadcasts go through the "dashboard" channel layer (Redis pub/sub: one
+Broadcasts go through the "broadcast" channel layer (Redis pub/sub: one
 PUBLISH per change however many dashboards watch). They carry no data, only
 which card to re-fetch, so a lost one costs a stale card until the next
 change or the page's poll; never a wrong one.
@@ -21,7 +21,7 @@ from django.db import transaction
 
 log = logging.getLogger(__name__)
 
-LAYER = "dashboard"
+LAYER = "broadcast"
 
 
 def environment_group(environment_id: int) -> str:

@@ -40,6 +40,15 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels runs close_old_connections in the sync thread before every
+        # handler: with a thousand dashboards, a thousand hops through one
+        # thread per change. This handler uses no database.
+        if message["type"] == "environment.changed":
+            await self.environment_changed(message)
+            return
+        await super().dispatch(message)
+
     async def environment_changed(self, event: dict) -> None:
         await self.send_json({"type": "changed", "environment": event["environment"],
                               "what": event.get("what", "")})  # fmt: skip

@@ -166,11 +166,13 @@ CHANNEL_LAYERS = {
             "prefix": env_str("CHANNEL_PREFIX", "gantry"),
         },
     },
-    # Dashboards: one PUBLISH per environment change, fanned out in-process to
-    # every socket watching it (the default layer writes and pops one message
-    # per member; see docs/PERFORMANCE.md "Dashboard"). Pub/sub ignores the
+    # Live logs and dashboards: one PUBLISH per log batch or environment
+    # change, fanned out inside each ASGI process to every socket watching it
+    # (the default layer writes and pops one message per member; see
+    # docs/PERFORMANCE.md). Delivery is at most once: log viewers fill a gap
+    # from the database, dashboards re-fetch the card. Pub/sub ignores the
     # database number, so the prefix carries it to keep Redis users apart.
-    "dashboard": {
+    "broadcast": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],

@@ -48,11 +48,11 @@ def _redis_per_xdist_worker() -> None:
     settings.CACHES["default"]["LOCATION"] = url
     for layer in settings.CHANNEL_LAYERS.values():
         layer["CONFIG"]["hosts"] = [{"address": url, "socket_timeout": None}]
-    # Pub/sub channels ignore the database number: the dashboard layer's prefix keeps
+    # Pub/sub channels ignore the database number: the broadcast layer's prefix keeps
     # this worker's broadcasts its own (as portal/settings.py does per REDIS_URL).
-    dashboard = settings.CHANNEL_LAYERS["dashboard"]["CONFIG"]
-    prefix = dashboard["prefix"].rpartition("-db-")[0]
-    dashboard["prefix"] = f"{prefix}-db-{url.rpartition('/')[2]}"
+    broadcast = settings.CHANNEL_LAYERS["broadcast"]["CONFIG"]
+    prefix = broadcast["prefix"].rpartition("-db-")[0]
+    broadcast["prefix"] = f"{prefix}-db-{url.rpartition('/')[2]}"
     # Forget any cache connection made before this fixture ran (it would still
     # point at the shared database).
     caches.__dict__.pop("settings", None)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import queue
+import selectors
 import shlex
 import signal
 import subprocess
 import threading
+from collections import deque
 from pathlib import Path
 
 from deployments.runners.base import (
@@ -56,12 +57,38 @@ def base_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _pump(pipe, stream: str, lines: queue.Queue) -> None:
-    """Reader thread: forward each line as soon as the process prints it."""
-    with pipe:
-        for raw in iter(pipe.readline, b""):
-            lines.put((stream, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
-    lines.put((stream, None))
+READ_SIZE = 1 << 16
+STDERR_KEPT = 2000
+
+
+class _LineSplitter:
+    """Turns one pipe's chunks into complete lines (the last, unfinished line
+    waits for the next chunk)."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        *complete, self.partial = (self.partial + chunk).split(b"\n")
+        return [_decode(raw) for raw in complete]
+
+    def rest(self) -> list[str]:
+        return [_decode(self.partial)] if self.partial else []
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+
+def _log_lines(ctx: StepContext, lines: list[str], stream: str) -> None:
+    """Hand lines to the log: in one call when it takes batches (the engine's
+    LogWriter), else one call per line."""
+    write_lines = getattr(ctx.log, "write_lines", None)
+    if write_lines is not None:
+        write_lines(lines, stream)
+        return
+    for line in lines:
+        ctx.log(line, stream)
 
 
 _PR_SET_PDEATHSIG = 1
@@ -118,21 +145,19 @@ def stream_process(
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise StepFailed(f"Could not start {argv[0]}: {exc.strerror or exc}.") from None
-    lines: queue.Queue = queue.Queue()
-    readers = [
-        threading.Thread(target=_pump, args=(process.stdout, "stdout", lines), daemon=True),
-        threading.Thread(target=_pump, args=(process.stderr, "stderr", lines), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
+    # One thread reads both pipes in chunks: a line costs a slice of a
+    # bytes.split, not a thread hand-off (this is the per-line hot path).
+    selector = selectors.DefaultSelector()
+    streams = {process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr"}
+    splitters = {fd: _LineSplitter() for fd in streams}
+    for fd in streams:
+        selector.register(fd, selectors.EVENT_READ)
     deadline = Deadline(timeout) if timeout else None
-    stderr_lines: list[str] = []
-    open_streams = 2
+    # The last lines of stderr, for error messages (a chatty tool must not fill memory).
+    stderr_lines: deque[str] = deque(maxlen=STDERR_KEPT)
     stopped_because: str | None = None
-    while open_streams:
-        try:
-            stream, text = lines.get(timeout=0.1)
-        except queue.Empty:
+    try:
+        while selector.get_map():
             if stopped_because is None:
                 if ctx.cancelled.is_set():
                     stopped_because = "cancelled"
@@ -144,19 +169,29 @@ def stream_process(
                     threading.Thread(
                         target=_stop, args=(process, stop_signal, grace), daemon=True
                     ).start()
-            continue
-        if text is None:
-            open_streams -= 1
-            continue
-        if stream == "stderr":
-            stderr_lines.append(text)
-        ctx.log(text, stream)
+            for key, _ in selector.select(timeout=0.1):
+                fd = key.fd
+                chunk = os.read(fd, READ_SIZE)
+                if chunk:
+                    lines = splitters[fd].feed(chunk)
+                else:  # end of this stream
+                    selector.unregister(fd)
+                    lines = splitters[fd].rest()
+                if not lines:
+                    continue
+                if streams[fd] == "stderr":
+                    stderr_lines.extend(lines)
+                _log_lines(ctx, lines, streams[fd])
+    finally:
+        selector.close()
+        process.stdout.close()
+        process.stderr.close()
     returncode = process.wait()
     if stopped_because == "cancelled":
         raise StepCancelled(f"Cancelled; {argv[0]} was stopped (exit code {returncode}).")
     if stopped_because == "timeout":
         raise StepFailed(f"{argv[0]} did not finish within {timeout:g} s and was stopped.")
-    return returncode, stderr_lines
+    return returncode, list(stderr_lines)
 
 
 class CommandRunner(Runner):

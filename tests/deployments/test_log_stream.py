@@ -145,3 +145,21 @@ def store_silently(deployment_id: int, first: int, last: int) -> None:
         LogLine(deployment_id=deployment_id, seq=n, text=f"line {n}")
         for n in range(first, last + 1)
     )
+
+
+def test_it_stores_lines_exactly_as_printed_whatever_they_hold(deployment):
+    """Batches are stored with COPY's text format: tabs, backslashes, carriage
+    returns and non-ASCII text must come back unchanged (NUL, which PostgreSQL
+    text cannot hold, is dropped rather than losing the batch)."""
+    lines = ["a\ttab", r"C:\path\to\thing \N \\", "cr\rinside", "naïve – 漢字 🚀", "nul\0gone", ""]
+    writer = LogWriter(deployment.pk)
+    writer.write_lines(lines)
+    writer.close()
+
+    stored = list(LogLine.objects.filter(deployment=deployment).order_by("seq").values_list(
+        "seq", "text"
+    ))  # fmt: skip
+    assert stored == [
+        (1, "a\ttab"), (2, r"C:\path\to\thing \N \\"), (3, "cr\rinside"),
+        (4, "naïve – 漢字 🚀"), (5, "nulgone"), (6, ""),
+    ]  # fmt: skip

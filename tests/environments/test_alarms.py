@@ -472,11 +472,12 @@ def test_the_demo_shows_the_sandbox_alarms_and_an_honest_unknown(monkeypatch):
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     call_command("seed_demo", stdout=io.StringIO())
-    # A moto server of its own: the demo's names (fraud-detector-staging-…)
-    # would collide with other tests' resources on the shared one.
+    # Only the alarms: moto keeps one state per process, shared by every
+    # server in it, and the demo's other resources (fraud-detector-staging-…
+    # target groups) would collide with the demo deployment test's.
     server, endpoint = sandbox.start_moto()
     try:
-        sandbox.create_demo_aws(endpoint, "staging")
+        sandbox.create_demo_alarms(endpoint, "staging")
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         poll_alarms()
     finally:

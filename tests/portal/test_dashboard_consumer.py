@@ -1,6 +1,6 @@
 """The dashboard socket: refused to the anonymous, told about changes of the
 environments the user may see and never about others. Real Redis (the
-"dashboard" pub/sub layer), channels' WebsocketCommunicator."""
+"broadcast" pub/sub layer), channels' WebsocketCommunicator."""
 
 from __future__ import annotations
 

@@ -48,3 +48,35 @@ def test_it_leaves_ordinary_lines_untouched():
     line = 'null_resource.service["fraud-api"]: Creation complete after 1s [id=5935725366]'
 
     assert mask(line) == line
+
+
+def test_it_masks_a_chunk_of_lines_exactly_as_it_masks_each_line():
+    """The engine masks whole chunks of output at once: no pattern may reach
+    across a newline, so the result must equal masking line by line."""
+    masker = Masker({"db_password": "Tr0ub4dor&3"})
+    lines = [
+        "Authorization: Bearer",
+        "eyJhbGciOi.J9.abc-_ next line",
+        "aws_secret_access_key =",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "BEARER abc.def and bearer xyz",
+        "password Tr0ub4dor&3 AKIAIOSFODNN7EXAMPLE",
+        "plain line",
+    ]
+
+    assert masker("\n".join(lines)).split("\n") == [masker(line) for line in lines]
+
+
+def test_it_masks_each_line_of_a_multi_line_secret():
+    key = "\n".join(
+        [
+            "-----BEGIN KEY-----",
+            "MIIEvQIBADANBgkqhkiG9w0BAQEF",
+            "AASCBKcwggSjAgEAAoIBAQC7",
+            "-----END KEY-----",
+        ]
+    )
+    masker = Masker({"deploy_key": key})
+
+    assert masker("loaded AASCBKcwggSjAgEAAoIBAQC7 from env") == f"loaded {MASK} from env"
+    assert MASK in masker(key) and "MIIEvQIBADANBgkqhkiG9w0BAQEF" not in masker(key)
