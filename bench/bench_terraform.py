@@ -37,11 +37,18 @@ WORKSPACE = "staging"
 RELEASE = "1.4.0"
 
 
+# Seconds each service's rollout hook sleeps during the apply (0: a no-op
+# apply, the worst case for a fixed per-run cost; --apply-delay for a run
+# closer to a real rollout, which takes minutes).
+APPLY_DELAY = 0
+
+
 def variables() -> dict:
     return {
         "environment": WORKSPACE,
         "release_version": RELEASE,
         "images": {service: image(service, "a") for service in SERVICES},
+        "apply_delay_seconds": APPLY_DELAY,
     }
 
 
@@ -113,7 +120,8 @@ def run_portal(deployment, workdir: Path, state_dir: Path) -> dict:
         "path": str(MODULE),
         "workspace": "${environment}",
         "variables": {"environment": "${environment}", "release_version": "${release.version}",
-                      "images": {s: f"${{artifact.{s}}}" for s in SERVICES}},
+                      "images": {s: f"${{artifact.{s}}}" for s in SERVICES},
+                      "apply_delay_seconds": APPLY_DELAY},
         "backend_config": {"workspace_dir": str(state_dir)},
     }  # fmt: skip
     phases = {}
@@ -181,10 +189,13 @@ def run(runs: int = 5) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--apply-delay", type=float, default=0, help="seconds per rollout hook")
     parser.add_argument("--keep", action="store_true", help="reuse gantry_bench_engine")
     args = parser.parse_args(argv)
     setup_engine_django(fresh=not args.keep)
-    result = {"machine": machine(), "terraform": run(args.runs)}
+    global APPLY_DELAY
+    APPLY_DELAY = args.apply_delay
+    result = {"machine": machine(), "terraform": {**run(args.runs), "apply_delay": APPLY_DELAY}}
     print(json.dumps(result, indent=2, default=str))
     return 0
 

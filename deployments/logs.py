@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -25,7 +25,7 @@ from deployments.choices import Stream
 from deployments.runners.masking import Masker
 
 FLUSH_INTERVAL = 0.02  # seconds between flushes when nothing wakes the flusher
-MIN_FLUSH_GAP = 0.01
+MIN_FLUSH_GAP = 0.025
 MAX_BATCH = 500
 # Text per batch (one WebSocket frame): well under daphne's 1 MiB frame limit,
 # counting JSON escapes and each line's seq/step/stream/at.
@@ -83,7 +83,13 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
         f"{copy_text(text)}\t{stamps.get(at) or stamps.setdefault(at, at.isoformat())}\n"
         for seq, step_id, _, stream, text, at in batch
     )
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Log lines don't wait for the WAL flush: a commit stuck behind a
+        # checkpoint's I/O held every viewer's next lines for hundreds of ms.
+        # A crash of the database server may lose the last fraction of a second
+        # of lines it had acknowledged; state changes and audit events commit
+        # in their own transactions, durably as always.
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             copy.write(data)
 
@@ -208,14 +214,18 @@ class LogWriter:
             while not self._closed:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
-                # At most one flush per MIN_FLUSH_GAP: the first line after a
-                # quiet spell goes at once, a loud step's lines gather into a
-                # few large frames (every frame costs each viewer a message).
+                # At most one batch per MIN_FLUSH_GAP unless a full one waits:
+                # the first line after a quiet spell goes at once, a steady
+                # stream goes in a few frames a second (each frame costs every
+                # viewer a message), a burst drains in full batches.
                 wait = MIN_FLUSH_GAP - (time.monotonic() - last_flush)
-                if wait > 0 and not self._closed:
+                if wait > 0 and not self._closed and len(self._pending) < MAX_BATCH:
                     time.sleep(wait)
                 last_flush = time.monotonic()
-                self.flush()
+                if batch := self._take():
+                    self._store_and_send(batch)
+                if self._pending:
+                    self._wake.set()
         finally:
             connection.close()
 
