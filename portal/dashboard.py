@@ -14,7 +14,7 @@ The cards read plain values (`DeploymentSummary`), not model instances: with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 
@@ -25,7 +25,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_safe
@@ -33,6 +32,7 @@ from django.views.decorators.http import require_safe
 from deployments.choices import STATUS_COLOURS, Decision, Status, StepStatus
 from deployments.models import Approval, Artifact, Deployment, StepRun
 from environments.choices import ALARM_COLOURS, TIER_COLOURS, AlarmState, StepKind, Tier
+from environments.costs import month_start, reporting_day
 from environments.models import Alarm, Application, CostSnapshot, Environment, Step
 from portal.roles import visible_environments
 
@@ -186,6 +186,10 @@ class EnvironmentCard:
         return ALARM_COLOURS.get(self.alarm_state, "grey")
 
     @property
+    def spend_month(self) -> date:
+        return month_start(reporting_day())
+
+    @property
     def spend_percent(self) -> int | None:
         if self.spend_usd is None or not self.budget_usd:
             return None
@@ -216,9 +220,13 @@ def _count(queryset: QuerySet) -> Subquery:
 
 def card_environments(user, application: str = "", tier: str = "") -> QuerySet:
     """The environments the user may see, filtered, with what the cards need annotated."""
-    month_start = timezone.localdate().replace(day=1)
+    # The month the figures run through (yesterday's, as on the cost page):
+    # on the 1st, the month that just ended rather than an empty one.
+    first = month_start(reporting_day())
     spend = (
-        CostSnapshot.objects.filter(environment=OuterRef("pk"), day__gte=month_start)
+        CostSnapshot.objects.filter(
+            environment=OuterRef("pk"), day__gte=first, day__lte=reporting_day()
+        )
         .order_by()
         .values("environment")
         .annotate(total=Sum("amount_usd"))

@@ -422,7 +422,11 @@ class _Session:
         # asks which existing one to use (and fails without a terminal) once
         # the store holds any other workspace. Initialise on `default`, create
         # ours, and every later command selects it through TF_WORKSPACE.
-        self.ctx.log(f"Creating workspace {self.workspace}", "system")
+        self.ctx.log(
+            f"Creating workspace {self.workspace}: the state store does not have it yet "
+            "(that is the error above).",
+            "system",
+        )
         on_default = {k: v for k, v in self.env.items() if k != "TF_WORKSPACE"}
         if self.run("init", env=on_default, **options) != 0:
             raise self.failure("init")

@@ -15,6 +15,7 @@ from django.utils import timezone
 from deployments.choices import Decision, Status, StepStatus
 from deployments.models import Approval, CostEstimate, Deployment, Release, StepRun
 from environments.choices import AlarmSource, AlarmState, Tier
+from environments.costs import reporting_day
 from environments.models import (
     Alarm,
     AlarmTransition,
@@ -155,22 +156,26 @@ def test_it_shows_the_worst_alarm_state_with_names(users, catalog):
 
 
 def test_it_shows_month_to_date_spend_and_the_estimate_against_the_budget(users, catalog, release):
+    """Spend of the month the figures run through (yesterday's), as on the cost page."""
     production = env(catalog, "production")
     Environment.objects.filter(pk=production.pk).update(monthly_budget_usd=Decimal("185"))
-    today = timezone.localdate()
-    CostSnapshot.objects.create(environment=production, day=today.replace(day=1),
-                                amount_usd=Decimal("100.25"))  # fmt: skip
-    if today.day > 1:
-        CostSnapshot.objects.create(environment=production, day=today, amount_usd=Decimal("6.25"))
-    CostSnapshot.objects.create(environment=production, day=today.replace(day=1) - timedelta(1),
-                                amount_usd=Decimal("999"))  # last month: not counted  # fmt: skip
+    yesterday = reporting_day()
+    first = yesterday.replace(day=1)
+    CostSnapshot.objects.create(environment=production, day=first, amount_usd=Decimal("100.25"))
+    if yesterday != first:
+        CostSnapshot.objects.create(
+            environment=production, day=yesterday, amount_usd=Decimal("6.25")
+        )
+    not_counted = [first - timedelta(1), yesterday + timedelta(1)]  # month before; today, partial
+    for day in not_counted:
+        CostSnapshot.objects.create(environment=production, day=day, amount_usd=Decimal("999"))
     current = deployment(release, production, Status.SUCCEEDED, users["alice"])
     CostEstimate.objects.create(deployment=current, region="ca-central-1",
                                 monthly_total_usd=Decimal("183.40"), previous_monthly_usd=0,
                                 catalog_version="test")  # fmt: skip
     html = card_html(browser(users["dave"]).get(reverse("home")).content.decode(), production)
-    spent = "106.50" if today.day > 1 else "100.25"
-    assert f"${spent} this month" in html
+    spent = "106.50" if yesterday != first else "100.25"
+    assert f"${spent} in {first:%B}" in html
     assert "est. $183.40/month" in html
     assert "budget $185" in html
     assert "over budget" not in html
@@ -192,7 +197,7 @@ def test_it_puts_problems_first(users, catalog, ledger, release):
 def test_it_marks_spend_over_budget_as_a_problem(users, catalog):
     dev = env(catalog, "dev")
     Environment.objects.filter(pk=dev.pk).update(monthly_budget_usd=Decimal("50"))
-    CostSnapshot.objects.create(environment=dev, day=timezone.localdate(), amount_usd=60)
+    CostSnapshot.objects.create(environment=dev, day=reporting_day(), amount_usd=60)
     html = card_html(browser(users["dave"]).get(reverse("home")).content.decode(), dev)
     assert 'data-problems="over budget"' in html
 
