@@ -62,7 +62,7 @@ def test_it_embeds_the_charts_and_the_local_plotly(users, catalog, history):
         "Development", "Staging", "Production"
     ]  # fmt: skip
     assert '<script src="/static/vendor/plotly.min.js" defer>' in html
-    assert '<script src="/static/js/metrics_charts.js" defer>' in html
+    assert '<script src="/static/js/charts.js" defer>' in html
     assert "cdn" not in html.lower()
 
 

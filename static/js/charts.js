@@ -1,4 +1,5 @@
-/* Cost page: draw each figure the server built with plotly.
+/* Chart pages (costs, delivery metrics): draw each figure the server built
+ * with plotly.
  *
  * Every chart container names, in data-figure, the json_script element that
  * holds its figure ({data, layout}); plotly.js is the local vendor copy.
@@ -9,7 +10,7 @@
   if (typeof Plotly === "undefined") {
     return;
   }
-  document.querySelectorAll(".cost-chart[data-figure]").forEach(function (container) {
+  document.querySelectorAll("[data-figure]").forEach(function (container) {
     var source = document.getElementById(container.dataset.figure);
     if (!source) {
       return;
@@ -19,7 +20,7 @@
       displaylogo: false,
       responsive: true,
     }).then(function () {
-      container.dataset.rendered = "true"; // for tests
+      container.dataset.rendered = "true"; // for tests and print styles
     });
   });
 })();
