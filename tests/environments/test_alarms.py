@@ -4,7 +4,6 @@ sources, concurrent pollers and the job."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import socket
@@ -13,9 +12,7 @@ import time
 
 import boto3
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import get_channel_layer
+from asgiref.sync import async_to_sync
 from django.db import connections
 from django.urls import reverse
 from rq import SimpleWorker
@@ -23,15 +20,15 @@ from rq import SimpleWorker
 from deployments.choices import Channel, NotificationEvent
 from deployments.models import Notification
 from deployments.runners.base import ConfigError
-from environments import alarms, live
+from environments import alarms
 from environments.alarms import poll_alarms, poll_environment, validate_alarm_sources
 from environments.choices import AlarmState
-from environments.live import environment_group
 from environments.models import Alarm, AlarmTransition, Environment
 from portal.models import AuditEvent
 from tests.admin.conftest import admin_client, admin_form_data, root  # noqa: F401 (fixtures)
 from tests.conftest import env
 from tests.fakes.alertmanager import FakeAlertmanager, alert
+from tests.live import broadcast_heard
 from tests.runners.conftest import demo_aws, moto_endpoint  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -57,20 +54,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-async def broadcast_heard(environment_id: int, callbacks: list) -> dict:
-    """Listen to the environment's group as a dashboard socket does (one event
-    loop), run the transaction's on-commit callbacks, return what arrived."""
-    layer = get_channel_layer(getattr(live, "LAYER", DEFAULT_CHANNEL_LAYER))
-    channel = await layer.new_channel()
-    await layer.group_add(environment_group(environment_id), channel)
-    try:
-        for callback in callbacks:
-            await sync_to_async(callback, thread_sensitive=False)()
-        return await asyncio.wait_for(layer.receive(channel), 5)
-    finally:
-        await layer.group_discard(environment_group(environment_id), channel)
 
 
 def set_alarm(endpoint: str, name: str, state: str, reason: str = "Threshold crossed") -> None:

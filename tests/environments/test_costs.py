@@ -4,16 +4,13 @@ month to date, run-rate forecast and budget alerts (seed 002's fraud-detector:
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 import requests
-from asgiref.sync import async_to_sync, sync_to_async
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import get_channel_layer
+from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 from moto.ce.models import ce_backends
 from rq.cron import CronScheduler
@@ -21,13 +18,12 @@ from rq.cron import CronScheduler
 from deployments import sandbox
 from deployments.choices import Channel, NotificationEvent
 from deployments.models import Notification
-from environments import live
 from environments.costs import fetch_costs, month_to_date, tag_value
-from environments.live import environment_group
 from environments.models import BudgetAlert, CostSnapshot, Environment
 from portal.audit import verify_chain
 from portal.models import AuditEvent
 from tests.conftest import env
+from tests.live import broadcast_heard
 from tests.runners.conftest import moto_endpoint  # noqa: F401 (a fixture)
 
 TODAY = date(2026, 11, 16)  # figures run through the 15th
@@ -168,20 +164,6 @@ def test_it_uses_the_environments_own_cost_tag(cost_explorer, catalog):
     queue_answer(cost_explorer, {"fd-prod": "6.0000", "fraud-detector-production": "1.0000"})
     fetch_costs(today=TODAY)
     assert set(production.cost_snapshots.values_list("amount_usd", flat=True)) == {Decimal("6")}
-
-
-async def broadcast_heard(environment_id: int, callbacks: list) -> dict:
-    """Listen to the environment's group, run the on-commit callbacks, return
-    what arrived: all on one event loop, as a dashboard socket would listen."""
-    layer = get_channel_layer(getattr(live, "LAYER", DEFAULT_CHANNEL_LAYER))
-    channel = await layer.new_channel()
-    await layer.group_add(environment_group(environment_id), channel)
-    try:
-        for callback in callbacks:
-            await sync_to_async(callback, thread_sensitive=False)()
-        return await asyncio.wait_for(layer.receive(channel), 5)
-    finally:
-        await layer.group_discard(environment_group(environment_id), channel)
 
 
 def test_it_tells_open_dashboards_when_figures_change(
