@@ -63,6 +63,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
         ("logs", "bench.bench_logs", []),
         ("logs_paced", "bench.bench_logs", ["--rate", "5000"]),
         ("terraform", "bench.bench_terraform", ["--runs", "5"]),
+        ("terraform_rollout", "bench.bench_terraform", ["--runs", "5", "--apply-delay", "3"]),
         ("release_latency", "bench.bench_release_latency", ["--repeats", "20"]),
         ("pricing", "bench.bench_pricing", ["--runs", "50"]),
         # The dashboard's own databases (gantry_bench_dash, gantry_bench_fanout).
