@@ -128,3 +128,23 @@ def release(catalog, users) -> Release:
         notes="Bedrock timeout raised to 5 s",
         commit="3f9c2ab",
     )
+
+
+@pytest.fixture
+def queues():
+    """The RQ queues, empty before and after the test."""
+    import django_rq
+
+    names = ("high", "default", "low")
+    for name in names:
+        django_rq.get_queue(name).empty()
+    yield [django_rq.get_queue(name) for name in names]
+    for name in names:
+        django_rq.get_queue(name).empty()
+
+
+def work(queues) -> None:
+    """Run every queued job (and the jobs they enqueue) in this process."""
+    from rq import SimpleWorker
+
+    SimpleWorker(queues, connection=queues[0].connection).work(burst=True)

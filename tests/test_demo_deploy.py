@@ -15,10 +15,8 @@ from io import StringIO
 from pathlib import Path
 
 import boto3
-import django_rq
 import pytest
 from django.core.management import call_command
-from rq import SimpleWorker
 
 from deployments import sandbox as demo_sandbox
 from deployments.choices import OPEN_STATUSES, Status, StepStatus
@@ -27,22 +25,9 @@ from environments.choices import StepKind
 from environments.management.commands.seed_demo import DEMO_BAKE_SECONDS, ECR, image_ref
 from environments.models import Environment, Step
 from portal.models import AuditEvent
+from tests.conftest import work
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-QUEUE_NAMES = ("high", "default", "low")
-
-
-@pytest.fixture
-def queues():
-    for name in QUEUE_NAMES:
-        django_rq.get_queue(name).empty()
-    yield [django_rq.get_queue(name) for name in QUEUE_NAMES]
-    for name in QUEUE_NAMES:
-        django_rq.get_queue(name).empty()
-
-
-def work(queues) -> None:
-    SimpleWorker(queues, connection=queues[0].connection).work(burst=True)
 
 
 @pytest.fixture(scope="module")

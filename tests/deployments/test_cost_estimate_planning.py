@@ -13,11 +13,9 @@ import copy
 import json
 from pathlib import Path
 
-import django_rq
 import pytest
 from django.conf import settings
 from django.urls import reverse
-from rq import SimpleWorker
 
 from deployments.choices import Status
 from deployments.models import CostEstimate, Deployment, LogLine
@@ -25,27 +23,13 @@ from environments.models import Step
 from environments.pricing import estimate_plan
 from portal.models import AuditEvent
 from tests.browser.conftest import browser, page, screenshot  # noqa: F401
-from tests.conftest import env
+from tests.conftest import env, work
 from tests.environments.ui import browser as signed_in
 from tests.runners.conftest import terraform_cli_config  # noqa: F401
 
 MODULE = str(Path(settings.BASE_DIR) / "infra" / "terraform" / "fraud-detector")
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "seed002_production_plan.json"
 SECOND_NAT = ("aws_nat_gateway.main[1]", "aws_eip.nat[1]")
-
-
-@pytest.fixture
-def queues():
-    names = ("high", "default", "low")
-    for name in names:
-        django_rq.get_queue(name).empty()
-    yield [django_rq.get_queue(name) for name in names]
-    for name in names:
-        django_rq.get_queue(name).empty()
-
-
-def work(queues) -> None:
-    SimpleWorker(queues, connection=queues[0].connection).work(burst=True)
 
 
 @pytest.fixture

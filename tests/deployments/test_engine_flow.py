@@ -8,35 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import boto3
-import django_rq
 import pytest
 from django.conf import settings
-from rq import SimpleWorker
 
 from deployments.choices import Kind, Status, StepStatus
 from deployments.models import Deployment, LogLine, Release
 from environments.models import Step
 from portal.models import AuditEvent
-from tests.conftest import env, image
+from tests.conftest import env, image, work
 from tests.runners.conftest import demo_aws, moto_endpoint, terraform_cli_config  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MODULE = str(Path(settings.BASE_DIR) / "infra" / "terraform" / "fraud-detector")
 SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")
-
-
-@pytest.fixture
-def queues():
-    names = ("high", "default", "low")
-    for name in names:
-        django_rq.get_queue(name).empty()
-    yield [django_rq.get_queue(name) for name in names]
-    for name in names:
-        django_rq.get_queue(name).empty()
-
-
-def work(queues) -> None:
-    SimpleWorker(queues, connection=queues[0].connection).work(burst=True)
 
 
 @pytest.fixture

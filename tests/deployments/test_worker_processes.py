@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import django_rq
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -58,15 +57,6 @@ def wait_for(condition: Callable[[], object], timeout: float, every: float = 0.1
             return value
         time.sleep(every)
     return None
-
-
-@pytest.fixture
-def queues():
-    for name in QUEUE_NAMES:
-        django_rq.get_queue(name).empty()
-    yield [django_rq.get_queue(name) for name in QUEUE_NAMES]
-    for name in QUEUE_NAMES:
-        django_rq.get_queue(name).empty()
 
 
 @pytest.fixture
