@@ -32,11 +32,14 @@ from deployments.serializers import (
 )
 from environments import pricing
 from environments.models import Environment
-from portal import audit
 from portal.api import reject_nul_bytes
 from portal.choices import Role
-from portal.models import Membership
-from portal.roles import Forbidden, visible_applications, visible_environments
+from portal.roles import (
+    Forbidden,
+    has_role_anywhere,
+    visible_applications,
+    visible_environments,
+)
 
 ERRORS = {
     400: OpenApiResponse(description="Bad input: the body names the field, e.g. {'version': [..]}"),
@@ -295,14 +298,7 @@ class DeploymentEvidence(generics.GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         deployment = get_object_or_404(self.get_queryset(), pk=pk)
-        pack = evidence.build_pack(deployment)
-        audit.record(
-            "evidence.exported",
-            deployment,
-            actor=request.user,
-            after={"format": "api", "log_sha256": pack["log"]["sha256"]},
-        )
-        return Response(pack)
+        return Response(evidence.export_pack(deployment, request.user, "api"))
 
 
 # A plan of a few thousand resources is a few MB of JSON; anything bigger is no
@@ -382,10 +378,7 @@ class CostEstimateCreate(generics.GenericAPIView):
         },
     )  # fmt: skip
     def post(self, request: Request) -> Response:
-        user = request.user
-        if not user.is_superuser and not (
-            Membership.objects.filter(user=user, role__in=PRICING_ROLES).exists()
-        ):
+        if not has_role_anywhere(request.user, *PRICING_ROLES):
             raise Forbidden(
                 "Pricing plans is for deployers, approvers and admins of an environment; "
                 "ask an environment's admin for a role."

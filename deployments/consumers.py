@@ -75,7 +75,10 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.deployment_id = int(self.scope["url_route"]["kwargs"]["pk"])
         if not await _can_view(self.scope["user"], self.deployment_id):
-            # Refuse the handshake: nothing is sent to someone without a role.
+            # Accept, then close at once with 4403 and nothing sent: a handshake
+            # refused before accept reaches the browser as 1006, and the page
+            # could not tell "no access" from "network lost" (it would retry).
+            await self.accept()
             await self.close(code=4403)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())

@@ -27,6 +27,7 @@ from deployments.models import CostEstimate, Deployment, LogLine
 from deployments.timeline import deployment_events
 from environments.choices import StepKind
 from environments.models import AlarmTransition
+from portal import audit
 from portal.audit import CHAIN_FIELDS, GENESIS_HASH, canonical, sign
 from portal.models import AuditEvent, ChainVerification
 
@@ -307,6 +308,18 @@ def _deployment_section(deployment: Deployment) -> dict[str, Any]:
         "finished_at": iso(deployment.finished_at),
         "url": settings.PORTAL_URL.rstrip("/") + f"/deployments/{deployment.pk}/",
     }
+
+
+def export_pack(deployment: Deployment, actor, export_format: str) -> dict[str, Any]:
+    """Build the pack for `actor` and record the export in the audit trail."""
+    pack = build_pack(deployment)
+    audit.record(
+        "evidence.exported",
+        deployment,
+        actor=actor,
+        after={"format": export_format, "log_sha256": pack["log"]["sha256"]},
+    )
+    return pack
 
 
 def build_pack(deployment: Deployment) -> dict[str, Any]:

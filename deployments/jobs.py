@@ -27,6 +27,7 @@ from deployments.choices import Kind, Status, StepStatus, Stream
 from deployments.logs import LogWriter, broadcast_status
 from deployments.runners import StepCancelled, StepContext, StepFailed, get_runner
 from deployments.runners.masking import Masker
+from environments import pricing
 from environments.choices import StepKind
 from environments.live import environment_changed
 
@@ -132,23 +133,7 @@ def plan_deployment(deployment_id: int) -> str:
         broadcast_status(deployment.pk, Status.FAILED)
         return "plan failed"
     writer.close()
-    from django.db import transaction
-
-    from deployments.models import CostEstimate
-    from environments import pricing
-
-    cost = pricing.combine(costs)
-    if cost is not None:  # the audit record keeps the cost the approvers were shown
-        summary.update(monthly_cost_usd=cost["monthly_total_usd"], cost_delta_usd=cost["delta_usd"])
-    # One transaction: a request never awaits approval without its estimate.
-    with transaction.atomic():
-        if deployment.record_plan(combined_plan_hash(hashes), summary) and cost is not None:
-            CostEstimate.objects.update_or_create(deployment=deployment, defaults={
-                "region": cost["region"], "catalog_version": cost["catalog_version"],
-                "monthly_total_usd": cost["monthly_total_usd"],
-                "previous_monthly_usd": cost["previous_monthly_usd"],
-                "resources": cost["resources"], "not_priced": cost["not_priced"],
-            })  # fmt: skip
+    deployment.record_plan(combined_plan_hash(hashes), summary, pricing.combine(costs))
     broadcast_status(deployment.pk, deployment.status)
     return deployment.status
 

@@ -42,7 +42,9 @@ def group_name(deployment_id: int) -> str:
 
 
 def line_payload(seq: int, step: str, stream: str, text: str, at) -> dict:
-    return {"seq": seq, "step": step, "stream": stream, "text": text, "at": at.isoformat()}
+    """A line as viewers get it; `at` a datetime, or its isoformat() already made."""
+    at = at if isinstance(at, str) else at.isoformat()
+    return {"seq": seq, "step": step, "stream": stream, "text": text, "at": at}
 
 
 def lines_event(lines: list[dict]) -> dict:
@@ -57,8 +59,9 @@ def lines_event(lines: list[dict]) -> dict:
     }
 
 
-def store_lines(deployment_id: int, batch: list[tuple]) -> None:
-    """INSERT one batch of (seq, step_id, step_name, stream, text, at).
+def store_lines(deployment_id: int, batch: list[tuple], stamps: dict) -> None:
+    """INSERT one batch of (seq, step_id, step_name, stream, text, at); `stamps`
+    maps each `at` to its isoformat() (the lines of a chunk share one).
 
     On PostgreSQL through COPY, which takes a batch of lines about ten times
     faster than a multi-row INSERT built by the ORM; elsewhere (SQLite in
@@ -77,10 +80,9 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
     columns = "deployment_id, seq, step_id, stream, text, at"
     # The whole batch as COPY's text format in one write (a write_row per
     # line costs more than the server's work).
-    stamps: dict = {}
     data = "".join(
         f"{deployment_id}\t{seq}\t{NULL if step_id is None else step_id}\t{stream}\t"
-        f"{copy_text(text)}\t{stamps.get(at) or stamps.setdefault(at, at.isoformat())}\n"
+        f"{copy_text(text)}\t{stamps[at]}\n"
         for seq, step_id, _, stream, text, at in batch
     )
     with transaction.atomic(), connection.cursor() as cursor:
@@ -189,14 +191,13 @@ class LogWriter:
         return total
 
     def _store_and_send(self, batch: list[tuple]) -> None:
-        store_lines(self.deployment_id, batch)
-        # Lines of one chunk share their timestamp: format it once.
-        stamps: dict = {}
+        # Lines of one chunk share their timestamp: format each once.
+        stamps = {at: at.isoformat() for *_, at in batch}
+        store_lines(self.deployment_id, batch, stamps)
         lines = [
-            {"seq": seq, "step": name, "stream": stream, "text": text,
-             "at": stamps.get(at) or stamps.setdefault(at, at.isoformat())}
+            line_payload(seq, name, stream, text, stamps[at])
             for seq, _, name, stream, text, at in batch
-        ]  # fmt: skip
+        ]
         self._send(lines_event(lines))
 
     def _send(self, event: dict) -> None:

@@ -108,6 +108,11 @@ def _finished(environment_ids: list[int], since: datetime, until: datetime) -> Q
     ).order_by()
 
 
+# Rollback requests that never ran (refused, left to expire, withdrawn):
+# the deployment they would have undone was not a failed change.
+REFUSED = (Status.REJECTED, Status.EXPIRED, Status.CANCELLED)
+
+
 def _hours(span: timedelta | None) -> float | None:
     return None if span is None else span.total_seconds() / 3600
 
@@ -117,8 +122,10 @@ def _changes(
 ) -> list[dict]:
     """Deployments, changes and failed changes per environment and bucket."""
     # Uncorrelated, so PostgreSQL hashes the undone ids once instead of probing per row.
-    undone = Deployment.objects.filter(kind=Kind.ROLLBACK, rollback_of__isnull=False).values(
-        "rollback_of_id"
+    undone = (
+        Deployment.objects.filter(kind=Kind.ROLLBACK, rollback_of__isnull=False)
+        .exclude(status__in=REFUSED)
+        .values("rollback_of_id")
     )
     return list(
         _finished(environment_ids, since, until)
@@ -196,7 +203,7 @@ def _restores(
         environment_id__in=environment_ids, kind=Kind.DEPLOY, status=Status.FAILED,
         finished_at__gte=since, finished_at__lt=until,
     ).annotate(failed_at=F("finished_at"))  # fmt: skip
-    earlier_rollback = Deployment.objects.filter(
+    earlier_rollback = Deployment.objects.exclude(status__in=REFUSED).filter(
         kind=Kind.ROLLBACK,
         rollback_of_id=OuterRef("rollback_of_id"),
         created_at__lt=OuterRef("created_at"),
@@ -207,6 +214,7 @@ def _restores(
             created_at__gte=since, created_at__lt=until, rollback_of__kind=Kind.DEPLOY,
         )
         .exclude(rollback_of__status=Status.FAILED)  # already counted when it failed
+        .exclude(status__in=REFUSED)
         .filter(~Exists(earlier_rollback))
         .annotate(failed_at=F("created_at"))
     )  # fmt: skip

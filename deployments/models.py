@@ -571,14 +571,25 @@ class Deployment(models.Model):
         elif self.status == Status.AWAITING_APPROVAL:
             notifications.announce(self, NotificationEvent.APPROVAL_NEEDED)
 
-    def record_plan(self, plan_sha256: str, summary: dict) -> bool:
-        """Planning is done: store the plan hash approvals will be bound to."""
+    def record_plan(self, plan_sha256: str, summary: dict, cost: dict | None = None) -> bool:
+        """Planning is done: store the plan hash approvals will be bound to and
+        the plan's cost estimate (`environments.pricing.combine`), in one
+        transaction: a request never awaits approval without its estimate."""
         with transaction.atomic():
             self._lock()
             if self.status != Status.PLANNING:
                 return False
             Deployment.objects.filter(pk=self.pk).update(plan_sha256=plan_sha256)
             self.plan_sha256 = plan_sha256
+            if cost is not None:  # the audit record keeps the cost approvers are shown
+                summary = {**summary, "monthly_cost_usd": cost["monthly_total_usd"],
+                           "cost_delta_usd": cost["delta_usd"]}  # fmt: skip
+                CostEstimate.objects.update_or_create(deployment=self, defaults={
+                    "region": cost["region"], "catalog_version": cost["catalog_version"],
+                    "monthly_total_usd": cost["monthly_total_usd"],
+                    "previous_monthly_usd": cost["previous_monthly_usd"],
+                    "resources": cost["resources"], "not_priced": cost["not_priced"],
+                })  # fmt: skip
             audit.record("deployment.planned", self, after={"plan_sha256": plan_sha256, **summary})
             if self.required_approvals:
                 self._set_status(Status.AWAITING_APPROVAL, "deployment.awaiting_approval")

@@ -29,6 +29,8 @@ LABELS = {
     "deployment.cancelled": "Cancelled",
     "deployment.expired": "Expired",
     "evidence.exported": "Evidence pack exported",
+    "terraform.force_unlocked": "Terraform state lock force-unlocked",
+    "terraform.force_unlock_failed": "Terraform force-unlock failed",
 }
 COLOURS = {
     "deployment.approved": "green",
@@ -37,6 +39,8 @@ COLOURS = {
     "deployment.failed": "red",
     "deployment.cancelled": "grey",
     "deployment.expired": "grey",
+    "terraform.force_unlocked": "amber",
+    "terraform.force_unlock_failed": "red",
 }
 
 

@@ -38,7 +38,6 @@ from environments.views import (
     rollback_candidates,
     with_current_deployment,
 )
-from portal import audit
 from portal.choices import Role
 from portal.roles import (
     Forbidden,
@@ -427,15 +426,7 @@ def deployment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _evidence_pack(request: HttpRequest, pk: int, export_format: str) -> dict:
     """Build a deployment's pack for a viewer of its environment; the export is audited."""
-    deployment = _visible_deployment(request, pk)
-    pack = evidence.build_pack(deployment)
-    audit.record(
-        "evidence.exported",
-        deployment,
-        actor=request.user,
-        after={"format": export_format, "log_sha256": pack["log"]["sha256"]},
-    )
-    return pack
+    return evidence.export_pack(_visible_deployment(request, pk), request.user, export_format)
 
 
 @login_required

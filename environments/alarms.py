@@ -177,7 +177,8 @@ def _alertmanager(section: dict, ctx: StepContext) -> SourceReading:
     )
     by_name: dict[str, list[dict]] = {}
     for alert in alerts:
-        by_name.setdefault(alert["labels"].get("alertname", "unnamed alert"), []).append(alert)
+        name = alert.get("labels", {}).get("alertname", "unnamed alert")
+        by_name.setdefault(name, []).append(alert)
     for name, firing in sorted(by_name.items()):
         # One alarm per alert name: seed 003's HighErrorRate may fire for several pods.
         summaries = sorted({a.get("annotations", {}).get("summary", "") for a in firing} - {""})

@@ -227,9 +227,9 @@ def month_to_date(environments: Iterable[Environment], today: date | None = None
 def check_budget(environment: Environment, today: date | None = None) -> list[BudgetAlert]:
     """Record and announce each threshold the month's actual spend has crossed
     for the first time; returns the alerts created now."""
+    if not environment.monthly_budget_usd:
+        return []  # nothing to alert on: spare the month's aggregate query
     figures = month_to_date([environment], today)[environment.pk]
-    if not figures.budget_usd:
-        return []
     created = []
     for threshold in BUDGET_THRESHOLDS:
         if figures.spent_usd * 100 < figures.budget_usd * threshold:

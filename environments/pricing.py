@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 
 CATALOG_PATH = Path(__file__).with_name("price_catalog.json")
+# Far above any real size or count; bigger values are typos or attacks on the total.
+MAX_QUANTITY = Decimal(10**9)
 HOURS = Decimal(730)
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -323,6 +325,18 @@ def _check_change(position: int, change) -> None:
             raise PlanError(f"{where} ({change['address']}): change.{side} must be an object.")
 
 
+def quantity(value, name: str) -> Decimal:
+    """A plan value as a non-negative, finite amount; anything else (text,
+    NaN, infinity, a negative size) is reported as not priced, never summed."""
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        raise NotPriced(f"{name} is not a number ({value!r})") from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_QUANTITY:
+        raise NotPriced(f"{name} is not a plausible amount ({value!r})")
+    return amount
+
+
 class _Side:
     """One side (before or after) of one resource change, as pricers read it."""
 
@@ -343,10 +357,7 @@ class _Side:
         value = self.get(name)
         if value is None and default is not None:
             return default
-        try:
-            return Decimal(str(value))
-        except ArithmeticError:
-            raise NotPriced(f"{name} is not a number ({value!r})") from None
+        return quantity(value, name)
 
     def resolve(self, name: str) -> _Side | None:
         """The same side of the resource this attribute refers to in the configuration."""
@@ -401,8 +412,10 @@ def _ecs_service(side: _Side, catalog: Catalog) -> list[Component]:
     cpu, memory = task.get("cpu"), task.get("memory")
     if not cpu or not memory:
         raise NotPriced("its task definition has no task-level cpu and memory")
-    vcpu = Decimal(str(cpu)) / 1024
-    gigabytes = Decimal(str(memory)) / 1024
+    # Task-level cpu/memory in units (1024 = 1 vCPU) and MiB; ECS also accepts
+    # "1 vCPU" / "2 GB", which are not priced rather than guessed.
+    vcpu = quantity(cpu, "cpu") / 1024
+    gigabytes = quantity(memory, "memory") / 1024
     return [
         Component(f"Fargate vCPU ({count} × {plain(vcpu)} vCPU)", "vCPU-hours",
                   HOURS * count * vcpu, catalog.price("fargate/vcpu-hour", "Fargate vCPU")),
@@ -506,7 +519,7 @@ def _ec2_instance(side: _Side, catalog: Catalog) -> list[Component]:
     volume_type = root.get("volume_type") or "gp2"
     components.append(Component(
         f"Root volume ({volume_type})", "GB-months",
-        Decimal(str(size)) if size else DEFAULT_USAGE["root_volume_gb"],
+        quantity(size, "volume_size") if size else DEFAULT_USAGE["root_volume_gb"],
         catalog.price(f"ebs/{volume_type}/gb-month", f"EBS {volume_type}"),
         "" if size else f"{DEFAULT_USAGE['root_volume_gb']} GB (the plan gives no size)",
     ))  # fmt: skip

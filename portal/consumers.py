@@ -8,6 +8,8 @@ checked again, so nothing the user may not see ever travels on the socket.
 
 from __future__ import annotations
 
+import asyncio
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -29,16 +31,23 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=4403)  # refuse the handshake, as the log socket does
+            # As the log socket: accepted, then closed with 4403 and nothing sent.
+            await self.accept()
+            await self.close(code=4403)
             return
         self.groups_joined = [environment_group(pk) for pk in await _visible_environment_ids(user)]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        # At once, not one Redis round trip after another.
+        join = self.channel_layer.group_add
+        await asyncio.gather(*(join(group, self.channel_name) for group in self.groups_joined))
         await self.accept()
 
     async def disconnect(self, code) -> None:
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await asyncio.gather(
+            *(
+                self.channel_layer.group_discard(group, self.channel_name)
+                for group in getattr(self, "groups_joined", [])
+            )
+        )
 
     async def dispatch(self, message: dict) -> None:
         # Channels runs close_old_connections in the sync thread before every

@@ -222,10 +222,10 @@ def card_environments(user, application: str = "", tier: str = "") -> QuerySet:
     """The environments the user may see, filtered, with what the cards need annotated."""
     # The month the figures run through (yesterday's, as on the cost page):
     # on the 1st, the month that just ended rather than an empty one.
-    first = month_start(reporting_day())
+    last = reporting_day()
     spend = (
         CostSnapshot.objects.filter(
-            environment=OuterRef("pk"), day__gte=first, day__lte=reporting_day()
+            environment=OuterRef("pk"), day__gte=month_start(last), day__lte=last
         )
         .order_by()
         .values("environment")

@@ -85,6 +85,17 @@ def has_role(user, environment, *roles: str) -> bool:
     return bool(held & set(roles))
 
 
+def has_role_anywhere(user, *roles: str) -> bool:
+    """True if the user holds any of `roles` in some environment (superusers: always)."""
+    from portal.models import Membership
+
+    if not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    return Membership.objects.filter(user=user, role__in=roles).exists()
+
+
 def visible_environments(user) -> QuerySet:
     from environments.models import Environment
 

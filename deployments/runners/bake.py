@@ -91,7 +91,12 @@ class BakeRunner(Runner):
             with nested("alertmanager"):
                 reject_unknown(section, ("url", "matchers"))
                 matchers = get_str_list(section, "matchers", [])
-                alertmanager = {"url": get_str(section, "url").rstrip("/"), "matchers": matchers}
+                url = get_str(section, "url").rstrip("/")
+                # Read server-side every 30 s: no file://, ftp:// or other schemes
+                # (a ${…} reference is checked once expanded, when read).
+                if not url.startswith(("http://", "https://", "${")):
+                    raise ConfigError("alertmanager.url", "must be an http:// or https:// URL")
+                alertmanager = {"url": url, "matchers": matchers}
             for matcher in matchers:
                 parse_matcher(matcher)
         if cloudwatch is None and alertmanager is None:
@@ -200,6 +205,8 @@ def read_alertmanager_alerts(
     query = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
     query += [("filter", f'{n}{op}"{v}"') for n, op, v in matchers]
     base = url.rstrip("/")
+    if not base.startswith(("http://", "https://")):  # after ${…} expansion
+        raise StepFailed(f"Cannot read Alertmanager at {base}: not an http(s) URL.")
     try:
         with urllib.request.urlopen(
             f"{base}/api/v2/alerts?{urlencode(query)}", timeout=timeout
@@ -208,7 +215,10 @@ def read_alertmanager_alerts(
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise StepFailed(f"Cannot read Alertmanager at {base}: {error}.") from None
     if not isinstance(alerts, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("labels", {}), dict) for a in alerts
+        isinstance(a, dict)
+        and isinstance(a.get("labels", {}), dict)
+        and isinstance(a.get("status", {}), dict)
+        for a in alerts
     ):
         raise StepFailed(f"Cannot read Alertmanager at {base}: the answer is not a list of alerts.")
     return [

@@ -97,6 +97,19 @@ def test_change_failure_rate_counts_failures_and_rollbacks(history):
     assert (staging.failures, staging.changes, staging.change_failure_rate) == (0, 1, 0.0)
 
 
+def test_a_rollback_request_that_never_ran_is_no_failure(history, catalog):
+    """Staging's 1.3.0 had a rollback requested that was rejected, another
+    left to expire: nothing was undone, so no failed change, no incident."""
+    staging_13 = Deployment.objects.get(environment=history["staging"], status=Status.SUCCEEDED)
+    for status, hours in ((Status.REJECTED, 2), (Status.EXPIRED, 3)):
+        ran(Release.objects.get(version="1.2.0"), history["staging"], status,
+            NOW - 9 * DAY + hours * HOUR, kind=Kind.ROLLBACK,
+            created=NOW - 9 * DAY + hours * HOUR, undo=staging_13)  # fmt: skip
+    staging = keys(history, 30)["staging"]
+    assert (staging.failures, staging.changes) == (0, 1)
+    assert staging.restore_time is None and staging.unrestored == 0
+
+
 def test_time_to_restore_runs_to_the_next_success(history):
     production = keys(history, 30)["production"]
     # 2 h after the failure; 30 min from the rollback request to the rollback's success.

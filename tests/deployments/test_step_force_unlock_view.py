@@ -151,6 +151,8 @@ def test_it_lets_an_admin_release_the_lock_with_a_reason_and_audits_it(
     assert event.after["lock"]["who"] == HOLDER
     log = " ".join(LogLine.objects.filter(deployment=deployment).values_list("text", flat=True))
     assert f"State lock {lock_id} released." in log
+    page = browser(users["erin"]).get(reverse("deployment-detail", args=[deployment.pk]))
+    assert "Terraform state lock force-unlocked" in page.content.decode()  # the timeline
     # The next plan goes through.
     again = Deployment.request(release, staging, users["alice"], "after the unlock")
     jobs.plan_deployment(again.pk)

@@ -236,6 +236,14 @@ def test_it_turns_known_alarms_unknown_while_the_source_is_down_and_back(
     assert (latest.from_state, latest.to_state) == ("unknown", "OK")
 
 
+def test_it_names_an_alert_without_labels_instead_of_failing_the_source(catalog, alertmanager):
+    staging = env(catalog, "staging")
+    watch(staging, alertmanager={"url": alertmanager.url})
+    alertmanager.answer = json.dumps([{"status": {"state": "active"}}]).encode()
+    poll_environment(staging)
+    assert states(staging) == {"unnamed alert": ("ALARM", "Firing")}
+
+
 def test_it_drops_the_placeholder_once_the_source_answers(catalog, alertmanager):
     staging = env(catalog, "staging")
     watch(staging, alertmanager={"url": alertmanager.url, "matchers": ["namespace=fraud"]})

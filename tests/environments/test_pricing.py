@@ -393,3 +393,16 @@ def test_a_fixture_change_does_not_leak_between_estimates():
     untouched = copy.deepcopy(document)
     estimate_plan(document, "us-east-1")
     assert document == untouched
+
+
+@pytest.mark.parametrize("size", ["abc", "NaN", "Infinity", "1e999999", "-5"])
+def test_it_reports_an_implausible_amount_as_not_priced(size):
+    """A value that is no amount never reaches (or poisons) the total."""
+    document = plan(
+        change("aws_ebs_volume.data", {"type": "gp3", "size": size}),
+        change("aws_eip.nat", {"domain": "vpc"}),
+    )
+    estimate = estimate_plan(document, "us-east-1")
+    assert [r["address"] for r in estimate.not_priced] == ["aws_ebs_volume.data"]
+    assert "size" in estimate.not_priced[0]["reason"]
+    assert estimate.monthly_total.is_finite() and estimate.monthly_total >= 0

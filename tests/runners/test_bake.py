@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from deployments.runners.bake import BakeRunner, matcher_holds
-from deployments.runners.base import StepFailed
+from deployments.runners.base import ConfigError, StepFailed
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +151,12 @@ def test_it_names_the_bad_key_in_the_config():
         runner.validate_config({"alertmanager": {"matchers": []}})
     with pytest.raises(ValueError, match="^alertmanager.matchers"):
         runner.validate_config({"alertmanager": {"url": "http://am", "matchers": ["sev~~x"]}})
+
+
+def test_it_reads_only_http_alertmanagers():
+    from deployments.runners.bake import read_alertmanager_alerts
+
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        BakeRunner().validate_config({"alertmanager": {"url": "file:///etc/passwd"}})
+    with pytest.raises(StepFailed, match="not an http"):
+        read_alertmanager_alerts("file:///etc/passwd", [])
