@@ -130,19 +130,21 @@ def _cloudwatch_client(region: str, role_arn: str):
     the job would otherwise build one per environment every 30 s. Clients are
     thread-safe; role credentials last an hour, the cache a quarter of that."""
     access = AwsAccess(region=region, role_arn=role_arn, session_name="gantry-alarms")
-    key = (region, role_arn, access.endpoint_url, SOURCE_TIMEOUT_SECONDS)
+    key = (region, role_arn, access.endpoint_url)
     with _clients_lock:
         client, expires = _clients.get(key, (None, 0.0))
-        if client is None or expires < time.monotonic():
-            timeouts = Config(
-                connect_timeout=SOURCE_TIMEOUT_SECONDS,
-                read_timeout=SOURCE_TIMEOUT_SECONDS,
-                retries={"max_attempts": 1, "mode": "standard"},
-            )
-            client = access().client(
-                "cloudwatch", endpoint_url=access.endpoint_url or None, config=timeouts
-            )
-            _clients[key] = (client, time.monotonic() + CLIENT_TTL_SECONDS)
+    if client is not None and expires >= time.monotonic():
+        return client
+    # Built outside the lock: assuming a role is a network call, and one slow
+    # account must not hold up the polls of all the others.
+    timeouts = Config(
+        connect_timeout=SOURCE_TIMEOUT_SECONDS,
+        read_timeout=SOURCE_TIMEOUT_SECONDS,
+        retries={"max_attempts": 1, "mode": "standard"},
+    )
+    client = access.client("cloudwatch", config=timeouts)
+    with _clients_lock:
+        _clients[key] = (client, time.monotonic() + CLIENT_TTL_SECONDS)
     return client
 
 

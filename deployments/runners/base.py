@@ -91,8 +91,10 @@ class AwsAccess:
     def __call__(self) -> boto3.Session:
         return self._session
 
-    def client(self, service: str):
-        return self._session.client(service, endpoint_url=self.endpoint_url or None)
+    def client(self, service: str, **options):
+        """A client of the session, at the sandbox's endpoint when one is set;
+        `options` go to boto3 (e.g. `config=` with timeouts)."""
+        return self._session.client(service, endpoint_url=self.endpoint_url or None, **options)
 
 
 @dataclass
