@@ -3,6 +3,10 @@ environments, 100,000 deployments, 1,000,000 audit events and 10,000 alarm
 transitions, measured at 10 % and at 100 % of that (goal p95 <= 50 ms; the
 query count must not change with the data).
 
+Three ways: every card built on every load (the card cache off); cards kept,
+with 10 of the 100 environments changed before each load (the goal is judged
+here); and nothing changed (every card kept).
+
 Measured as a superuser (all 100 cards) and as a member who sees two
 applications (10 cards), plus one card's partial (what a live update fetches).
 Runs on its own database, gantry_bench_dash, which it drops and recreates.
@@ -162,31 +166,92 @@ def grow(fraction: float, quick: bool) -> dict:
     extra = grow_dashboard_data(catalog, round(FULL["transitions"] * fraction * scale))
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+    # Loaded behind the portal's back (bulk inserts send no signals): no card
+    # kept before may be served.
+    from environments.live import touch
+    from environments.models import Environment
+
+    touch(Environment.objects.values_list("pk", flat=True))
     return {"fraction": fraction, "deployments_added": deployments, "events_added": events,
             **extra, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
 
+# How the cards are found: all built on every load (the cache off); kept,
+# with CHANGED of the 100 environments changed before each load (a busy day:
+# each change builds its card once, as the portal does after a commit, timed
+# apart as "change_ms"); and all kept, nothing changed.
+MODES = ("built", "changing", "kept")
+CHANGED = 10
+
+
+def _timed(client, url: str, requests: int, before=None) -> dict:
+    """Query count of one load, then p50/p95 of `requests` loads, each after
+    `before()` (not timed)."""
+    from django.db import connection, reset_queries
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(2):  # warm-up (and cards kept, where they are)
+        client.get(url)
+    if before:
+        before()
+    # Each request empties the query log (request_started): start from empty too.
+    reset_queries()
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    query_count = len(queries)  # read now: the next request empties the log
+    if response.status_code != 200:
+        return {"status": response.status_code}
+    times = []
+    for _ in range(requests):
+        if before:
+            before()
+        started = time.perf_counter()
+        client.get(url)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"status": 200, "queries": query_count, "p50_ms": round(common.median(times), 1),
+            "p95_ms": round(common.percentile(times, 95), 1)}  # fmt: skip
+
+
 def measure(requests: int) -> dict:
+    from django.conf import settings
     from django.contrib.auth.models import User
     from django.test import Client
     from django.urls import reverse
 
-    from bench.bench_pages import _measure
+    from environments.live import environment_changed
     from environments.models import Environment
 
-    results = {}
+    ids = list(Environment.objects.values_list("pk", flat=True))
     production = Environment.objects.get(application__slug="app-00", slug="production").pk
-    for username in ("root", "viewer"):
-        client = Client()
-        client.force_login(User.objects.get(username=username))
-        home = _measure(client, reverse("home"), requests)
-        home["cards"] = (
-            client.get(reverse("home")).content.decode().count('data-testid="environment-card"')
-        )
-        results[username] = {
-            "dashboard": home,
-            "card": _measure(client, reverse("dashboard-card", args=[production]), requests),
-        }
+    rng = random.Random(7)
+    change_ms: list[float] = []
+
+    def change(environment_ids: list[int]) -> None:
+        for pk in environment_ids:  # outside a transaction: at once
+            started = time.perf_counter()
+            environment_changed(pk, "bench")
+            change_ms.append((time.perf_counter() - started) * 1000)
+
+    results: dict = {}
+    for mode in MODES:
+        settings.DASHBOARD_CARD_SECONDS = 0 if mode == "built" else 24 * 3600
+        for username in ("root", "viewer"):
+            client = Client()
+            client.force_login(User.objects.get(username=username))
+            home, card = reverse("home"), reverse("dashboard-card", args=[production])
+            if mode == "changing":
+                page = _timed(client, home, requests, lambda: change(rng.sample(ids, CHANGED)))
+                # What a live update costs: the one card that changed.
+                partial = _timed(client, card, requests, lambda: change([production]))
+            else:
+                page, partial = _timed(client, home, requests), _timed(client, card, requests)
+            page["cards"] = (
+                client.get(home).content.decode().count('data-testid="environment-card"')
+            )
+            results.setdefault(username, {})[mode] = {"dashboard": page, "card": partial}
+    settings.DASHBOARD_CARD_SECONDS = 24 * 3600
+    results["change_ms"] = {"p50": round(common.median(change_ms), 1),
+                            "p95": round(common.percentile(change_ms, 95), 1)}  # fmt: skip
     return results
 
 
@@ -214,15 +279,17 @@ def run(quick: bool = False, keep: bool = False, requests: int = 60) -> dict:
         result["stages"][label] = {"generated": generated, "data": counts(),
                                    **measure(requests)}  # fmt: skip
     stages = list(result["stages"].values())
-    queries = {
-        (user, page): [stage[user][page]["queries"] for stage in stages]
-        for user in ("root", "viewer")
-        for page in ("dashboard", "card")
-    }
-    result["query_count_constant"] = all(len(set(v)) == 1 for v in queries.values())
+    cases = [(user, mode, page) for user in ("root", "viewer") for mode in MODES
+             for page in ("dashboard", "card")]  # fmt: skip
+    result["query_count_constant"] = all(
+        len({stage[user][mode][page]["queries"] for stage in stages}) == 1
+        for user, mode, page in cases
+    )
     result["goal_p95_ms"] = GOAL_P95_MS
+    # Judged as the portal runs (cards kept), on the busy case: every load
+    # finds CHANGED environments changed since the one before.
     result["met"] = result["query_count_constant"] and all(
-        stage[user][page]["p95_ms"] <= GOAL_P95_MS
+        stage[user]["changing"][page]["p95_ms"] <= GOAL_P95_MS
         for stage in stages
         for user in ("root", "viewer")
         for page in ("dashboard", "card")

@@ -9,19 +9,58 @@ Broadcasts go through the "broadcast" channel layer (Redis pub/sub: one
 PUBLISH per change however many dashboards watch). They carry no data, only
 which card to re-fetch, so a lost one costs a stale card until the next
 change or the page's poll; never a wrong one.
+
+Each environment also has a card version in the cache, under which its
+built card is kept (portal/card_cache.py). After commit, a change first gives
+the card a new random version, so a card built from older data is never read
+again; then builds the card once, here, so the dashboards it tells re-fetch
+a kept card (a thousand of them would otherwise all build it at once); then
+broadcasts. Changes made outside the engine (the admin, the ORM) come here
+too, from the receivers in environments/signals.py.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from uuid import uuid4
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 from django.db import transaction
 
 log = logging.getLogger(__name__)
 
 LAYER = "broadcast"
+VERSION_KEY = "card-version:{}"
+
+
+def touch(environment_ids: Iterable[int]) -> None:
+    """Give the environments' cards new versions (now: call it after commit)."""
+    fresh = {VERSION_KEY.format(pk): uuid4().hex for pk in environment_ids}
+    if fresh:
+        # No expiry: a version that vanished would be replaced by a new one
+        # (card_versions), so expiry could only cost rebuilds.
+        cache.set_many(fresh, timeout=None)
+
+
+def card_versions(environment_ids: Iterable[int]) -> dict[int, str]:
+    """{environment id: its card version}; environments without one get one.
+
+    Read before the data a card is built from: a change committed after that
+    read gives a new version, so a card built from older data is stored under
+    a version nobody asks for again.
+    """
+    keys = {VERSION_KEY.format(pk): pk for pk in environment_ids}
+    found = cache.get_many(keys)
+    missing = {key: uuid4().hex for key in keys if key not in found}
+    if missing:
+        # Random, never reused: a card stored under an earlier value of this
+        # key (before it was evicted) cannot be mistaken for this version.
+        cache.set_many(missing, timeout=None)
+        found.update(missing)
+    return {keys[key]: version for key, version in found.items()}
 
 
 def environment_group(environment_id: int) -> str:
@@ -37,28 +76,43 @@ def _broadcast(environment_id: int, what: str) -> None:
 
 
 def environment_changed(environment_id: int, what: str) -> None:
-    """Broadcast once the current transaction commits (at once outside one).
+    """Rebuild the card and broadcast once the current transaction commits
+    (at once outside one).
 
-    Several changes of one environment in one transaction send one message.
-    A broken broadcast is logged, never raised: the change itself is committed
-    and a dashboard refresh must not turn it into an error for the user.
+    Several changes of one environment in one transaction make one update,
+    run after the other commit callbacks registered so far (a deployment's
+    job is enqueued before its card is built). A failed update is logged,
+    never raised: the change itself is committed and a dashboard refresh
+    must not turn it into an error for the user.
     """
     connection = transaction.get_connection()
     # Django drops the callbacks of a rolled-back (savepoint) block from this
-    # list, so a duplicate found here is one that will really be sent.
-    for _, callback, *_ in connection.run_on_commit:
-        if getattr(callback, "environment_id", None) == environment_id:
+    # list, so an update found here is one that will really run. It is
+    # replaced by one at the end, under the same savepoints.
+    for sids, callback, robust in connection.run_on_commit:
+        if getattr(callback, "environment_id", None) == environment_id and callback.wanted:
+            callback.wanted = False
+            connection.run_on_commit.append((sids, _update(environment_id, what), robust))
             return
+    transaction.on_commit(_update(environment_id, what))
 
-    def send() -> None:
-        _send(environment_id, what)
 
-    send.environment_id = environment_id
-    transaction.on_commit(send)
+def _update(environment_id: int, what: str):
+    def update() -> None:
+        if update.wanted:
+            _send(environment_id, what)
+
+    update.environment_id = environment_id
+    update.wanted = True
+    return update
 
 
 def _send(environment_id: int, what: str) -> None:
+    from portal.card_cache import rebuild
+
     try:
+        touch([environment_id])
+        rebuild(environment_id)
         _broadcast(environment_id, what)
     except Exception:  # noqa: BLE001 - see environment_changed
-        log.warning("dashboard broadcast for environment %s failed", environment_id, exc_info=True)
+        log.warning("dashboard update for environment %s failed", environment_id, exc_info=True)

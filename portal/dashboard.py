@@ -19,14 +19,14 @@ from decimal import Decimal
 from functools import cache
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Window
+from django.db import connection
+from django.db.models import F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
-from django.utils.timesince import timesince
 from django.views.decorators.http import require_safe
 
 from deployments.choices import STATUS_COLOURS, Decision, Status, StepStatus
@@ -34,6 +34,8 @@ from deployments.models import Approval, Artifact, Deployment, StepRun
 from environments.choices import ALARM_COLOURS, TIER_COLOURS, AlarmState, StepKind, Tier
 from environments.costs import month_start, reporting_day
 from environments.models import Alarm, Application, CostSnapshot, Environment, Step
+from portal import card_cache
+from portal.card_cache import Card
 from portal.roles import visible_environments
 
 # What a card may show as "last deployment": runs that ended, not refused requests.
@@ -134,14 +136,6 @@ class EnvironmentCard:
     def url(self) -> str:
         return link("dashboard-card", self.environment.pk)
 
-    @property
-    def last_ago(self) -> str:
-        return timesince(self.last.finished_at) if self.last else ""
-
-    @property
-    def health_ago(self) -> str:
-        return timesince(self.health_at) if self.health_at else ""
-
     def fingerprint(self) -> tuple[int, int]:
         """Everything the card's HTML shows, hashed; equal fingerprints, equal HTML.
 
@@ -153,7 +147,7 @@ class EnvironmentCard:
             env.slug, env.name, env.tier, env.application.slug, env.monthly_budget_usd,
             *(d.key() if d else None for d in (self.current, self.last, self.running)),
             tuple(self.pending), self.pending_count, self.steps_total, self.steps_done,
-            self.current_step, self.health, self.health_ago, self.last_ago, self.alarm_state,
+            self.current_step, self.health, self.health_at, self.alarm_state,
             tuple(self.alarm_names), self.alarm_count, self.spend_usd, tuple(self.problems),
         ))  # fmt: skip
 
@@ -199,72 +193,72 @@ class EnvironmentCard:
 # -- queries -----------------------------------------------------------------------
 
 
-def _latest(status: str, column: str) -> Subquery:
-    # Ordered as the (environment, status, -finished_at) index: one probe each.
-    rows = Deployment.objects.filter(
-        environment=OuterRef("pk"), status=status, finished_at__isnull=False
-    ).order_by("-finished_at")
-    return Subquery(rows.values(column)[:1])
-
-
-def _count(queryset: QuerySet) -> Subquery:
-    # COUNT(*), not COUNT(id): the index alone answers it, without heap reads.
-    return Subquery(
-        queryset.filter(environment=OuterRef("pk"))
-        .order_by()
-        .values("environment")
-        .annotate(n=Count("*"))
-        .values("n")
-    )
-
-
-def card_environments(user, application: str = "", tier: str = "") -> QuerySet:
-    """The environments the user may see, filtered, with what the cards need annotated."""
-    # The month the figures run through (yesterday's, as on the cost page):
-    # on the 1st, the month that just ended rather than an empty one.
-    last = reporting_day()
-    spend = (
-        CostSnapshot.objects.filter(
-            environment=OuterRef("pk"), day__gte=month_start(last), day__lte=last
-        )
-        .order_by()
-        .values("environment")
-        .annotate(total=Sum("amount_usd"))
-        .values("total")
-    )
-    running = Deployment.objects.filter(environment=OuterRef("pk"), status=Status.RUNNING)
+def dashboard_environments(user, application: str = "", tier: str = "") -> QuerySet:
+    """The environments the user may see, filtered, in dashboard order: what
+    the page lays out (the cards themselves come from portal/card_cache.py)."""
     environments = Environment.objects.filter(pk__in=visible_environments(user).values("pk"))
     if application:
         environments = environments.filter(application__slug=application)
     if tier:
         environments = environments.filter(tier=tier)
-    latest = {}
-    for status in LAST_STATUSES:
-        latest[f"last_{status}_id"] = _latest(status, "pk")
-        latest[f"last_{status}_at"] = _latest(status, "finished_at")
     return (
         environments.select_related("application")
-        .only(
-            "pk",
-            "slug",
-            "name",
-            "order",
-            "tier",
-            "monthly_budget_usd",
-            "alarm_sources",
-            "application",
-            "application__slug",
-            "application__name",
-        )  # fmt: skip
-        .annotate(
-            **latest,
-            running_id=Subquery(running.values("pk")[:1]),
-            pending_total=_count(Deployment.objects.filter(status=Status.AWAITING_APPROVAL)),
-            steps_total=_count(Step.objects.all()),
-            spend_usd=Subquery(spend),
-        )
+        .only("pk", "order", "application", "application__slug", "application__name")
         .order_by("application__name", "order")
     )
+
+
+def _card_sql(count: int) -> str:
+    """The cards' environments with what the cards need, for `count` ids.
+
+    Plain SQL (PostgreSQL and SQLite alike): the same query built with the
+    ORM's ten subquery annotations took longer to compile than to run. Each
+    subquery is one probe of an index on (environment, ...).
+    """
+    d, e, a = (model._meta.db_table for model in (Deployment, Environment, Application))
+    step, cost = Step._meta.db_table, CostSnapshot._meta.db_table
+    latest = ",\n".join(
+        f"(SELECT d.{column} FROM {d} d WHERE d.environment_id = e.id AND d.status = %s"
+        " AND d.finished_at IS NOT NULL ORDER BY d.finished_at DESC LIMIT 1)"
+        f" AS last_{status}_{name}"
+        for status in LAST_STATUSES
+        for name, column in (("id", "id"), ("at", "finished_at"))
+    )
+    return f"""
+        SELECT e.id, e.application_id, e.slug, e.name, e.{connection.ops.quote_name("order")},
+               e.tier, e.monthly_budget_usd, e.alarm_sources,
+               a.slug AS application_slug, a.name AS application_name,
+               {latest},
+               (SELECT d.id FROM {d} d WHERE d.environment_id = e.id AND d.status = %s
+                LIMIT 1) AS running_id,
+               (SELECT COUNT(*) FROM {d} d WHERE d.environment_id = e.id AND d.status = %s)
+                 AS pending_total,
+               (SELECT COUNT(*) FROM {step} s WHERE s.environment_id = e.id) AS steps_total,
+               (SELECT SUM(c.amount_usd) FROM {cost} c WHERE c.environment_id = e.id
+                AND c.day >= %s AND c.day <= %s) AS spend_total
+        FROM {e} e JOIN {a} a ON a.id = e.application_id
+        WHERE e.id IN ({", ".join(["%s"] * count)})
+    """
+
+
+def card_environments(ids: list[int]) -> list[Environment]:
+    """The environments `ids` (already checked against the user's roles),
+    with what their cards need as attributes."""
+    if not ids:
+        return []
+    # The month the figures run through (yesterday's, as on the cost page):
+    # on the 1st, the month that just ended rather than an empty one.
+    last = reporting_day()
+    params = [status for status in LAST_STATUSES for _ in range(2)]
+    params += [Status.RUNNING, Status.AWAITING_APPROVAL, month_start(last), last, *ids]
+    environments = list(Environment.objects.raw(_card_sql(len(ids)), params))
+    for env in environments:
+        env.application = Application(
+            pk=env.application_id, slug=env.application_slug, name=env.application_name
+        )
+        # SQLite sums decimals as floats; the cards compute with Decimal.
+        env.spend_usd = None if env.spend_total is None else Decimal(str(env.spend_total))
+    return environments
 
 
 def _deployments(ids: set[int], current_ids: set[int], finished_ids: set[int]):
@@ -396,10 +390,9 @@ def _last_id(env: Environment) -> int | None:
     return max((f for f in finished if f[1] is not None), default=(None, None))[1]
 
 
-def build_cards(environments: QuerySet) -> list[EnvironmentCard]:
+def build_cards(environments: list[Environment]) -> list[EnvironmentCard]:
     """Cards for annotated environments (see card_environments), in a constant
     number of queries."""
-    environments = list(environments)
     ids = [env.pk for env in environments]
     current_ids = {env.last_succeeded_id for env in environments} - {None}
     finished_ids = current_ids | {_last_id(env) for env in environments} - {None}
@@ -447,17 +440,15 @@ def render_card(card: EnvironmentCard) -> SafeString:
     return html
 
 
-def group_cards(cards: list[EnvironmentCard]) -> list[tuple[Application, list[EnvironmentCard]]]:
+def group_cards(cards: list[Card]) -> list[tuple[Application, list[Card]]]:
     """By application; applications with the most urgent problems first, and
     inside each, cards with problems first, then in promotion order."""
-    by_application: dict[int, list[EnvironmentCard]] = {}
+    by_application: dict[int, list[Card]] = {}
     for card in cards:
         by_application.setdefault(card.environment.application_id, []).append(card)
     groups = []
     for group in by_application.values():
         group.sort(key=lambda c: (c.rank, c.environment.order))
-        for card in group:
-            card.html = render_card(card)
         groups.append((group[0].environment.application, group))
     groups.sort(key=lambda g: (g[1][0].rank, g[0].name))
     return groups
@@ -474,11 +465,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     tier = request.GET.get("tier", "").strip()
     if tier not in Tier.values:
         tier = ""  # an unknown tier shows everything rather than an empty page
-    cards = build_cards(card_environments(request.user, application, tier))
+    environments = list(dashboard_environments(request.user, application, tier))
+    cards = card_cache.cards_for(environments)
     context = {
         "groups": group_cards(cards),
         "cards": cards,
-        "problem_count": sum(bool(c.problems) for c in cards),
+        "problem_count": sum(card.problems for card in cards),
         "applications": Application.objects.filter(
             environments__in=visible_environments(request.user).values("pk")
         )
@@ -496,7 +488,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_safe
 def dashboard_card(request: HttpRequest, environment_id: int) -> HttpResponse:
     """One card's HTML, re-fetched by the page when the socket says it changed."""
-    cards = build_cards(card_environments(request.user).filter(pk=environment_id))
+    environments = list(dashboard_environments(request.user).filter(pk=environment_id))
+    cards = card_cache.cards_for(environments)
     if not cards:
         raise Http404("No such environment.")
-    return HttpResponse(render_card(cards[0]))
+    return HttpResponse(cards[0].html)

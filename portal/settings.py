@@ -155,6 +155,9 @@ CACHES = {
         "KEY_PREFIX": env_str("CACHE_PREFIX", "gantry"),
     }
 }
+# How long a built dashboard card is kept (portal/card_cache.py). Every change
+# replaces it at once, so this only frees memory; 0 builds every card on every load.
+DASHBOARD_CARD_SECONDS = env_int("DASHBOARD_CARD_SECONDS", 24 * 3600)
 
 CHANNEL_LAYERS = {
     "default": {

@@ -60,6 +60,21 @@ def _redis_per_xdist_worker() -> None:
     channel_layers.backends.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_cards_of_earlier_runs(_redis_per_xdist_worker) -> None:
+    """Every run starts a new test database, whose environment ids start at 1
+    again: dashboard cards kept by an earlier run must not be served as this
+    run's (their card versions would still be found)."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    for pattern in (f"{prefix}:*:card-version:*", f"{prefix}:*:card:*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
+
+
 @pytest.fixture(autouse=True)
 def _test_settings(settings) -> None:
     # PBKDF2 costs ~0.3 s a user and nothing but the sign-in tests care; and

@@ -6,6 +6,10 @@
  * coalesced: one fetch per card at a time, one more if it changed meanwhile.
  * A dropped socket reconnects with back-off; while none is open the page
  * polls the whole dashboard every 10 s instead.
+ *
+ * Cards carry absolute times (<time datetime data-ago>), so a card kept in the
+ * server's cache never goes stale; this script shows them as "5 minutes ago",
+ * with the absolute time as the tooltip, and refreshes the wording each 30 s.
  */
 (function () {
   "use strict";
@@ -22,6 +26,31 @@
   var pollTimer = null;
   var inFlight = {};
   var dirty = {};
+
+  var AGO_MS = 30000;
+
+  function ago(iso) {
+    var seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    var units = [["day", 86400], ["hour", 3600], ["minute", 60]];
+    for (var i = 0; i < units.length; i += 1) {
+      var n = Math.floor(seconds / units[i][1]);
+      if (n >= 1) {
+        return n + " " + units[i][0] + (n === 1 ? "" : "s") + " ago";
+      }
+    }
+    return "just now";
+  }
+
+  function showAgo(scope) {
+    var times = scope.querySelectorAll("time[data-ago]");
+    for (var i = 0; i < times.length; i += 1) {
+      var time = times[i];
+      if (!time.title) {
+        time.title = time.textContent;
+      }
+      time.textContent = ago(time.getAttribute("datetime"));
+    }
+  }
 
   function showState(text) {
     if (state) {
@@ -57,6 +86,7 @@
         if (html && current) {
           var holder = document.createElement("div");
           holder.innerHTML = html.trim();
+          showAgo(holder);
           current.replaceWith(holder.firstElementChild);
         }
       })
@@ -80,6 +110,7 @@
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("dashboard");
         if (fresh) {
           root.innerHTML = fresh.innerHTML;
+          showAgo(root);
         }
       })
       .catch(function () {});
@@ -131,5 +162,7 @@
     };
   }
 
+  showAgo(root);
+  setInterval(function () { showAgo(root); }, AGO_MS);
   connect();
 })();

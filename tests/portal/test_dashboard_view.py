@@ -326,7 +326,10 @@ def count_queries(client, url: str) -> int:
     return len(queries)
 
 
-def test_it_keeps_the_number_of_queries_constant(users):
+def test_it_keeps_the_number_of_queries_constant(users, settings):
+    """Every card built (none kept in the cache): the same queries for 3
+    environments as for 30, and for 10× the history."""
+    settings.DASHBOARD_CARD_SECONDS = 0
     client = browser(users["dave"])
     populate(users, applications=1, deployments_each=2)
     small = count_queries(client, reverse("home"))
@@ -343,3 +346,19 @@ def test_it_keeps_the_number_of_queries_constant(users):
     assert count_queries(client, reverse("home")) == small
     environment_id = Environment.objects.first().pk
     assert count_queries(client, reverse("dashboard-card", args=[environment_id])) <= small
+
+
+def test_kept_cards_cost_no_card_queries(users):
+    """Cards kept in the cache: the page reads the session, the user, the
+    environments and the applications, whatever the number of cards."""
+    client = browser(users["dave"])
+    populate(users, applications=1, deployments_each=2)
+    built = count_queries(client, reverse("home"))
+    kept = count_queries(client, reverse("home"))
+    assert kept == 4 < built
+    populate(users, applications=9, deployments_each=2)
+    client.get(reverse("home"))  # builds the 27 new cards
+    html = client.get(reverse("home")).content.decode()
+    assert len(cards(html)) == 30
+    assert html.count("approved by bob") == 30
+    assert count_queries(client, reverse("home")) == kept
