@@ -563,13 +563,14 @@ class Deployment(models.Model):
 
         from deployments import jobs, notifications
 
-        environment_changed(self.environment_id, "deployment")  # e.g. a new pending request
         if self.status == Status.PLANNING:
             django_rq.get_queue(self.queue_name).enqueue(jobs.plan_deployment, self.pk)
         elif self.status == Status.QUEUED:
             django_rq.get_queue(self.queue_name).enqueue(jobs.run_deployment, self.pk)
         elif self.status == Status.AWAITING_APPROVAL:
             notifications.announce(self, NotificationEvent.APPROVAL_NEEDED)
+        # After the enqueue: on commit, the job goes first, then the card is built.
+        environment_changed(self.environment_id, "deployment")  # e.g. a new pending request
 
     def record_plan(self, plan_sha256: str, summary: dict, cost: dict | None = None) -> bool:
         """Planning is done: store the plan hash approvals will be bound to and
