@@ -11,6 +11,7 @@ Both channel layers are measured for the "broadcast" alias: Redis pub/sub
 (the setting) and the default RedisChannelLayer (one message per member).
 
 python -m bench.bench_fanout [--clients 1000] [--rounds 5] [--layers pubsub,core]
+FANOUT_SERVER=uvicorn python -m bench.bench_fanout ...   # served by uvicorn instead
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ def serve(port: int, layer: str) -> None:
     from portal import settings as portal_settings  # the module Django is about to read
 
     use_layer(portal_settings.CHANNEL_LAYERS, layer)
+    if os.environ.get("FANOUT_SERVER") == "uvicorn":
+        # A comparison only: uvicorn is not a dependency (pip install "uvicorn[standard]").
+        import uvicorn
+
+        uvicorn.run("portal.asgi:application", host="127.0.0.1", port=port, log_level="warning")
+        return
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface().run(["-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"])
@@ -218,9 +225,12 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
     broadcasts: list[int] = []
     original = live._broadcast
 
+    publish_ms: list[float] = []
+
     def timed_broadcast(environment_id: int, what: str) -> None:
         broadcasts.append(time.time_ns())
         original(environment_id, what)
+        publish_ms.append(round((time.time_ns() - broadcasts[-1]) / 1e6, 1))
 
     live._broadcast = timed_broadcast
     cookie = session_cookie(world["dave"])
@@ -283,7 +293,17 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
         for n in range(min(len(received), len(broadcasts)))
     ]
     delivered = sum(len(r) for r in receipts)
+    per_round = [
+        [(received[n] - broadcasts[n]) / 1e6 for received in receipts if len(received) > n]
+        for n in range(len(broadcasts))
+    ]
     return {
+        "publish_ms": publish_ms,
+        "rounds_p50_p99_ms": [
+            (round(common.percentile(r, 50), 1), round(common.percentile(r, 99), 1))
+            for r in per_round
+            if r
+        ],
         "layer": layer,
         "clients": count,
         "rounds": rounds,

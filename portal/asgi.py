@@ -4,6 +4,7 @@ Sockets use the session cookie (AuthMiddlewareStack) and are checked against
 the allowed hosts; each consumer checks the user's role before subscribing.
 """
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -25,3 +26,8 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Everything imported so far lives as long as the process: leave it out of
+# the collector's full passes, which otherwise walk it all while a thousand
+# dashboards wait for their message (docs/PERFORMANCE.md, "Fan-out").
+gc.freeze()

@@ -1,19 +1,18 @@
 """Dashboard sockets: tell an open dashboard which of its cards changed.
 
-The socket joins one group per environment the user may see, decided once at
-connect time (a role granted later shows after a reload). Messages carry only
+The socket hears of the environments the user may see, decided once at
+connect time (a role granted later shows after a reload), through the
+process's hub (portal/dashboard_hub.py). Messages carry only
 the environment id; the page re-fetches that card over HTTP, where the role is
 checked again, so nothing the user may not see ever travels on the socket.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from environments.live import LAYER, environment_group
+from portal.dashboard_hub import hub
 
 
 @database_sync_to_async
@@ -26,7 +25,9 @@ def _visible_environment_ids(user) -> list[int]:
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
-    channel_layer_alias = LAYER
+    # No channel of its own: the process's hub (portal/dashboard_hub.py)
+    # receives for every dashboard and writes to this socket directly.
+    channel_layer_alias = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -35,32 +36,15 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=4403)
             return
-        self.groups_joined = [environment_group(pk) for pk in await _visible_environment_ids(user)]
-        # At once, not one Redis round trip after another.
-        join = self.channel_layer.group_add
-        await asyncio.gather(*(join(group, self.channel_name) for group in self.groups_joined))
+        environment_ids = await _visible_environment_ids(user)
+        await hub().join(environment_ids)
         await self.accept()
+        hub().watch(self, environment_ids)  # only now: nothing is sent before the accept
+        self.watching = True
 
     async def disconnect(self, code) -> None:
-        await asyncio.gather(
-            *(
-                self.channel_layer.group_discard(group, self.channel_name)
-                for group in getattr(self, "groups_joined", [])
-            )
-        )
-
-    async def dispatch(self, message: dict) -> None:
-        # Channels runs close_old_connections in the sync thread before every
-        # handler: with a thousand dashboards, a thousand hops through one
-        # thread per change. This handler uses no database.
-        if message["type"] == "environment.changed":
-            await self.environment_changed(message)
-            return
-        await super().dispatch(message)
-
-    async def environment_changed(self, event: dict) -> None:
-        await self.send_json({"type": "changed", "environment": event["environment"],
-                              "what": event.get("what", "")})  # fmt: skip
+        if getattr(self, "watching", False):
+            await hub().forget(self)
 
     async def receive_json(self, content, **kwargs) -> None:
         """Dashboards only listen; anything they send is ignored."""

@@ -1,0 +1,79 @@
+"""The process's dashboard hub: one channel for every open dashboard, each
+socket told only of the environments it was given at connect time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from environments import live
+from environments.live import environment_changed
+from portal.dashboard_hub import hub
+from tests.conftest import env, grant
+from tests.portal.test_dashboard_consumer import connect, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Socket:
+    """A consumer as the hub sees it: something with an ASGI send."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.sent: list[dict] = []
+        self.fails = fails
+
+    async def base_send(self, message: dict) -> None:
+        if self.fails:
+            raise RuntimeError("socket closed")
+        self.sent.append(message)
+
+
+def test_two_dashboards_in_one_process_hear_only_their_environments(users, catalog):
+    dev, production = env(catalog, "dev"), env(catalog, "production")
+    grant(users["mallory"], dev, "viewer")
+
+    async def scenario():
+        dave, mallory = connect(users["dave"]), connect(users["mallory"])
+        assert (await dave.connect())[0] and (await mallory.connect())[0]
+        await settle()
+        await sync_to_async(environment_changed)(production.pk, "deployment")
+        assert (await dave.receive_json_from(timeout=5))["environment"] == production.pk
+        assert await mallory.receive_nothing(timeout=0.5)
+        await sync_to_async(environment_changed)(dev.pk, "step")
+        for socket in (dave, mallory):
+            assert await socket.receive_json_from(timeout=5) == {
+                "type": "changed", "environment": dev.pk, "what": "step"
+            }  # fmt: skip
+        await dave.disconnect()
+        await mallory.disconnect()
+        # Nobody left: the hub keeps no environment and no group.
+        assert hub().watchers == {} and hub().joined == set()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_write_does_not_stop_the_others(catalog):
+    async def scenario():
+        sockets = [Socket(), Socket(fails=True), Socket()]
+        for socket in sockets:
+            hub().watchers.setdefault(7, set()).add(socket)
+        await hub().tell({"type": "environment.changed", "environment": 7, "what": "alarms"})
+        assert [len(s.sent) for s in sockets] == [1, 0, 1]
+        assert sockets[0].sent[0] == {
+            "type": "websocket.send",
+            "text": '{"type": "changed", "environment": 7, "what": "alarms"}',
+        }
+        await hub().tell({"type": "environment.changed", "environment": 8, "what": "alarms"})
+        assert [len(s.sent) for s in sockets] == [1, 0, 1]  # nobody watches 8
+
+    asyncio.run(scenario())
+
+
+def test_broadcasts_fall_back_to_the_layer_without_pubsub(settings):
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        live.LAYER: {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    }
+    assert live._publisher() is None
