@@ -74,6 +74,10 @@ def serve(port: int, layer: str) -> None:
     from portal import settings as portal_settings  # the module Django is about to read
 
     use_layer(portal_settings.CHANNEL_LAYERS, layer)
+    if os.environ.get("FANOUT_GC") == "off":  # an experiment: is the collector the tail?
+        import gc
+
+        gc.disable()
     if os.environ.get("FANOUT_SERVER") == "uvicorn":
         # A comparison only: uvicorn is not a dependency (pip install "uvicorn[standard]").
         import uvicorn

@@ -58,6 +58,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("pricing", "bench.bench_pricing", ["--runs", "20"]),
             ("dashboard", "bench.bench_dashboard", ["--quick"]),
             ("fanout", "bench.bench_fanout", ["--count", "200", "--rounds", "3"]),
+            ("fanout_floor", "bench.bench_fanout_floor", ["--clients", "200", "--rounds", "3"]),
         ]  # fmt: skip
     return [
         ("logs", "bench.bench_logs", []),
@@ -69,6 +70,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
         # The dashboard's own databases (gantry_bench_dash, gantry_bench_fanout).
         ("dashboard", "bench.bench_dashboard", []),
         ("fanout", "bench.bench_fanout", []),
+        ("fanout_floor", "bench.bench_fanout_floor", []),
     ]
 
 

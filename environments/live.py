@@ -13,17 +13,20 @@ change or the page's poll; never a wrong one.
 Each environment also has a card version in the cache, under which its
 built card is kept (portal/card_cache.py). After commit, a change first gives
 the card a new random version, so a card built from older data is never read
-again; then builds the card once, here, so the dashboards it tells re-fetch
-a kept card (a thousand of them would otherwise all build it at once); then
-broadcasts. Changes made outside the engine (the admin, the ORM) come here
-too, from the receivers in environments/signals.py.
+again; then, in a background thread (off the path of whoever committed),
+builds the card once, so the dashboards it tells re-fetch a kept card (a
+thousand of them would otherwise all build it at once), and broadcasts.
+Changes made outside the engine (the admin, the ORM) come here too, from the
+receivers in environments/signals.py.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from uuid import uuid4
 
 import redis
@@ -31,7 +34,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +137,40 @@ def _update(environment_id: int, what: str):
 
 
 def _send(environment_id: int, what: str) -> None:
+    try:
+        touch([environment_id])  # at once: from now on no card kept before is served
+    except Exception:  # noqa: BLE001 - see environment_changed
+        log.warning("card version of environment %s not updated", environment_id, exc_info=True)
+    _updates().submit(_update_card, environment_id, what)
+
+
+def _update_card(environment_id: int, what: str) -> None:
+    """Build the card, keep it, then tell the dashboards (which re-fetch it)."""
     from portal.card_cache import rebuild
 
+    close_old_connections()
     try:
-        touch([environment_id])
         rebuild(environment_id)
         _broadcast(environment_id, what)
     except Exception:  # noqa: BLE001 - see environment_changed
         log.warning("dashboard update for environment %s failed", environment_id, exc_info=True)
+    finally:
+        close_old_connections()
+
+
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _updates() -> ThreadPoolExecutor:
+    """One thread per process builds cards and broadcasts, in commit order:
+    off the path of whoever committed (a worker about to run a step, a
+    request about to answer)."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():  # none yet, or inherited by a fork
+        _executor = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="dashboard-cards"))
+    return _executor[1]
+
+
+def flush(timeout: float = 10) -> None:
+    """Wait until the card updates queued so far are done."""
+    _updates().submit(lambda: None).result(timeout)

@@ -76,6 +76,17 @@ def _no_cards_of_earlier_runs(_redis_per_xdist_worker) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _card_updates_done():
+    """Dashboard cards are built in a background thread after commits: let a
+    test's updates finish inside the test, not in the next one (or while its
+    database is being dropped)."""
+    yield
+    from environments import live
+
+    live.flush()
+
+
+@pytest.fixture(autouse=True)
 def _test_settings(settings) -> None:
     # PBKDF2 costs ~0.3 s a user and nothing but the sign-in tests care; and
     # tests run without collectstatic, so templates use the plain storage.

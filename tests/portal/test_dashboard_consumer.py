@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from deployments.choices import Status
 from deployments.models import Deployment
+from environments import live
 from environments.live import environment_changed
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env, grant
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def connect(user) -> WebsocketCommunicator:
+    live.flush()  # the broadcasts of the test's setup are out before the socket opens
     communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/dashboard/")
     communicator.scope["user"] = user
     return communicator
