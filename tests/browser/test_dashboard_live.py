@@ -9,6 +9,8 @@ their broadcasts reach the page through the same Redis.
 
 from __future__ import annotations
 
+import re
+
 import boto3
 import pytest
 from django.utils import timezone
@@ -81,6 +83,10 @@ def test_it_follows_a_deployment_live(page: Page, alice, catalog, release):  # n
     expect(card.get_by_test_id("last-status")).to_have_text("Succeeded")
     expect(card.get_by_test_id("running")).to_have_count(0)
     expect(card.get_by_test_id("current-release")).to_contain_text("1.4.0")
+    # The card carries the absolute time; the page words it, keeping it as the tooltip.
+    finished = card.get_by_test_id("last-deployment").locator("time[data-ago]")
+    expect(finished).to_have_text("just now")
+    expect(finished).to_have_attribute("title", re.compile(r"^\d{1,2} \w{3} \d{2}:\d{2} UTC$"))
     assert page.evaluate("window.__sameDocument") is True
     screenshot(page, "dashboard-live-succeeded")
 
