@@ -399,7 +399,9 @@ def build_cards(environments: list[Environment]) -> list[EnvironmentCard]:
     wanted = finished_ids | {env.running_id for env in environments} - {None}
     deployments = _deployments(wanted, current_ids, finished_ids) if wanted else {}
     waiting = [env.pk for env in environments if env.pending_total]
-    pending = _pending(waiting) if waiting else {}
+    # One query even when nothing waits (then over all the cards, finding
+    # nothing through the status index): the count never depends on the data.
+    pending = _pending(waiting or ids) if ids else {}
     alarms = _alarms(ids) if ids else {}
     cards = []
     for env in environments:
