@@ -29,5 +29,11 @@ application = ProtocolTypeRouter(
 
 # Everything imported so far lives as long as the process: leave it out of
 # the collector's full passes, which otherwise walk it all while a thousand
-# dashboards wait for their message (docs/PERFORMANCE.md, "Fan-out").
+# dashboards wait for their message. And collect the young generation every
+# 50,000 allocations rather than 700: a broadcast to a thousand sockets
+# allocates tens of thousands of short-lived objects, and with the default
+# some survived into the older generations often enough that a full pass
+# (25-140 ms) fell on one or two broadcasts in ten; cyclic garbage waits a
+# little longer, a few MB at most (docs/PERFORMANCE.md, "Fan-out").
 gc.freeze()
+gc.set_threshold(50_000, 10, 10)
