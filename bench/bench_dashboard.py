@@ -45,14 +45,7 @@ def setup_django(fresh: bool) -> None:
     url = urlunsplit(parts._replace(path=f"/{DASH_DB_NAME}"))
     os.environ["DATABASE_URL"] = url
     if fresh:
-        import psycopg
-
-        name = urlsplit(url).path.lstrip("/")
-        if name != DASH_DB_NAME:
-            raise SystemExit(f"refusing to recreate {name!r}")
-        with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{DASH_DB_NAME}" WITH (FORCE)')
-            db.execute(f'CREATE DATABASE "{DASH_DB_NAME}"')
+        common.recreate_database(url, DASH_DB_NAME)
     import django
 
     django.setup()

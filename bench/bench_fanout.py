@@ -335,14 +335,7 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
 
 def setup_django() -> None:
     configure()
-    import psycopg
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    if parts.path.lstrip("/") != FANOUT_DB_NAME:
-        raise SystemExit(f"refusing to recreate {parts.path!r}")
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{FANOUT_DB_NAME}" WITH (FORCE)')
-        db.execute(f'CREATE DATABASE "{FANOUT_DB_NAME}"')
+    common.recreate_database(os.environ["DATABASE_URL"], FANOUT_DB_NAME)
     import django
 
     django.setup()

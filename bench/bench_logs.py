@@ -69,14 +69,7 @@ def setup_engine_django(fresh: bool = True) -> None:
     """Recreate gantry_bench_engine (only that one), set Django up and migrate."""
     configure_engine_environment()
     if fresh:
-        import psycopg
-
-        parts = urlsplit(os.environ["DATABASE_URL"])
-        if parts.path.lstrip("/") != ENGINE_DB_NAME:
-            raise SystemExit(f"refusing to recreate {parts.path!r}")
-        with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{ENGINE_DB_NAME}" WITH (FORCE)')
-            db.execute(f'CREATE DATABASE "{ENGINE_DB_NAME}"')
+        common.recreate_database(os.environ["DATABASE_URL"], ENGINE_DB_NAME)
     import django
 
     django.setup()

@@ -52,14 +52,14 @@ def configure_environment() -> str:
     return url
 
 
-def recreate_database(url: str) -> None:
-    """Drop and create the bench database (only ever the one named gantry_bench)."""
+def recreate_database(url: str, allowed: str = BENCH_DB_NAME) -> None:
+    """Drop and create a benchmark's database (only ever the one it names)."""
     import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
-    if name != BENCH_DB_NAME:
-        raise SystemExit(f"refusing to recreate {name!r}: the benchmarks only use {BENCH_DB_NAME}")
+    if name != allowed:
+        raise SystemExit(f"refusing to recreate {name!r}: this benchmark only uses {allowed}")
     admin_url = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

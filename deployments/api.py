@@ -281,6 +281,8 @@ class DeploymentEvidence(generics.GenericAPIView):
     """The evidence pack of a deployment (the same data as the JSON download)."""
 
     pagination_class = None
+    # Each export is audited: a HEAD must not write an export nobody received.
+    http_method_names = ["get", "options"]
 
     def get_queryset(self) -> QuerySet[Deployment]:
         return visible_deployments(self.request.user)

@@ -78,6 +78,7 @@ def _step_run(deployment, step, phase: str):
         defaults={"name": step.name, "kind": step.kind, "status": StepStatus.RUNNING,
                   "started_at": timezone.now(), "finished_at": None, "error": ""},
     )  # fmt: skip
+    run.deployment = deployment  # found rather than created, it would fetch it again at its end
     environment_changed(deployment.environment_id, "step")  # the dashboard's step progress
     return run
 

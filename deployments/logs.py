@@ -9,20 +9,18 @@ viewer that misses a message can always fill the gap from the database.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 from collections.abc import Callable
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from deployments.choices import Stream
 from deployments.runners.masking import Masker
+from environments.live import LAYER, publish
 
 FLUSH_INTERVAL = 0.02  # seconds between flushes when nothing wakes the flusher
 MIN_FLUSH_GAP = 0.025
@@ -34,7 +32,7 @@ LINE_OVERHEAD = 120
 
 
 # The channel layer of live logs (see settings.CHANNEL_LAYERS).
-LOG_CHANNEL_LAYER = "broadcast"
+LOG_CHANNEL_LAYER = LAYER  # the one publish() sends to
 
 
 def group_name(deployment_id: int) -> str:
@@ -130,8 +128,6 @@ class LogWriter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
-        self._layer = get_channel_layer(LOG_CHANNEL_LAYER)
-        self._loop = asyncio.new_event_loop()
         self._flusher = threading.Thread(
             target=self._run, name=f"logs-{deployment_id}", daemon=True
         )
@@ -201,13 +197,7 @@ class LogWriter:
         self._send(lines_event(lines))
 
     def _send(self, event: dict) -> None:
-        """group_send on the writer's own event loop: its Redis connection is
-        opened once and reused for every batch (async_to_sync would run each
-        call on a fresh loop, with a fresh connection)."""
-        if self._loop.is_running():  # close() after a flusher that would not stop
-            async_to_sync(self._layer.group_send)(group_name(self.deployment_id), event)
-            return
-        self._loop.run_until_complete(self._layer.group_send(group_name(self.deployment_id), event))
+        publish(group_name(self.deployment_id), event)
 
     def _run(self) -> None:
         last_flush = 0.0
@@ -236,15 +226,10 @@ class LogWriter:
         self._wake.set()
         self._flusher.join(timeout=10)
         self.flush()
-        if not self._loop.is_running():
-            self._loop.close()  # channels-redis closes this loop's connections with it
         close_old_connections()
 
 
 def broadcast_status(deployment_id: int, status: str) -> None:
     """Tell viewers the deployment changed state (they then re-sync from the database)."""
-    layer = get_channel_layer(LOG_CHANNEL_LAYER)
-    async_to_sync(layer.group_send)(
-        group_name(deployment_id),
-        {"type": "deployment.status", "status": status, "at": time.time()},
-    )
+    publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
+                                        "at": time.time()})  # fmt: skip

@@ -316,7 +316,7 @@ def _figure(result: DeliveryMetrics, series: dict, title: str, unit: str, kind: 
 
 def charts(result: DeliveryMetrics) -> list[dict]:
     """The four keys as plotly figures (JSON-ready), for static/js/charts.js."""
-    per = "day" if result.bucket == "day" else "week"
+    per = result.bucket
     specs = [
         {"id": "chart-frequency", "figure": _figure(
             result, result.frequency, f"Deployment frequency (per {per})", "deployments", "bar")},

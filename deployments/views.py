@@ -16,7 +16,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import F, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
 from deployments import evidence, metrics
 from deployments.choices import STATUS_COLOURS, Decision, Status
@@ -430,7 +435,7 @@ def _evidence_pack(request: HttpRequest, pk: int, export_format: str) -> dict:
 
 
 @login_required
-@require_safe
+@require_GET  # each export is audited: a HEAD must not record one nobody received
 def deployment_evidence_json(request: HttpRequest, pk: int) -> HttpResponse:
     """The evidence pack as a JSON download."""
     pack = _evidence_pack(request, pk, "json")
@@ -440,7 +445,7 @@ def deployment_evidence_json(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_safe
+@require_GET  # each export is audited: a HEAD must not record one nobody received
 def deployment_evidence_html(request: HttpRequest, pk: int) -> HttpResponse:
     """The evidence pack as one self-contained, printable page (no scripts, no links out)."""
     pack = _evidence_pack(request, pk, "html")

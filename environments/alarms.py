@@ -62,7 +62,7 @@ from deployments.runners.base import (
     require_mapping,
 )
 from deployments.runners.masking import Masker
-from environments.choices import ALARM_COLOURS, AlarmSource, AlarmState
+from environments.choices import ALARM_COLOURS, ALARM_RANK, AlarmSource, AlarmState
 from environments.models import Alarm, AlarmTransition, Environment
 
 log = logging.getLogger(__name__)
@@ -411,8 +411,10 @@ def poll_alarms() -> int:
 
 def alarm_panel(environment: Environment) -> dict:
     """Context of the environment page's Alarms section: problems first."""
-    order = {AlarmState.ALARM: 0, AlarmState.UNKNOWN: 1, AlarmState.INSUFFICIENT_DATA: 2}
-    alarms = sorted(environment.alarms.all(), key=lambda a: (order.get(a.state, 3), a.name))
+    # No model ordering (it joins the environments): sorted here, as on the dashboard.
+    alarms = sorted(
+        environment.alarms.order_by(), key=lambda a: (ALARM_RANK.get(a.state, 1), a.name)
+    )
     transitions = list(environment.alarm_transitions.select_related("alarm")[:RECENT_TRANSITIONS])
     for alarm in alarms:
         alarm.colour = ALARM_COLOURS.get(alarm.state, "grey")

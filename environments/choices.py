@@ -58,6 +58,14 @@ class AlarmState(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+# Worst first: an unreadable source is never better than insufficient data.
+ALARM_RANK = {
+    AlarmState.ALARM: 0,
+    AlarmState.UNKNOWN: 1,
+    AlarmState.INSUFFICIENT_DATA: 2,
+    AlarmState.OK: 3,
+}
+
 ALARM_COLOURS = {
     AlarmState.OK: "green",
     AlarmState.ALARM: "red",

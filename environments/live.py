@@ -75,17 +75,25 @@ def environment_group(environment_id: int) -> str:
 
 def _broadcast(environment_id: int, what: str) -> None:
     message = {"type": "environment.changed", "environment": environment_id, "what": what}
+    publish(environment_group(environment_id), message)
+
+
+def publish(group: str, message: dict) -> None:
+    """group_send to the broadcast layer from sync code (dashboards here, log
+    lines in deployments/logs.py).
+
+    With the pub/sub layer on one host this is what its group_send does, one
+    PUBLISH, without an event loop: async_to_sync made a loop and a Redis
+    connection per call, and now and then took 300 ms over it
+    (docs/PERFORMANCE.md, "Fan-out"). Other layers get their own group_send.
+    """
     layer = get_channel_layer(LAYER)
     publisher = _publisher()
     if publisher is None:
-        async_to_sync(layer.group_send)(environment_group(environment_id), message)
+        async_to_sync(layer.group_send)(group, message)
         return
     client, prefix = publisher
-    # What the pub/sub layer's group_send does, from sync code and without an
-    # event loop: async_to_sync made a loop and a Redis connection per call,
-    # and now and then took 300 ms over it (docs/PERFORMANCE.md, "Fan-out").
-    channel = f"{prefix}__group__{environment_group(environment_id)}"
-    client.publish(channel, layer.serialize(message))
+    client.publish(f"{prefix}__group__{group}", layer.serialize(message))
 
 
 @functools.cache

@@ -44,7 +44,7 @@ class Card:
 def cards_for(environments: list[Environment]) -> list[Card]:
     """Cards for `environments` (already limited to what the user may see),
     from the cache where they are current, built and kept where not."""
-    from portal.dashboard import build_cards, card_environments, render_card
+    from portal.dashboard import build_cards, card_environments
 
     ids = [env.pk for env in environments]
     keys = _keys(ids) if settings.DASHBOARD_CARD_SECONDS else {}
@@ -52,8 +52,7 @@ def cards_for(environments: list[Environment]) -> list[Card]:
     stale = [pk for pk in ids if pk not in kept]
     if stale:
         built = build_cards(card_environments(stale))
-        fresh = {card.environment.pk: (render_card(card), card.rank, bool(card.problems))
-                 for card in built}  # fmt: skip
+        fresh = {card.environment.pk: _entry(card) for card in built}
         _keep({keys[pk]: fresh[pk] for pk in fresh if pk in keys})
         kept.update(fresh)
     return [Card(env, *kept[env.pk]) for env in environments if env.pk in kept]
@@ -62,13 +61,20 @@ def cards_for(environments: list[Environment]) -> list[Card]:
 def rebuild(environment_id: int) -> None:
     """Build the environment's card and keep it under its current version
     (called after a change committed and gave it a new one)."""
-    from portal.dashboard import build_cards, card_environments, render_card
+    from portal.dashboard import build_cards, card_environments
 
     keys = _keys([environment_id])
     if not keys:
         return
     for card in build_cards(card_environments([environment_id])):
-        _keep({keys[environment_id]: (render_card(card), card.rank, bool(card.problems))})
+        _keep({keys[environment_id]: _entry(card)})
+
+
+def _entry(card) -> tuple:
+    """What is kept of a built card: the fields of `Card` after its environment."""
+    from portal.dashboard import render_card
+
+    return render_card(card), card.rank, bool(card.problems)
 
 
 def _keys(ids: list[int]) -> dict[int, str]:

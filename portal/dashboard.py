@@ -26,12 +26,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_safe
 
 from deployments.choices import STATUS_COLOURS, Decision, Status, StepStatus
 from deployments.models import Approval, Artifact, Deployment, StepRun
-from environments.choices import ALARM_COLOURS, TIER_COLOURS, AlarmState, StepKind, Tier
+from environments.choices import ALARM_COLOURS, ALARM_RANK, TIER_COLOURS, AlarmState, StepKind, Tier
 from environments.costs import month_start, reporting_day
 from environments.models import Alarm, Application, CostSnapshot, Environment, Step
 from portal import card_cache
@@ -41,9 +41,6 @@ from portal.roles import visible_environments
 # What a card may show as "last deployment": runs that ended, not refused requests.
 LAST_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 PENDING_SHOWN = 3
-# Worst first: an unreadable source is never better than insufficient data.
-ALARM_RANK = {AlarmState.ALARM: 0, AlarmState.UNKNOWN: 1, AlarmState.INSUFFICIENT_DATA: 2,
-              AlarmState.OK: 3}  # fmt: skip
 NO_SOURCES = "none"
 # Problem labels, most urgent first; a card's rank is its most urgent problem.
 PROBLEMS = ("alarm", "failed", "running", "pending", "over budget", "alarms unknown")
@@ -90,14 +87,6 @@ class DeploymentSummary:
     def url(self) -> str:
         return link("deployment-detail", self.pk)
 
-    def key(self) -> tuple:
-        """Its fields as one hashable value (for the card's fingerprint)."""
-        return (
-            self.pk, self.status, self.version, self.release_id, self.finished_at,
-            self.estimate_usd, tuple(self.approvers), tuple(self.images),
-            tuple((s.kind, s.name, s.status, s.finished_at) for s in self.steps),
-        )  # fmt: skip
-
     @property
     def release_url(self) -> str:
         return link("release-detail", self.release_id)
@@ -135,21 +124,6 @@ class EnvironmentCard:
     @property
     def url(self) -> str:
         return link("dashboard-card", self.environment.pk)
-
-    def fingerprint(self) -> tuple[int, int]:
-        """Everything the card's HTML shows, hashed; equal fingerprints, equal HTML.
-
-        (environment id, 64-bit hash): a collision could at worst show an
-        earlier state of the same card, with odds of about 2**-64.
-        """
-        env = self.environment
-        return env.pk, hash((
-            env.slug, env.name, env.tier, env.application.slug, env.monthly_budget_usd,
-            *(d.key() if d else None for d in (self.current, self.last, self.running)),
-            tuple(self.pending), self.pending_count, self.steps_total, self.steps_done,
-            self.current_step, self.health, self.health_at, self.alarm_state,
-            tuple(self.alarm_names), self.alarm_count, self.spend_usd, tuple(self.problems),
-        ))  # fmt: skip
 
     @property
     def budget_usd(self) -> Decimal | None:
@@ -425,21 +399,8 @@ def build_cards(environments: list[Environment]) -> list[EnvironmentCard]:
     return cards
 
 
-# Rendered cards by fingerprint, per process. Most cards of a dashboard are the
-# same as on its last load: rendering 100 cards cost more than finding their data.
-_rendered: dict[tuple[int, int], SafeString] = {}
-RENDERED_KEPT = 4096
-
-
 def render_card(card: EnvironmentCard) -> SafeString:
-    key = card.fingerprint()
-    html = _rendered.get(key)
-    if html is None:
-        html = mark_safe(render_to_string("portal/_environment_card.html", {"card": card}))
-        if len(_rendered) >= RENDERED_KEPT:
-            _rendered.clear()  # crude but bounded; refilled by the next loads
-        _rendered[key] = html
-    return html
+    return render_to_string("portal/_environment_card.html", {"card": card})
 
 
 def group_cards(cards: list[Card]) -> list[tuple[Application, list[Card]]]:

@@ -4,7 +4,9 @@ anything is stored or sent to a browser.
 Two sources: the values an environment marks secret (matched literally), and
 credentials of well-known shapes (AWS keys, bearer tokens, GitHub, Slack and
 Gantry tokens) that might be printed by a tool however they got there.
-This runs once per output line, so it stays a handful of precompiled regexes.
+This runs on every chunk of step output (a batch of lines at a time), so it
+stays a handful of precompiled regexes, each tried only when a literal it
+needs is present.
 """
 
 from __future__ import annotations

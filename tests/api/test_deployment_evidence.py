@@ -73,6 +73,11 @@ def test_it_refuses_a_post(api, deployment):
     assert api("dave").post(url(deployment)).status_code == 405
 
 
+def test_a_head_request_records_no_export(api, deployment):
+    assert api("dave").head(url(deployment)).status_code == 405
+    assert not AuditEvent.objects.filter(action="evidence.exported").exists()
+
+
 def test_it_is_in_the_schema(api):
     document = api("dave").get("/api/v1/schema/").json()
     operation = document["paths"]["/api/v1/deployments/{id}/evidence/"]["get"]

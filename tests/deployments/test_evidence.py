@@ -321,6 +321,12 @@ def test_it_refuses_a_post(users, deployment, url):
     assert browser(users["dave"]).post(url(deployment)).status_code == 405
 
 
+@pytest.mark.parametrize("url", [json_url, html_url])
+def test_a_head_request_records_no_export(users, deployment, url):
+    assert browser(users["dave"]).head(url(deployment)).status_code == 405
+    assert last_event("evidence.exported") is None
+
+
 def test_a_viewer_of_another_environment_gets_a_404(users, deployment, catalog):
     from portal.models import Membership
 
