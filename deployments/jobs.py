@@ -83,12 +83,16 @@ def _step_run(deployment, step, phase: str):
     return run
 
 
-def failure_outputs(exc: StepFailed) -> dict:
+def failure_outputs(exc: StepFailed, masker: Masker) -> dict:
     """What a failed step keeps: its partial outputs, and a held Terraform
-    state lock's details (ID, holder, since) for the admins' force-unlock."""
+    state lock's details (ID, holder, since) for the admins' force-unlock,
+    masked like the log (they come from the tool's stderr)."""
     outputs = dict(exc.outputs)
     if exc.details.get("lock"):
-        outputs["lock"] = exc.details["lock"]
+        outputs["lock"] = {
+            key: masker.mask(value) if isinstance(value, str) else value
+            for key, value in exc.details["lock"].items()
+        }
     return outputs
 
 
@@ -121,7 +125,7 @@ def plan_deployment(deployment_id: int) -> str:
                 result = get_runner(step.kind).plan(ctx)
             except StepFailed as exc:
                 message = masker.mask(exc.message)
-                _end_step(run, StepStatus.FAILED, failure_outputs(exc), message)
+                _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 raise StepFailed(message) from None
             _end_step(run, StepStatus.SUCCEEDED, result)
             hashes.append((step.order, result["plan_sha256"]))
@@ -261,7 +265,7 @@ def run_deployment(deployment_id: int) -> str:
                 raise
             except StepFailed as exc:
                 message = masker.mask(exc.message)
-                _end_step(run, StepStatus.FAILED, failure_outputs(exc), message)
+                _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 bake_failed = step.kind == StepKind.BAKE
                 raise StepFailed(f"{step.name}: {message}") from None
             _end_step(run, StepStatus.SUCCEEDED, outputs)

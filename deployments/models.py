@@ -693,6 +693,8 @@ class Deployment(models.Model):
         lock_id = lock.get("id", "")
         if step_run.deployment_id != self.pk or step_run.kind != StepKind.TERRAFORM or not lock_id:
             raise PolicyError("This step did not fail on a Terraform state lock.")
+        if lock.get("released_by"):
+            raise PolicyError(f"Lock {lock_id} was already released by {lock['released_by']}.")
         if Deployment.objects.filter(environment=environment, status=Status.RUNNING).exists():
             raise PolicyError(
                 f"A deployment is running in {environment}: the lock may be its own. "
@@ -715,12 +717,13 @@ class Deployment(models.Model):
             force_unlock(ctx, lock_id)
         except StepFailed as exc:
             writer.write(f"Force-unlock failed: {exc.message}", Stream.SYSTEM)
-            writer.close()
             audit.record("terraform.force_unlock_failed", self, actor=user,
                          after={**detail, "error": exc.message})  # fmt: skip
             raise PolicyError(f"Force-unlock failed: {exc.message}") from None
-        writer.write(f"State lock {lock_id} released.", Stream.SYSTEM)
-        writer.close()
+        else:
+            writer.write(f"State lock {lock_id} released.", Stream.SYSTEM)
+        finally:
+            writer.close()  # its flusher thread must not outlive the request
         with transaction.atomic():
             StepRun.objects.filter(pk=step_run.pk).update(
                 outputs={**step_run.outputs, "lock": {**lock, "released_by": user.get_username()}}

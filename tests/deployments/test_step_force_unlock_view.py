@@ -22,8 +22,11 @@ from django.urls import reverse
 from deployments import jobs
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, LogLine
+from deployments.runners.base import StepFailed
+from deployments.runners.masking import Masker
 from environments.models import Step
 from portal.models import AuditEvent
+from portal.roles import PolicyError
 from tests.conftest import env
 from tests.environments.ui import browser
 from tests.runners.conftest import moto_endpoint, terraform_cli_config  # noqa: F401
@@ -160,6 +163,20 @@ def test_it_lets_an_admin_release_the_lock_with_a_reason_and_audits_it(
     assert again.status == Status.AWAITING_APPROVAL, again.error
 
 
+def test_it_refuses_a_lock_already_released(locked, users, aws):
+    deployment, lock_id = locked
+    step = deployment.step_runs.get(phase="plan")
+    # As a first force-unlock leaves it.
+    step.outputs = {**step.outputs, "lock": {**step.outputs["lock"], "released_by": "erin"}}
+    step.save(update_fields=["outputs"])
+
+    with pytest.raises(PolicyError, match=f"Lock {lock_id} was already released by erin"):
+        deployment.force_unlock_state(step, users["erin"], "again")
+
+    assert any("Info" in item for item in aws["dynamodb"].scan(TableName=aws["table"])["Items"])
+    assert not AuditEvent.objects.filter(action__startswith="terraform.force_unlock").exists()
+
+
 def test_it_refuses_someone_who_is_not_an_admin_of_the_environment(locked, users, aws):
     deployment, _ = locked
     page = browser(users["bob"]).get(reverse("deployment-detail", args=[deployment.pk]))
@@ -200,3 +217,17 @@ def test_it_refuses_while_a_deployment_runs_in_the_environment(locked, users, aw
 
     assert "A deployment is running in" in response.content.decode()
     assert any("Info" in item for item in aws["dynamodb"].scan(TableName=aws["table"])["Items"])
+
+
+def test_the_kept_lock_details_are_masked_like_the_log():
+    """They come from the tool's stderr: an environment's secret in them is not stored."""
+    exc = StepFailed(
+        "state locked",
+        outputs={"applied": True},
+        lock={"id": "9f1c", "who": "deploy@ci-runner-7", "info": "token hunter2-very-secret"},
+    )
+    outputs = jobs.failure_outputs(exc, Masker({"DEPLOY_TOKEN": "hunter2-very-secret"}))
+    assert outputs["applied"] is True
+    assert outputs["lock"]["id"] == "9f1c"
+    assert outputs["lock"]["who"] == "deploy@ci-runner-7"
+    assert "hunter2-very-secret" not in outputs["lock"]["info"]
