@@ -362,7 +362,7 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         # First print to the last viewer's receipt of the last line.
         lines_per_s=round(lines / span_s) if span_s > 0 else None,
         printer_lines_per_s=round(lines / print_s) if print_s > 0 else None,
-        flush_interval_s=logs.FLUSH_INTERVAL,
+        min_flush_gap_s=logs.MIN_FLUSH_GAP,
         max_batch=logs.MAX_BATCH,
         goals={"p99_ms": GOAL_P99_MS, "lost": 0, "lines_per_s": GOAL_LINES_PER_S},
     )

@@ -5,9 +5,10 @@ through Deployment.approve; measured from the approve call to the first
 LogLine row (polled every millisecond) and to its receipt by a WebSocket
 viewer on a real daphne server. Goal: p50 to the first row ≤ 150 ms.
 
-The path: approve → on-commit enqueue → the worker's blocking pop → fork of
-the work horse → run_deployment (start, broadcast, LogWriter) → the first
-batch flushed (≤ FLUSH_INTERVAL later) → the row, then the channel group.
+The path: approve → on-commit enqueue → the worker's blocking pop →
+run_deployment (start, broadcast, LogWriter) → the first batch flushed (at
+once: a line into an empty buffer wakes the flusher) → the row, then the
+channel group.
 
 python -m bench.bench_release_latency [--repeats N]
 """

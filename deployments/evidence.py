@@ -22,7 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from deployments.choices import Decision
 from deployments.models import CostEstimate, Deployment, LogLine
 from deployments.timeline import deployment_events
 from environments.choices import StepKind
@@ -143,9 +142,7 @@ def _approvals_section(deployment: Deployment) -> list[dict[str, Any]]:
             "comment": approval.comment,
             "at": iso(approval.created_at),
             "digest": approval.digest,
-            # An approval counts only for exactly what shipped.
-            "bound_to_what_shipped": approval.decision == Decision.APPROVE
-            and approval.digest == digest,
+            "bound_to_what_shipped": approval.counts_for(digest),
         }
         for approval in deployment.approvals.select_related("user").order_by("created_at")
     ]

@@ -22,7 +22,6 @@ from deployments.choices import Stream
 from deployments.runners.masking import Masker
 from environments.live import LAYER, publish
 
-FLUSH_INTERVAL = 0.02  # seconds between flushes when nothing wakes the flusher
 MIN_FLUSH_GAP = 0.025
 MAX_BATCH = 500
 # Text per batch (one WebSocket frame): well under daphne's 1 MiB frame limit,
@@ -111,14 +110,11 @@ class LogWriter:
         self,
         deployment_id: int,
         masker: Masker | Callable[[str], str] | None = None,
-        *,
-        flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
         from deployments.models import LogLine
 
         self.deployment_id = deployment_id
         self.mask = masker or Masker()
-        self.flush_interval = flush_interval
         # Safe to run twice: a re-run job continues numbering after the last stored line.
         last = LogLine.objects.filter(deployment_id=deployment_id).aggregate(m=Max("seq"))["m"]
         self.next_seq = (last or 0) + 1
@@ -159,9 +155,9 @@ class LogWriter:
                 for offset, line in enumerate(masked)
             )
             self.next_seq = seq + len(masked)
-            # Lines into an empty buffer are sent at once; lines that come while
-            # the flusher is busy storing the last batch wait for it and go
-            # together. So a quiet step adds no delay and a loud one batches.
+            # Lines into an empty buffer wake the flusher (a first line after a
+            # quiet spell goes at once, see _run); lines that come while it is
+            # busy storing the last batch wait for it and go together.
             if idle or len(self._pending) >= MAX_BATCH:
                 self._wake.set()
 
@@ -203,7 +199,7 @@ class LogWriter:
         last_flush = 0.0
         try:
             while not self._closed:
-                self._wake.wait(self.flush_interval)
+                self._wake.wait()  # set by new lines into an empty buffer, or by close()
                 self._wake.clear()
                 # At most one batch per MIN_FLUSH_GAP unless a full one waits:
                 # the first line after a quiet spell goes at once, a steady

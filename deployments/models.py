@@ -808,6 +808,11 @@ class Approval(models.Model):
             models.UniqueConstraint(fields=["deployment", "user"], name="approval_one_per_user")
         ]
 
+    def counts_for(self, digest: str) -> bool:
+        """An approval counts only for exactly what ships (`approval_digest`);
+        the queryset form is Deployment.valid_approvals."""
+        return self.decision == Decision.APPROVE and self.digest == digest
+
     def __str__(self) -> str:
         return f"{self.user} {self.decision} #{self.deployment_id}"
 

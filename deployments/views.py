@@ -24,7 +24,7 @@ from django.views.decorators.http import (
 )
 
 from deployments import evidence, metrics
-from deployments.choices import STATUS_COLOURS, Decision, Status
+from deployments.choices import STATUS_COLOURS, Status
 from deployments.forms import (
     DecisionForm,
     DeploymentFilterForm,
@@ -297,7 +297,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     digest = deployment.approval_digest()
     approvals = list(deployment.approvals.select_related("user"))
     for approval in approvals:
-        approval.still_valid = approval.decision == Decision.APPROVE and approval.digest == digest
+        approval.still_valid = approval.counts_for(digest)
     running = _running_now(env)
     refusal = _cannot_approve_because(deployment, user, approvals)
     may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal

@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
-from deployments.choices import Status
+from deployments.choices import Decision, Status
 from deployments.models import Approval, Deployment
 from portal.models import AuditEvent
 from portal.roles import Conflict, Forbidden, PolicyError
@@ -148,3 +148,11 @@ def test_a_rollback_may_only_bring_back_a_release_that_ran_there(release, users,
         Deployment.request(
             release, env(catalog, "staging"), users["alice"], "undo", kind="rollback"
         )
+
+
+def test_an_approval_counts_only_for_exactly_what_ships():
+    """The one rule behind the deployment page's "still valid" and the evidence
+    pack's "bound to what shipped" (Deployment.valid_approvals is its query)."""
+    assert Approval(decision=Decision.APPROVE, digest="a" * 64).counts_for("a" * 64)
+    assert not Approval(decision=Decision.APPROVE, digest="a" * 64).counts_for("b" * 64)
+    assert not Approval(decision=Decision.REJECT, digest="a" * 64).counts_for("a" * 64)
