@@ -1,15 +1,18 @@
 """The life of one deployment as a list of dated entries, for its page.
 
-Built from the deployment's own audit events and its StepRun rows: two
-queries, however long the deployment's history. The audit events carry who
-acted; the step runs carry what the engine did and for how long.
+Built from the deployment's own audit events (one query, through the
+(target_type, target_id, seq) index of AuditEvent) and the StepRun rows the
+caller has already loaded. The audit events carry who acted; the step runs
+carry what the engine did and for how long.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from deployments.models import StepRun
 from environments.choices import StepKind
 from portal.models import AuditEvent
 
@@ -84,16 +87,10 @@ def format_duration(span: timedelta | None) -> str:
 
 
 def deployment_events(deployment):
-    """The audit events about this deployment, oldest first.
-
-    AuditEvent has no index on its target, so the scan is narrowed by the
-    indexed environment and time: nothing about a deployment precedes it.
-    """
+    """The audit events about this deployment, oldest first: one range of the
+    (target_type, target_id, seq) index, however busy its environment is."""
     return AuditEvent.objects.filter(
-        environment_id=deployment.environment_id,
-        at__gte=deployment.created_at,
-        target_type="deployments.deployment",
-        target_id=str(deployment.pk),
+        target_type="deployments.deployment", target_id=str(deployment.pk)
     ).order_by("seq")
 
 
@@ -119,9 +116,10 @@ def _step_label(run) -> str:
     return f"{prefix} {run.order}: {run.name}"
 
 
-def build_timeline(deployment) -> list[TimelineEntry]:
+def build_timeline(deployment, step_runs: Iterable[StepRun]) -> list[TimelineEntry]:
     """Every audit event and step of the deployment in time order, each with the
-    time since the entry before it."""
+    time since the entry before it. `step_runs` are the deployment's StepRun
+    rows, in any order: the page has them already."""
     entries = [
         TimelineEntry(
             at=event.at,
@@ -136,7 +134,8 @@ def build_timeline(deployment) -> list[TimelineEntry]:
             "seq", "at", "actor_name", "action", "after"
         )
     ]
-    for run in deployment.step_runs.filter(started_at__isnull=False).order_by("started_at", "id"):
+    started = sorted((r for r in step_runs if r.started_at), key=lambda r: (r.started_at, r.pk))
+    for run in started:
         duration = run.finished_at - run.started_at if run.finished_at else None
         entries.append(
             TimelineEntry(

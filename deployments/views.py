@@ -67,8 +67,11 @@ def _visible_release(request: HttpRequest, pk) -> Release:
     return get_object_or_404(releases, pk=pk, application__in=visible_applications(request.user))
 
 
-def _visible_deployment(request: HttpRequest, pk: int) -> Deployment:
+def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deployment:
+    """The deployment if the user holds a role in its environment, else 404;
+    `related` names more relations to join for this page."""
     deployments = Deployment.objects.select_related(
+        *related,
         "release__application",
         "release__created_by",
         "environment__application",
@@ -287,7 +290,9 @@ def _cannot_approve_because(deployment: Deployment, user, approvals: list[Approv
 @require_safe
 def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Everything an approver needs to see before signing off."""
-    deployment = _visible_deployment(request, pk)
+    # The whole page joins the cost estimate approval_summary reads; the polled status box doesn't.
+    related = () if request.htmx else ("cost_estimate",)
+    deployment = _visible_deployment(request, pk, *related)
     deployment.status_colour = STATUS_COLOURS.get(deployment.status, "grey")
     if request.htmx:
         # The status box polls itself while the deployment is in progress.
@@ -331,7 +336,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             deployment, [s.outputs for s in step_runs if s.phase == "plan" and s.outputs]
         ),
         "may_roll_back": _may_roll_back(deployment, running, user),
-        "timeline": build_timeline(deployment),
+        "timeline": build_timeline(deployment, step_runs),
     }
     return render(request, "deployments/deployment_detail.html", context)
 

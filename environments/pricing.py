@@ -659,7 +659,8 @@ def biggest_changes(resources: list[dict]) -> list[dict]:
 def approval_summary(deployment, plan_outputs: list[dict]) -> dict | None:
     """What the approval page shows of a deployment's CostEstimate: totals,
     the biggest changes first, priced, free and not-priced resources, and why
-    a Terraform step has no estimate. None when there is nothing to show."""
+    a Terraform step has no estimate. None when there is nothing to show.
+    Join `cost_estimate` when loading the deployment, or reading it costs a query."""
     estimate = getattr(deployment, "cost_estimate", None)  # the reverse one-to-one may be absent
     errors = [o["cost"]["error"] for o in plan_outputs if (o.get("cost") or {}).get("error")]
     if estimate is None:

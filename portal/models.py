@@ -147,6 +147,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor_name", "-seq"]),
             models.Index(fields=["environment", "-seq"]),
             models.Index(fields=["application", "-seq"]),
+            # One object's events in chain order: a deployment's timeline and evidence.
+            models.Index(fields=["target_type", "target_id", "seq"], name="auditevent_target"),
         ]
 
     def __str__(self) -> str:
