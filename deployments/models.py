@@ -790,6 +790,17 @@ def wake_next_queued(environment_id: int) -> None:
         waiting.dispatch()
 
 
+def with_current_deployment(environments: models.QuerySet) -> models.QuerySet:
+    """Annotate each environment with its latest succeeded deployment (what runs now)."""
+    latest = Deployment.objects.filter(
+        environment=models.OuterRef("pk"), status=Status.SUCCEEDED
+    ).order_by(models.F("finished_at").desc(nulls_last=True), "-id")
+    return environments.annotate(
+        current_deployment_id=models.Subquery(latest.values("pk")[:1]),
+        current_release_id=models.Subquery(latest.values("release_id")[:1]),
+    )
+
+
 class Approval(models.Model):
     """One person's decision on a deployment, bound to what they saw."""
 

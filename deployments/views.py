@@ -32,7 +32,7 @@ from deployments.forms import (
     ForceUnlockForm,
     ReleaseForm,
 )
-from deployments.models import Approval, Artifact, Deployment, Release
+from deployments.models import Approval, Artifact, Deployment, Release, with_current_deployment
 from deployments.timeline import build_timeline
 from environments import pricing
 from environments.models import Application, Environment, Service
@@ -41,7 +41,6 @@ from environments.views import (
     decorate_environment,
     paginate,
     rollback_candidates,
-    with_current_deployment,
 )
 from portal.choices import Role
 from portal.roles import (

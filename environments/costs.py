@@ -32,11 +32,11 @@ from decimal import Decimal
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, OuterRef, Subquery, Sum
+from django.db.models import Max, Sum
 from django.utils import timezone
 
-from deployments.choices import NotificationEvent, Status
-from deployments.models import CostEstimate, Deployment
+from deployments.choices import NotificationEvent
+from deployments.models import CostEstimate, with_current_deployment
 from deployments.notifications import announce_environment
 from deployments.runners.base import AwsAccess, StepFailed
 from deployments.runners.ecs import aws_call
@@ -284,15 +284,9 @@ def budget_message(environment: Environment, figures: MonthToDate, threshold: in
 def current_estimates(environment_ids: Iterable[int]) -> dict[int, CostEstimate]:
     """{environment id: the cost estimate of what runs there now}, i.e. of its
     latest succeeded deployment; environments without one are left out."""
-    latest = (
-        Deployment.objects.filter(
-            environment_id=OuterRef("deployment__environment_id"), status=Status.SUCCEEDED
-        )
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
-        .values("pk")[:1]
-    )
+    running = with_current_deployment(Environment.objects.filter(pk__in=list(environment_ids)))
     estimates = CostEstimate.objects.filter(
-        deployment__environment_id__in=list(environment_ids), deployment_id=Subquery(latest)
+        deployment__in=running.values("current_deployment_id")
     ).select_related("deployment")
     return {estimate.deployment.environment_id: estimate for estimate in estimates}
 

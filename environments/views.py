@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
-from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, prefetch_related_objects
+from django.db.models import F, Prefetch, prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -21,7 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from deployments.choices import STATUS_COLOURS, Status
 from deployments.forms import RollbackForm
-from deployments.models import Artifact, Deployment
+from deployments.models import Artifact, Deployment, with_current_deployment
 from environments.alarms import alarm_panel
 from environments.choices import OVERRIDE_COLOURS, TIER_COLOURS, WEEKDAYS, OverrideStatus
 from environments.costs import cost_report
@@ -46,17 +46,6 @@ DAY_NAMES = dict(WEEKDAYS)
 
 def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE) -> Page:
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
-
-
-def with_current_deployment(environments: QuerySet) -> QuerySet:
-    """Annotate each environment with its latest succeeded deployment (what runs now)."""
-    latest = Deployment.objects.filter(
-        environment=OuterRef("pk"), status=Status.SUCCEEDED
-    ).order_by(F("finished_at").desc(nulls_last=True), "-id")
-    return environments.annotate(
-        current_deployment_id=Subquery(latest.values("pk")[:1]),
-        current_release_id=Subquery(latest.values("release_id")[:1]),
-    )
 
 
 def attach_current_releases(environments: list[Environment]) -> None:

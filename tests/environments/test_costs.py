@@ -12,13 +12,14 @@ import pytest
 import requests
 from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from moto.ce.models import ce_backends
 from rq.cron import CronScheduler
 
 from deployments import sandbox
-from deployments.choices import Channel, NotificationEvent
-from deployments.models import Notification
-from environments.costs import fetch_costs, month_to_date, tag_value
+from deployments.choices import Channel, NotificationEvent, Status
+from deployments.models import CostEstimate, Deployment, Notification, with_current_deployment
+from environments.costs import current_estimates, fetch_costs, month_to_date, tag_value
 from environments.models import BudgetAlert, CostSnapshot, Environment
 from portal.audit import verify_chain
 from portal.models import AuditEvent
@@ -144,6 +145,35 @@ def test_it_alerts_at_80_and_100_percent_once_each(cost_explorer, catalog, users
     assert [e.after["threshold_percent"] for e in events] == [80, 100]
     assert events[0].environment_id == production.pk and events[0].actor_name == "system"
     assert verify_chain().ok
+
+
+def test_the_estimate_of_what_runs_now_is_that_of_the_current_deployment(catalog, release, users):
+    now = timezone.now()
+
+    def succeeded(environment, finished_at, monthly: str | None) -> Deployment:
+        deployment = Deployment.objects.create(
+            release=release, environment=environment, reason="go", status=Status.SUCCEEDED,
+            requested_by=users["alice"], finished_at=finished_at,
+        )  # fmt: skip
+        if monthly is not None:
+            CostEstimate.objects.create(
+                deployment=deployment, region="ca-central-1", monthly_total_usd=Decimal(monthly),
+                previous_monthly_usd=Decimal(0), catalog_version="test",
+            )  # fmt: skip
+        return deployment
+
+    dev, staging, production = (env(catalog, slug) for slug in ("dev", "staging", "production"))
+    succeeded(dev, None, "10.00")  # no finish time: never "latest" before one that has one
+    succeeded(dev, now - timedelta(days=2), "20.00")
+    current = succeeded(dev, now - timedelta(days=1), "30.00")
+    succeeded(staging, now - timedelta(days=2), "40.00")
+    succeeded(staging, now - timedelta(days=1), None)  # what runs now has no estimate
+
+    estimates = current_estimates([dev.pk, staging.pk, production.pk])
+    assert {pk: e.monthly_total_usd for pk, e in estimates.items()} == {dev.pk: Decimal("30.00")}
+    # The same rule as the pages' "what runs now".
+    running = with_current_deployment(Environment.objects.filter(pk=dev.pk)).get()
+    assert running.current_deployment_id == current.pk == estimates[dev.pk].deployment_id
 
 
 def test_it_ignores_spend_under_tags_no_environment_has(cost_explorer, catalog):
