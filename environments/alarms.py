@@ -300,7 +300,9 @@ def _store(environment: Environment, key: tuple[str, str], reading: Reading, now
             )  # fmt: skip
     if current.state == reading.state:
         if current.reason != reading.reason:
-            Alarm.objects.filter(pk=current.pk, state=reading.state).update(reason=reading.reason)
+            Alarm.objects.filter(pk=current.pk, state=reading.state).update(
+                reason=reading.reason, checked_at=now
+            )
         return None
     # Only the poller whose UPDATE still finds the old state records the change.
     if not Alarm.objects.filter(pk=current.pk, state=current.state).update(
@@ -331,7 +333,6 @@ def poll_environment(environment: Environment) -> list[AlarmTransition]:
             transition = _store(environment, key, reading, now, by_key.get(key))
             if transition is not None:
                 transitions.append(transition)
-        Alarm.objects.filter(environment=environment).update(checked_at=now)
         # A source taken out of alarm_sources takes its alarms with it (the
         # admin change is audited); so do placeholders of sources that answer.
         polled = {reading.source for reading in readings}
@@ -345,6 +346,10 @@ def poll_environment(environment: Environment) -> list[AlarmTransition]:
             from environments.live import environment_changed
 
             environment_changed(environment.pk, "alarms")
+    # One row per poll says when the sources were read; the alarm rows are
+    # written only when they change. Outside the transaction: the environment
+    # row is locked by deployment requests, and needs holding only this long.
+    Environment.objects.filter(pk=environment.pk).update(alarms_checked_at=now)
     return transitions
 
 

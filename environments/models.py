@@ -112,6 +112,10 @@ class Environment(models.Model):
         help_text='{"cloudwatch": {"alarm_prefix": "…"}, "alertmanager": {"url": "…", '
         '"matchers": ["namespace=…"]}}',
     )
+    # Written by the alarm poller once per poll, instead of touching every alarm row.
+    alarms_checked_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the alarm sources were last read."
+    )
     # Cost Explorer groups spend by this cost-allocation tag value
     # (tag key COST_TAG_KEY, "Environment" by default).
     cost_tag = models.CharField(
@@ -377,7 +381,10 @@ class Alarm(models.Model):
     state = models.CharField(max_length=20, choices=AlarmState.choices)
     reason = models.TextField(blank=True)
     since = models.DateTimeField(help_text="When the alarm entered its current state.")
-    checked_at = models.DateTimeField()
+    checked_at = models.DateTimeField(
+        help_text="When a poll last changed this row; the environment's alarms_checked_at "
+        "says when its sources were last read."
+    )
 
     class Meta:
         ordering = ["environment", "source", "name"]

@@ -13,7 +13,8 @@ import time
 import boto3
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import connections
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rq import SimpleWorker
 
@@ -234,6 +235,36 @@ def test_it_turns_known_alarms_unknown_while_the_source_is_down_and_back(
     # History stays in order even though CloudWatch's own timestamp is older.
     latest = AlarmTransition.objects.filter(environment=staging).first()
     assert (latest.from_state, latest.to_state) == ("unknown", "OK")
+
+
+def test_a_poll_without_changes_writes_no_alarm_row(catalog, alertmanager):
+    alertmanager.alerts = [
+        alert("ServiceDown", summary="ml-service is down", namespace="fraud"),
+        alert("HighErrorRate", summary="5xx above 2 %", namespace="fraud"),
+    ]
+    staging = watch(env(catalog, "staging"), alertmanager={"url": alertmanager.url})
+    poll_environment(staging)
+    first_check = Environment.objects.get(pk=staging.pk).alarms_checked_at
+    rows = Alarm.objects.filter(environment=staging).values_list("name", "checked_at")
+    stored = list(rows)
+
+    def alarm_updates() -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            poll_environment(staging)
+        return [q["sql"] for q in queries.captured_queries
+                if q["sql"].startswith('UPDATE "environments_alarm"')]  # fmt: skip
+
+    assert alarm_updates() == []
+    assert list(rows) == stored
+    # The time of the check is kept once, on the environment, as the page shows it.
+    assert Environment.objects.get(pk=staging.pk).alarms_checked_at > first_check
+
+    # A new reason rewrites that one alarm only.
+    alertmanager.alerts[0] = alert(
+        "ServiceDown", summary="ml-service: 0 of 2 tasks", namespace="fraud"
+    )
+    assert len(alarm_updates()) == 1
+    assert states(staging)["ServiceDown"] == ("ALARM", "ml-service: 0 of 2 tasks")
 
 
 def test_it_names_an_alert_without_labels_instead_of_failing_the_source(catalog, alertmanager):

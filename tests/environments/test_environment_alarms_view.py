@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from environments.models import Alarm, AlarmTransition
+from environments.models import Alarm, AlarmTransition, Environment
 from portal.choices import Role
 from tests.conftest import env, grant
 from tests.environments.ui import browser
@@ -57,6 +57,19 @@ def test_it_shows_each_alarm_with_its_state_problems_first(users, catalog):
     assert "Threshold Crossed: 42 5xx in 5 minutes" in html
     assert "7\xa0minutes ago" in html
     assert "Alertmanager" in html
+
+
+def test_it_says_when_the_sources_were_last_read(users, catalog):
+    staging = env(catalog, "staging")
+    alarm(staging, "fraud-detector-staging-5xx", "OK", "Threshold not crossed")
+    html = section(browser(users["dave"]).get(URL).content.decode())
+    assert "Last checked" not in html and "Polled every 30 seconds" in html
+    # The poller writes the time once per environment, not on every alarm row.
+    Environment.objects.filter(pk=staging.pk).update(
+        alarms_checked_at=datetime(2026, 11, 16, 9, 30, 5, tzinfo=UTC)
+    )
+    html = section(browser(users["dave"]).get(URL).content.decode())
+    assert "Last checked 2026-11-16 09:30:05 UTC. Polled every 30 seconds." in html
 
 
 def test_it_shows_the_recent_changes(users, catalog):
