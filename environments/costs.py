@@ -143,7 +143,9 @@ def fetch_costs(days: int | None = None, today: date | None = None) -> dict:
     by_account: dict[str, list[Environment]] = defaultdict(list)
     for environment in environments:
         by_account[environment.aws_role_arn].append(environment)
-    summary = {"snapshots": 0, "alerts": 0, "failed_accounts": []}
+    failed: list[str] = []
+    stored: dict[int, int] = {}  # environment id: rows new or changed
+    fetched: list[Environment] = []
     for role_arn, members in by_account.items():
         try:
             costs = daily_costs_by_tag(role_arn, start, today)
@@ -151,7 +153,7 @@ def fetch_costs(days: int | None = None, today: date | None = None) -> dict:
             # One unreachable account (or a role we may not assume) must not
             # hide the others' figures.
             log.warning("costs for account %s: %s", role_arn or "(default)", exc)
-            summary["failed_accounts"].append(role_arn or "default")
+            failed.append(role_arn or "default")
             continue
         claimed: set[str] = set()
         for environment in members:
@@ -160,13 +162,14 @@ def fetch_costs(days: int | None = None, today: date | None = None) -> dict:
                 log.warning("cost tag %r is used by more than one environment", tag)
                 continue
             claimed.add(tag)
-            stored = store_snapshots(environment, costs.get(tag, {}))
-            alerts = check_budget(environment, today)
-            summary["snapshots"] += stored
-            summary["alerts"] += len(alerts)
-            if stored or alerts:
-                environment_changed(environment.pk, "costs")
-    return summary
+            stored[environment.pk] = store_snapshots(environment, costs.get(tag, {}))
+            fetched.append(environment)
+    alerts = check_budgets(fetched, today)
+    alerted = {alert.environment_id for alert in alerts}
+    for environment in fetched:
+        if stored[environment.pk] or environment.pk in alerted:
+            environment_changed(environment.pk, "costs")
+    return {"snapshots": sum(stored.values()), "alerts": len(alerts), "failed_accounts": failed}
 
 
 # -- month to date, forecast, budget ------------------------------------------------
@@ -198,6 +201,10 @@ class MonthToDate:
             return None
         return (self.spent_usd * 100 / self.budget_usd).quantize(Decimal("0.1"))
 
+    def reached(self, threshold: int) -> bool:
+        """Whether actual spend has reached `threshold` percent of the budget."""
+        return bool(self.budget_usd) and self.spent_usd * 100 >= self.budget_usd * threshold
+
 
 def month_to_date(environments: Iterable[Environment], today: date | None = None) -> dict:
     """{environment id: MonthToDate} with one aggregate query."""
@@ -224,47 +231,78 @@ def month_to_date(environments: Iterable[Environment], today: date | None = None
     return figures
 
 
-def check_budget(environment: Environment, today: date | None = None) -> list[BudgetAlert]:
+def check_budgets(
+    environments: Iterable[Environment], today: date | None = None
+) -> list[BudgetAlert]:
     """Record and announce each threshold the month's actual spend has crossed
-    for the first time; returns the alerts created now."""
-    if not environment.monthly_budget_usd:
+    for the first time in these environments; returns the alerts created now.
+
+    One aggregate query for all of them, and one for the alerts already sent
+    this month when any threshold is reached: the daily job checks every
+    environment, and most have crossed nothing new.
+    """
+    budgeted = [e for e in environments if e.monthly_budget_usd]
+    if not budgeted:
         return []  # nothing to alert on: spare the month's aggregate query
-    figures = month_to_date([environment], today)[environment.pk]
+    figures = month_to_date(budgeted, today)
+    crossed = [
+        (environment, threshold)
+        for environment in budgeted
+        for threshold in BUDGET_THRESHOLDS
+        if figures[environment.pk].reached(threshold)
+    ]
+    if not crossed:
+        return []
+    sent = set(
+        BudgetAlert.objects.filter(
+            environment__in={environment.pk for environment, _ in crossed},
+            month=figures[crossed[0][0].pk].month,
+        ).values_list("environment_id", "threshold_percent")
+    )
     created = []
-    for threshold in BUDGET_THRESHOLDS:
-        if figures.spent_usd * 100 < figures.budget_usd * threshold:
-            break
-        with transaction.atomic():
-            try:
-                # The unique (environment, month, threshold) constraint decides
-                # who sends it when two fetches race; the loser sends nothing.
-                with transaction.atomic():
-                    alert = BudgetAlert.objects.create(
-                        environment=environment,
-                        month=figures.month,
-                        threshold_percent=threshold,
-                        spent_usd=figures.spent_usd,
-                        forecast_usd=figures.forecast_usd or figures.spent_usd,
-                        budget_usd=figures.budget_usd,
-                    )
-            except IntegrityError:
-                continue
-            subject, body = budget_message(environment, figures, threshold)
-            announce_environment(environment, NotificationEvent.BUDGET, subject, body)
-            audit.record(
-                "budget.threshold_crossed",
-                alert,
-                environment=environment,
-                after={
-                    "month": figures.month.isoformat(),
-                    "threshold_percent": threshold,
-                    "spent_usd": str(figures.spent_usd),
-                    "forecast_usd": str(alert.forecast_usd),
-                    "budget_usd": str(figures.budget_usd),
-                },
-            )
-        created.append(alert)
+    for environment, threshold in crossed:
+        if (environment.pk, threshold) in sent:
+            continue
+        alert = _send_budget_alert(environment, figures[environment.pk], threshold)
+        if alert is not None:
+            created.append(alert)
     return created
+
+
+def _send_budget_alert(
+    environment: Environment, figures: MonthToDate, threshold: int
+) -> BudgetAlert | None:
+    """Record, announce and audit one crossed threshold; None if another fetch did first."""
+    with transaction.atomic():
+        try:
+            # The unique (environment, month, threshold) constraint decides
+            # who sends it when two fetches race; the loser sends nothing.
+            with transaction.atomic():
+                alert = BudgetAlert.objects.create(
+                    environment=environment,
+                    month=figures.month,
+                    threshold_percent=threshold,
+                    spent_usd=figures.spent_usd,
+                    forecast_usd=figures.forecast_usd or figures.spent_usd,
+                    budget_usd=figures.budget_usd,
+                )
+        except IntegrityError:
+            return None
+        subject, body = budget_message(environment, figures, threshold)
+        announce_environment(environment, NotificationEvent.BUDGET, subject, body)
+        audit.record(
+            "budget.threshold_crossed",
+            alert,
+            environment=environment,
+            after={
+                "month": figures.month.isoformat(),
+                "threshold_percent": threshold,
+                "spent_usd": str(figures.spent_usd),
+                "forecast_usd": str(alert.forecast_usd),
+                "budget_usd": str(figures.budget_usd),
+            },
+        )
+    return alert
 
 
 def budget_message(environment: Environment, figures: MonthToDate, threshold: int) -> tuple:

@@ -19,7 +19,13 @@ from rq.cron import CronScheduler
 from deployments import sandbox
 from deployments.choices import Channel, NotificationEvent, Status
 from deployments.models import CostEstimate, Deployment, Notification, with_current_deployment
-from environments.costs import current_estimates, fetch_costs, month_to_date, tag_value
+from environments.costs import (
+    check_budgets,
+    current_estimates,
+    fetch_costs,
+    month_to_date,
+    tag_value,
+)
 from environments.models import BudgetAlert, CostSnapshot, Environment
 from portal.audit import verify_chain
 from portal.models import AuditEvent
@@ -174,6 +180,30 @@ def test_the_estimate_of_what_runs_now_is_that_of_the_current_deployment(catalog
     # The same rule as the pages' "what runs now".
     running = with_current_deployment(Environment.objects.filter(pk=dev.pk)).get()
     assert running.current_deployment_id == current.pk == estimates[dev.pk].deployment_id
+
+
+def test_it_checks_the_budgets_of_all_environments_in_one_query(catalog, django_assert_num_queries):
+    environments = list(catalog.environments.select_related("application").order_by("order"))
+    for environment in environments:
+        # $6.10 a day, November 1-15: $91.50 of a $200 budget.
+        days = [date(2026, 11, day) for day in range(1, 16)]
+        CostSnapshot.objects.bulk_create(
+            CostSnapshot(environment=environment, day=day, amount_usd=Decimal("6.1"))
+            for day in days
+        )
+        environment.monthly_budget_usd = Decimal("200")
+    with django_assert_num_queries(1):
+        assert check_budgets(environments, TODAY) == []
+
+    environments[0].monthly_budget_usd = Decimal("20")  # dev
+    environments[2].monthly_budget_usd = Decimal("90")  # production
+    alerts = check_budgets(environments, TODAY)
+    assert sorted((a.environment.slug, a.threshold_percent) for a in alerts) == [
+        ("dev", 80), ("dev", 100), ("production", 80), ("production", 100),
+    ]  # fmt: skip
+    # The next check: one aggregate, one look at what was sent; nothing again.
+    with django_assert_num_queries(2):
+        assert check_budgets(environments, TODAY) == []
 
 
 def test_it_ignores_spend_under_tags_no_environment_has(cost_explorer, catalog):
