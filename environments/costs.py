@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # Cost Explorer has one endpoint, in us-east-1, whatever the workload's region.
 COST_EXPLORER_REGION = "us-east-1"
+# Budget alerts go out as actual spend reaches these percentages of the budget;
+# the cost page marks a month "near" its budget at the first and "over" at the last.
 BUDGET_THRESHOLDS = (80, 100)
 CENT = Decimal("0.01")
 SNAPSHOT_PRECISION = Decimal("0.0001")
@@ -204,6 +206,13 @@ class MonthToDate:
     def reached(self, threshold: int) -> bool:
         """Whether actual spend has reached `threshold` percent of the budget."""
         return bool(self.budget_usd) and self.spent_usd * 100 >= self.budget_usd * threshold
+
+    @property
+    def budget_mark(self) -> str:
+        """How the cost page marks the share of the budget used: "over", "near" or ""."""
+        if self.reached(BUDGET_THRESHOLDS[-1]):
+            return "over"
+        return "near" if self.reached(BUDGET_THRESHOLDS[0]) else ""
 
 
 def month_to_date(environments: Iterable[Environment], today: date | None = None) -> dict:
@@ -381,6 +390,7 @@ def cost_report(environments: list[Environment], days: int, today: date | None =
     first = month_start(reporting_day(today))
     this_month = BudgetAlert.objects.filter(environment__in=environments, month=first)
     for alert in this_month.order_by("threshold_percent"):
+        alert.colour = "red" if alert.threshold_percent >= BUDGET_THRESHOLDS[-1] else "amber"
         alerts[alert.environment_id].append(alert)
     rows = [
         EnvironmentCosts(e, months[e.pk], estimates.get(e.pk), alerts[e.pk]) for e in environments
@@ -461,7 +471,12 @@ def cost_report(environments: list[Environment], days: int, today: date | None =
         CostChart("resources", "Biggest resources (estimate of what runs now)",
                   charts["resources"], "No priced resources in the estimates of what runs now."),
     ]  # fmt: skip
-    return {"rows": rows, "charts": panels, "month": first}
+    return {
+        "rows": rows,
+        "charts": panels,
+        "month": first,
+        "budget_thresholds": BUDGET_THRESHOLDS,
+    }
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.models import CostEstimate, Deployment
+from environments import costs
 from environments.costs import month_to_date
 from environments.models import BudgetAlert, CostSnapshot
 from portal.choices import Role
@@ -99,6 +101,31 @@ def test_it_shows_month_to_date_against_budget_in_the_table(spending, users):
     html = response.content.decode()
     assert f"${figures.spent_usd}" in html and "$185.00" in html
     assert f"{figures.budget_used_percent}&nbsp;%" in html
+
+
+def test_it_marks_budgets_at_the_thresholds_the_alerts_use(spending, users, monkeypatch):
+    monkeypatch.setattr(costs, "BUDGET_THRESHOLDS", (40, 60))
+    production, dev = env(spending, "production"), env(spending, "dev")
+    figures = month_to_date([production, dev])
+    production.monthly_budget_usd = figures[production.pk].spent_usd * 2  # 50 % used
+    dev.monthly_budget_usd = figures[dev.pk].spent_usd  # 100 % used
+    for environment in (production, dev):
+        environment.save()
+    alerts = costs.check_budgets([production, dev])
+    assert sorted((a.environment.slug, a.threshold_percent) for a in alerts) == [
+        ("dev", 40), ("dev", 60), ("production", 40),
+    ]  # fmt: skip
+
+    html = browser(users["dave"]).get(URL).content.decode()
+    assert "reaches 40&nbsp;% and 60&nbsp;% of the budget" in html
+
+    def row(slug: str) -> str:
+        return re.search(rf'<tr data-testid="costs-{slug}">.*?</tr>', html, re.S).group(0)
+
+    assert '<span class="cost-near">50.0&nbsp;%</span>' in row("production")
+    assert '<span class="cost-over">100.0&nbsp;%</span>' in row("dev")
+    assert re.findall(r"badge badge-(\w+)", row("dev")) == ["amber", "red"]
+    assert re.findall(r"badge badge-(\w+)", row("production")) == ["amber"]
 
 
 def test_it_shows_the_chosen_range(spending, users):
