@@ -119,6 +119,15 @@ def test_it_needs_credentials(catalog_file, monkeypatch, tmp_path):
     assert catalog_file.read_text() == before
 
 
+def test_it_calls_aws_where_the_other_clients_do(monkeypatch):
+    """AWS_ENDPOINT_URL is passed to each client by AwsAccess; botocore's own
+    reading of it can be switched off by the AWS config, AwsAccess's cannot."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5123")
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert command.pricing_client().meta.endpoint_url == "http://127.0.0.1:5123"
+    assert command.pricing_client().meta.region_name == "us-east-1"
+
+
 def test_it_knows_a_query_for_every_bundled_price():
     from environments.pricing import CATALOG_PATH
 

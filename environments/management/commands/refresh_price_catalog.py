@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 from django.core.management.base import BaseCommand, CommandError
 
+from deployments.runners.base import AwsAccess
 from environments.pricing import CATALOG_PATH
 
 # Usage types carry a region prefix; EC2's own (instances, EBS, NAT) have none in us-east-1.
@@ -147,8 +148,10 @@ def refresh_catalog(client, catalog: dict, regions: list[str]) -> tuple[dict, li
 
 
 def pricing_client():
+    """A Price List client built like every other AWS client here (AwsAccess:
+    AWS_ENDPOINT_URL, the sandbox's endpoint, included)."""
     # The Price List API answers in a few regions only; us-east-1 serves every region's prices.
-    return boto3.client("pricing", region_name="us-east-1")
+    return AwsAccess(region="us-east-1", session_name="gantry-pricing").client("pricing")
 
 
 class Command(BaseCommand):
