@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubernetes.client import ApiClient
@@ -78,9 +79,15 @@ class AwsAccess:
         if not self.role_arn:
             return base
         sts = base.client("sts", endpoint_url=self.endpoint_url or None)
-        credentials = sts.assume_role(RoleArn=self.role_arn, RoleSessionName=self.session_name)[
-            "Credentials"
-        ]
+        try:
+            answer = sts.assume_role(RoleArn=self.role_arn, RoleSessionName=self.session_name)
+        except ClientError as error:  # refused: AccessDenied, a malformed ARN, ...
+            detail = error.response.get("Error", {})
+            reason = f"{detail.get('Code', 'error')}: {detail.get('Message', error)}"
+            raise StepFailed(f"Assuming role {self.role_arn} failed: {reason}") from None
+        except BotoCoreError as error:  # no credentials, endpoint unreachable, bad parameter
+            raise StepFailed(f"Assuming role {self.role_arn} failed: {error}") from None
+        credentials = answer["Credentials"]
         return boto3.Session(
             aws_access_key_id=credentials["AccessKeyId"],
             aws_secret_access_key=credentials["SecretAccessKey"],
