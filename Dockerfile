@@ -29,5 +29,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=5)"]
 
-# --proxy-headers: the client address comes from the reverse proxy's X-Forwarded-For.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "portal.asgi:application"]
+# --no-proxy-headers: X-Forwarded-* reach Django untouched and are trusted
+# only with BEHIND_PROXY=1 (portal/settings.py). --lifespan off: Django has no
+# lifespan handler.
+CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--lifespan", "off", \
+     "--timeout-graceful-shutdown", "20", "portal.asgi:application"]

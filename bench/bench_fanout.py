@@ -1,6 +1,6 @@
-"""Dashboard fan-out: 1,000 dashboards connected to one daphne process receive
-an alarm transition. Goal: p99 delivery <= 100 ms; reports the memory per
-connection (daphne's RSS delta / connections).
+"""Dashboard fan-out: 1,000 dashboards connected to one ASGI process (uvicorn,
+as in production) receive an alarm transition. Goal: p99 delivery <= 100 ms;
+reports the memory per connection (the server's RSS delta / connections).
 
 The transition is real: a CloudWatch alarm of the sandbox's moto server is set
 to ALARM (then OK, alternately, for each round) and `poll_environment` stores
@@ -11,7 +11,7 @@ Both channel layers are measured for the "broadcast" alias: Redis pub/sub
 (the setting) and the default RedisChannelLayer (one message per member).
 
 python -m bench.bench_fanout [--clients 1000] [--rounds 5] [--layers pubsub,core]
-FANOUT_SERVER=uvicorn python -m bench.bench_fanout ...   # served by uvicorn instead
+FANOUT_GC=off python -m bench.bench_fanout ...   # an experiment: the collector off
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ FANOUT_DB_NAME = "gantry_bench_fanout"
 FANOUT_REDIS_URL = "redis://127.0.0.1:6379/8"
 GOAL_P99_MS = 100.0
 CLIENT_PROCESSES = 4
-# Handshakes in flight per client process: daphne (Twisted) listens with a
-# backlog of 50, and a burst beyond it is reset; dashboards retry as browsers would.
+# Handshakes in flight per client process: a browser-like trickle rather than
+# a burst (a burst beyond the listen backlog is reset; dashboards retry as
+# browsers would).
 CONNECT_AT_ONCE = 10
 # Per message, counted from a socket's connection: the first broadcast comes
 # only once all the others are connected (about 30 s for 1,000 here).
@@ -66,7 +67,7 @@ def raise_open_files() -> int:
     return hard
 
 
-# -- daphne with the chosen layer (a child process) --------------------------------
+# -- the ASGI server with the chosen layer (a child process) --------------------------------
 
 
 def serve(port: int, layer: str) -> None:
@@ -78,22 +79,21 @@ def serve(port: int, layer: str) -> None:
         import gc
 
         gc.disable()
-    if os.environ.get("FANOUT_SERVER") == "uvicorn":
-        # A comparison only: uvicorn is not a dependency (pip install "uvicorn[standard]").
-        import uvicorn
+    import uvicorn
 
-        uvicorn.run("portal.asgi:application", host="127.0.0.1", port=port, log_level="warning")
-        return
-    from daphne.cli import CommandLineInterface
+    # The production command line (Dockerfile), in this process so the layer
+    # choice above applies.
+    uvicorn.run(
+        "portal.asgi:application", host="127.0.0.1", port=port, lifespan="off",
+        log_level="warning", access_log=False,
+    )  # fmt: skip
 
-    CommandLineInterface().run(["-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"])
 
-
-def start_daphne(layer: str) -> tuple[subprocess.Popen, int]:
+def start_server(layer: str) -> tuple[subprocess.Popen, int]:
     from bench.bench_logs import free_port
 
     port = free_port()
-    log = open(f"/tmp/bench-fanout-daphne-{layer}.log", "w")  # noqa: SIM115 - lives with daphne
+    log = open(f"/tmp/bench-fanout-server-{layer}.log", "w")  # noqa: SIM115 - lives with the server
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_fanout", "--serve", str(port), "--layers", layer],
         cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log,
@@ -103,14 +103,14 @@ def start_daphne(layer: str) -> tuple[subprocess.Popen, int]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"daphne exited; see {log.name}")
+            raise RuntimeError(f"the server exited; see {log.name}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return process, port
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("daphne did not listen within 30 s")
+    raise RuntimeError("the server did not listen within 30 s")
 
 
 def rss_kib(pid: int) -> int:
@@ -243,7 +243,7 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
 
     live._broadcast = timed_broadcast
     cookie = session_cookie(world["dave"])
-    daphne, port = start_daphne(layer)
+    server, port = start_server(layer)
     watchers: list[subprocess.Popen] = []
     try:
         origin = f"http://127.0.0.1:{port}"
@@ -254,7 +254,7 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
                        cwd=common.ROOT, env={**os.environ, "BENCH_SESSION_COOKIE": cookie},
                        capture_output=True, timeout=60, check=True)  # fmt: skip
         time.sleep(0.5)
-        before = rss_kib(daphne.pid)
+        before = rss_kib(server.pid)
         started = time.perf_counter()
         share = [count // CLIENT_PROCESSES + (i < count % CLIENT_PROCESSES)
                  for i in range(CLIENT_PROCESSES)]  # fmt: skip
@@ -270,7 +270,7 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
                 raise RuntimeError("a client process could not connect")
         connect_seconds = time.perf_counter() - started
         time.sleep(1.0)  # let the subscriptions settle
-        after = rss_kib(daphne.pid)
+        after = rss_kib(server.pid)
         cloudwatch = boto3.client(
             "cloudwatch", endpoint_url=world["endpoint"], region_name="ca-central-1"
         )
@@ -295,7 +295,7 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
             if watcher.poll() is None:
                 watcher.kill()
         live._broadcast = original
-        stop(daphne)
+        stop(server)
     latencies = [
         (received[n] - broadcasts[n]) / 1e6
         for received in receipts
@@ -324,8 +324,8 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
         "max_ms": round(max(latencies, default=float("nan")), 2),
         "poll_ms_median": round(common.median(poll_ms), 1),
         "connect_seconds": round(connect_seconds, 1),
-        "daphne_rss_mib_before": round(before / 1024, 1),
-        "daphne_rss_mib_after": round(after / 1024, 1),
+        "server_rss_mib_before": round(before / 1024, 1),
+        "server_rss_mib_after": round(after / 1024, 1),
         "kib_per_connection": round((after - before) / count, 1),
         "met": bool(latencies)
         and common.percentile(latencies, 99) <= GOAL_P99_MS
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="pubsub,core")
     # run_all passes the engine benchmarks' --keep (their database): not ours.
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: be daphne
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: be the server
     parser.add_argument("--clients", help=argparse.SUPPRESS)  # internal: be a client process
     parser.add_argument("--origin", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from bench import common  # noqa: E402
 
 CLIENT_PROCESSES = 4
-# A dashboard's message as daphne frames it: a 2-byte header and the JSON.
+# A dashboard's message as the server frames it: a 2-byte header and the JSON.
 MESSAGE = b"\x81\x3e" + b'{"type": "changed", "environment": 42, "what": "alarms"}     '
 
 

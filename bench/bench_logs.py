@@ -1,15 +1,15 @@
 """Deploy engine, live logs: a step prints 10,000 lines as fast as it can and
-20 WebSocket viewers on a real daphne server receive them.
+20 WebSocket viewers on a real ASGI server (uvicorn) receive them.
 
 The step is a real `command` step run by CommandRunner with a LogWriter as its
 log, so every line takes the production path: pipe → reader thread → mask →
-batch → one INSERT → channel layer (Redis) → daphne → each viewer's socket.
+batch → one INSERT → channel layer (Redis) → uvicorn → each viewer's socket.
 Each line carries its print time (`time.time_ns()`); the viewers (a separate
 process, as browsers would be) note when they receive it.
 Goals: p99 print → receipt ≤ 50 ms, 0 lines lost, ≥ 5,000 lines/s.
 
 This module also holds the engine benchmarks' shared set-up (their own
-database gantry_bench_engine, Redis db 9, a seeded fraud-detector, daphne,
+database gantry_bench_engine, Redis db 9, a seeded fraud-detector, uvicorn,
 session cookies and the viewer process), used by bench_terraform and
 bench_release_latency.
 
@@ -54,7 +54,7 @@ def engine_database_url() -> str:
 
 
 def configure_engine_environment() -> dict[str, str]:
-    """Point Django (and the daphne / rqworker children, which inherit
+    """Point Django (and the uvicorn / rqworker children, which inherit
     os.environ) at the engine's own database and Redis db 9."""
     common.configure_environment()
     os.environ["DATABASE_URL"] = engine_database_url()
@@ -147,28 +147,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_daphne() -> tuple[subprocess.Popen, int]:
-    """A real daphne serving portal.asgi:application; waits until it listens."""
+def start_server() -> tuple[subprocess.Popen, int]:
+    """A real uvicorn serving portal.asgi:application, as in production
+    (Dockerfile); waits until it listens."""
     port = free_port()
-    # A file, not a pipe: nobody reads daphne's log while it runs, and a full
+    # A file, not a pipe: nobody reads the server's log while it runs, and a full
     # pipe would stall the server.
-    log_file = tempfile.NamedTemporaryFile(prefix="bench-daphne-", suffix=".log", delete=False)
+    log_file = tempfile.NamedTemporaryFile(prefix="bench-asgi-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
+        [str(VENV_BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
+         "--lifespan", "off", "--no-access-log", "portal.asgi:application"],
         cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     process.log_path = log_file.name
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"daphne exited: {Path(log_file.name).read_text()[-2000:]}")
+            raise RuntimeError(f"uvicorn exited: {Path(log_file.name).read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return process, port
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("daphne did not start listening within 30 s")
+    raise RuntimeError("uvicorn did not start listening within 30 s")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -317,7 +319,7 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         world["release"], world["staging"], world["users"]["alice"], "log latency benchmark"
     )
     cookie = session_cookie(world["users"]["dave"])
-    daphne, port = start_daphne()
+    server, port = start_server()
     try:
         origin = f"http://127.0.0.1:{port}"
         watchers = viewers_process(log_socket_url(port, deployment.pk), cookie, origin, viewers)
@@ -342,11 +344,11 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         except subprocess.TimeoutExpired:
             watchers.kill()
             raise RuntimeError(
-                f"viewers did not see the end; daphne log {daphne.log_path}"
+                f"viewers did not see the end; server log {server.log_path}"
             ) from None
         result = json.loads(out.strip().splitlines()[-1])
     finally:
-        stop(daphne)
+        stop(server)
     # Every viewer must have every stored line, 1..N, exactly once.
     expected = set(range(1, stored + 1))
     result["lost"] = sum(len(expected - set(seqs)) for seqs in result.pop("seqs"))

@@ -3,7 +3,7 @@ running (`manage.py rqworker high default low`, as deployed), a deployment
 awaiting its one approval (process: one quick `command` step) is approved
 through Deployment.approve; measured from the approve call to the first
 LogLine row (polled every millisecond) and to its receipt by a WebSocket
-viewer on a real daphne server. Goal: p50 to the first row ≤ 150 ms.
+viewer on a real uvicorn server. Goal: p50 to the first row ≤ 150 ms.
 
 The path: approve → on-commit enqueue → the worker's blocking pop →
 run_deployment (start, broadcast, LogWriter) → the first batch flushed (at
@@ -35,7 +35,7 @@ from bench.bench_logs import (  # noqa: E402
     seed,
     session_cookie,
     setup_engine_django,
-    start_daphne,
+    start_server,
     stop,
 )
 
@@ -160,7 +160,7 @@ def run(repeats: int = 20) -> dict:
     step = {"name": "Say hello", "kind": "command", "config": {"argv": ["echo", "hello"]}}
     world = seed("latency", [step], required_approvals=1)
     cookie = session_cookie(world["users"]["dave"])
-    daphne, port = start_daphne()
+    server, port = start_server()
     worker = start_worker()
     viewer = Viewer()
     try:
@@ -169,7 +169,7 @@ def run(repeats: int = 20) -> dict:
     finally:
         viewer.close()
         stop(worker)
-        stop(daphne)
+        stop(server)
     result: dict = {"repeats": repeats}
     for key in samples[0]:
         values = [sample[key] for sample in samples]

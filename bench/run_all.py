@@ -76,7 +76,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
 
 def measure_engine(quick: bool) -> dict:
     """Each engine benchmark in its own process: they use their own database
-    (gantry_bench_engine, recreated by the first) and start daphne and rqworker."""
+    (gantry_bench_engine, recreated by the first) and start uvicorn and rqworker."""
     engine: dict = {}
     for index, (key, module, arguments) in enumerate(engine_runs(quick)):
         log(f"engine: {key}")

@@ -27,7 +27,8 @@ BACKLOG_CHUNK = 2000
 
 def frames(lines: list[dict]) -> list[list[dict]]:
     """Split a backlog into frames of about MAX_FRAME_BYTES of text each
-    (daphne drops the socket on a frame over 1 MiB)."""
+    (a frame stays far below the 1 MiB message limits common in WebSocket
+    servers and proxies, and a long backlog renders piece by piece)."""
     chunks: list[list[dict]] = []
     size = MAX_FRAME_BYTES
     for line in lines:

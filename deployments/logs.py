@@ -24,8 +24,9 @@ from environments.live import LAYER, publish
 
 MIN_FLUSH_GAP = 0.025
 MAX_BATCH = 500
-# Text per batch (one WebSocket frame): well under daphne's 1 MiB frame limit,
-# counting JSON escapes and each line's seq/step/stream/at.
+# Text per batch (one WebSocket frame): well under the 1 MiB message limits
+# common in WebSocket servers and proxies, counting JSON escapes and each
+# line's seq/step/stream/at.
 MAX_FRAME_BYTES = 256 * 1024
 LINE_OVERHEAD = 120
 
@@ -163,8 +164,8 @@ class LogWriter:
 
     def _take(self) -> list[tuple]:
         """The oldest pending lines, at most MAX_BATCH of them and about
-        MAX_FRAME_BYTES of text: one batch is one WebSocket frame, and daphne
-        drops the viewer's socket on a frame over 1 MiB."""
+        MAX_FRAME_BYTES of text: one batch is one WebSocket frame, kept far
+        below the message limits of servers and proxies."""
         with self._lock:
             size = count = 0
             for count, line in enumerate(self._pending[:MAX_BATCH], start=1):  # noqa: B007

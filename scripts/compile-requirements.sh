@@ -12,6 +12,9 @@ if [[ ! -x "$TOOLS/bin/pip-compile" ]]; then
 fi
 compile() {
   local header="$1" in="$2" out="$3"
+  # pip-compile keeps the pins it finds in its output file: start from the
+  # current ones, so only what the .in change needs moves.
+  [[ -f "$out" ]] && cp "$out" "$out.tmp"
   "$TOOLS/bin/pip-compile" --quiet --strip-extras --no-header --annotation-style line \
     --no-emit-index-url --no-emit-find-links --output-file "$out.tmp" "$in"
   { printf '%s\n' "$header"; cat "$out.tmp"; } >"$out"

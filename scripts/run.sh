@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the Gantry demo on this machine: embedded Redis, SQLite, the deployment
-# sandbox (moto, a fake Kubernetes API, a stub API), one RQ worker, daphne in the
+# sandbox (moto, a fake Kubernetes API, a stub API), one RQ worker, uvicorn in the
 # foreground. Called by `make run` once the venv is installed. Safe to run
 # again; Ctrl-C (or SIGTERM) stops everything this script started.
 set -euo pipefail
@@ -183,6 +183,6 @@ cat <<EOF
 EOF
 
 # In the background and waited for, so a signal runs the trap at once.
-"$ROOT/.venv/bin/daphne" -b "$HOST" -p "$PORT" portal.asgi:application &
+"$ROOT/.venv/bin/uvicorn" --host "$HOST" --port "$PORT" --lifespan off portal.asgi:application &
 SERVER_PID=$!
 wait "$SERVER_PID"

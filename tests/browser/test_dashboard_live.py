@@ -2,7 +2,7 @@
 reload, when a deployment progresses and when a CloudWatch alarm (moto server)
 goes to ALARM; without WebSockets the page polls.
 
-The page is served by daphne (WebSockets need ASGI), as for the live logs;
+The page is served by uvicorn (WebSockets need ASGI), as for the live logs;
 the domain methods and the alarm poller run here, off Playwright's loop, and
 their broadcasts reach the page through the same Redis.
 """

@@ -1,7 +1,7 @@
 """Live deployment logs in a real browser: lines written by the engine's
 LogWriter appear in the open page, in order, as text, with nothing executed.
 
-WebSockets need an ASGI server, so the page is served by daphne in a
+WebSockets need an ASGI server, so the page is served by uvicorn in a
 subprocess against this test's database (committed data: transaction=True)
 and the same Redis, where the channel layer carries the lines.
 """
@@ -74,19 +74,19 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 20.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}")
+            raise RuntimeError(f"the ASGI server exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url + "/health/live", timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("daphne did not start in time")
+    raise RuntimeError("the ASGI server did not start in time")
 
 
 @pytest.fixture
 def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
-    """daphne serving the portal on a free port, against the test database."""
+    """uvicorn serving the portal on a free port, against the test database."""
     port = free_port()
     environ = {
         **os.environ,
@@ -100,10 +100,10 @@ def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }
     environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    log = (tmp_path / "daphne.log").open("w")
+    log = (tmp_path / "asgi.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "portal.asgi:application"],
+        [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
+         "--lifespan", "off", "portal.asgi:application"],
         cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -122,7 +122,7 @@ def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def alice(users, settings):
-    # daphne runs with the real hashers; the suite's fast MD5 hash means nothing to it.
+    # The server runs with the real hashers; the suite's fast MD5 hash means nothing to it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
     alice = users["alice"]
     alice.set_password(PASSWORD)
