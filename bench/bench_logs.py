@@ -220,8 +220,12 @@ async def _view(url: str, cookie: str, origin: str, ready: asyncio.Event, connec
     received: list[tuple[int, str, int]] = []
     for at, raw in frames:
         data = json.loads(raw)
-        if data["type"] == "lines":
-            received.extend((line["seq"], line["text"], at) for line in data["lines"])
+        if data["type"] == "runs":
+            received.extend(
+                (run["seq"] + offset, text, at)
+                for run in data["runs"]
+                for offset, text in enumerate(run["texts"])
+            )
     return received
 
 

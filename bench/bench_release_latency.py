@@ -104,7 +104,7 @@ class Viewer:
                 connected.set()
                 async for message in ws:
                     now = time.time_ns()
-                    if json.loads(message.data).get("type") == "lines":
+                    if json.loads(message.data).get("type") == "runs":
                         return now
         raise RuntimeError("socket closed before any line")
 

@@ -4,10 +4,16 @@ A viewer connects with the last seq it has (`?after=N`). The consumer joins
 the group first, then sends the stored backlog, then live batches; anything a
 live batch skips (a late join, a dropped message) is read from the database,
 and anything already sent is dropped. Hence: in order, no gap, no duplicate.
+
+The writer sends a batch before its storer has written it (deployments/logs.py),
+so lines a viewer missed may reach the database a few ms after the batch that
+shows the gap; the consumer then waits for them (GAP_WAIT_SECONDS at most,
+after which the batch is left for the next one, or the status, to fill).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import parse_qs
 
@@ -19,25 +25,31 @@ from deployments.logs import (
     LOG_CHANNEL_LAYER,
     MAX_FRAME_BYTES,
     group_name,
-    line_payload,
+    line_runs,
+    runs_after,
+    runs_frame,
 )
 
 BACKLOG_CHUNK = 2000
+# How long a viewer waits for the storer to write lines it missed, retrying every GAP_POLL_SECONDS.
+GAP_WAIT_SECONDS = 2.0
+GAP_POLL_SECONDS = 0.01
 
 
-def frames(lines: list[dict]) -> list[list[dict]]:
-    """Split a backlog into frames of about MAX_FRAME_BYTES of text each
-    (a frame stays far below the 1 MiB message limits common in WebSocket
-    servers and proxies, and a long backlog renders piece by piece)."""
-    chunks: list[list[dict]] = []
+def frames(rows: list[tuple]) -> list[str]:
+    """A backlog of (seq, step, stream, text, at) rows as frames of about
+    MAX_FRAME_BYTES of text each (a frame stays far below the 1 MiB message
+    limits common in WebSocket servers and proxies, and a long backlog renders
+    piece by piece)."""
+    chunks: list[list[tuple]] = []
     size = MAX_FRAME_BYTES
-    for line in lines:
-        size += len(line["text"]) + LINE_OVERHEAD
+    for row in rows:
+        size += len(row[3]) + LINE_OVERHEAD
         if size >= MAX_FRAME_BYTES:
             chunks.append([])
-            size = len(line["text"]) + LINE_OVERHEAD
-        chunks[-1].append(line)
-    return chunks
+            size = len(row[3]) + LINE_OVERHEAD
+        chunks[-1].append(row)
+    return [runs_frame(line_runs(chunk)) for chunk in chunks]
 
 
 @database_sync_to_async
@@ -55,19 +67,21 @@ def _can_view(user, deployment_id: int) -> bool:
 
 
 @database_sync_to_async
-def _lines_after(deployment_id: int, after: int) -> tuple[list[dict], str]:
+def _lines_after(deployment_id: int, after: int) -> tuple[list[tuple], str]:
+    """Up to BACKLOG_CHUNK stored (seq, step, stream, text, at) rows after
+    `after`, and the deployment's status."""
     from deployments.models import Deployment, LogLine
 
-    rows = (
-        LogLine.objects.filter(deployment_id=deployment_id, seq__gt=after)
+    rows = [
+        (seq, step or "", stream, text, at)
+        for seq, step, stream, text, at in LogLine.objects.filter(
+            deployment_id=deployment_id, seq__gt=after
+        )
         .order_by("seq")
         .values_list("seq", "step__name", "stream", "text", "at")[:BACKLOG_CHUNK]
-    )
-    lines = [
-        line_payload(seq, step or "", stream, text, at) for seq, step, stream, text, at in rows
     ]
     status = Deployment.objects.filter(pk=deployment_id).values_list("status", flat=True).first()
-    return lines, status or ""
+    return rows, status or ""
 
 
 class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
@@ -94,17 +108,23 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def catch_up(self) -> str:
-        """Send everything stored after last_seq, in chunks, then the status."""
+    async def catch_up(self, through: int = 0) -> str:
+        """Send everything stored after last_seq, in chunks, then the status;
+        with `through`, first wait (a little) until the storer has written
+        that far."""
+        deadline = asyncio.get_running_loop().time() + GAP_WAIT_SECONDS
         while True:
             lines, status = await _lines_after(self.deployment_id, self.last_seq)
             for frame in frames(lines):
-                await self.send_json({"type": "lines", "lines": frame})
+                await self.send(text_data=frame)
             if lines:
-                self.last_seq = lines[-1]["seq"]
-            if len(lines) < BACKLOG_CHUNK:
+                self.last_seq = lines[-1][0]
+            if len(lines) == BACKLOG_CHUNK:
+                continue
+            if self.last_seq >= through or asyncio.get_running_loop().time() > deadline:
                 await self.send_json({"type": "status", "status": status})
                 return status
+            await asyncio.sleep(GAP_POLL_SECONDS)
 
     async def dispatch(self, message: dict) -> None:
         # Channels runs close_old_connections in the sync thread before every
@@ -121,17 +141,15 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
         if event["last"] <= self.last_seq:
             return
         if event["first"] > self.last_seq + 1:
-            await self.catch_up()  # fill the gap from the database
-            if event["last"] <= self.last_seq:
-                return
+            await self.catch_up(through=event["first"] - 1)  # fill the gap from the database
+            if event["last"] <= self.last_seq or event["first"] > self.last_seq + 1:
+                return  # all sent, or the gap not stored yet: the next batch or status fills it
         if event["first"] == self.last_seq + 1:
             # The usual case: send the frame the writer encoded, as is.
             await self.send(text_data=event["frame"])
         else:  # overlaps what this viewer already has: send only the rest
-            lines = json.loads(event["frame"])["lines"]
-            await self.send_json(
-                {"type": "lines", "lines": [line for line in lines if line["seq"] > self.last_seq]}
-            )
+            runs = json.loads(event["frame"])["runs"]
+            await self.send(text_data=runs_frame(runs_after(runs, self.last_seq)))
         self.last_seq = event["last"]
 
     async def deployment_status(self, event: dict) -> None:

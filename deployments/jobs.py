@@ -137,7 +137,8 @@ def plan_deployment(deployment_id: int) -> str:
         deployment.fail_planning(f"Planning failed: {exc.message}")
         broadcast_status(deployment.pk, Status.FAILED)
         return "plan failed"
-    writer.close()
+    finally:
+        writer.close()  # again is harmless; a crash must not leave its threads behind
     deployment.record_plan(combined_plan_hash(hashes), summary, pricing.combine(costs))
     broadcast_status(deployment.pk, deployment.status)
     return deployment.status

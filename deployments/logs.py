@@ -1,15 +1,17 @@
 """The per-line path of a running deployment: mask, number, store, broadcast.
 
 This is the hot path (Terraform can print thousands of lines a second), so a
-line costs one masking pass and an append under a lock; a flusher thread
-writes batches with one INSERT and sends each batch to the deployment's
-channel group as one message. Lines are stored before they are sent, so a
-viewer that misses a message can always fill the gap from the database.
+line costs one masking pass and an append under a lock; a sender thread sends
+each batch to the deployment's channel group as one message, and a storer
+thread writes the batches with COPY right behind it, in order. The database
+always holds every line up to some seq, so a viewer that misses a message
+fills the gap from it (waiting for the storer if it is a few ms behind).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +24,13 @@ from deployments.choices import Stream
 from deployments.runners.masking import Masker
 from environments.live import LAYER, publish
 
+log = logging.getLogger(__name__)
+
 MIN_FLUSH_GAP = 0.025
 MAX_BATCH = 500
+# Lines per COPY when the storer has fallen behind the sender (a burst).
+STORE_BATCH = 5000
+STORE_RETRY_SECONDS = 0.5
 # Text per batch (one WebSocket frame): well under the 1 MiB message limits
 # common in WebSocket servers and proxies, counting JSON escapes and each
 # line's seq/step/stream/at.
@@ -45,15 +52,56 @@ def line_payload(seq: int, step: str, stream: str, text: str, at) -> dict:
     return {"seq": seq, "step": step, "stream": stream, "text": text, "at": at}
 
 
-def lines_event(lines: list[dict]) -> dict:
+def line_runs(lines) -> list[dict]:
+    """Lines as the WebSocket sends them: runs of consecutive lines of one
+    step, stream and time, `{"seq": first, "step", "stream", "at", "texts"}`,
+    from (seq, step, stream, text, at) tuples (`at` a datetime or its
+    isoformat()).
+
+    The lines of one chunk a process printed share step, stream and time, so
+    a batch of 500 is one or two runs: encoding it is one json.dumps of a few
+    strings lists instead of 500 dicts, and the frame is about half the bytes
+    of a list of line objects (the HTTP API still gives line objects)."""
+    runs: list[dict] = []
+    texts: list[str] = []
+    key = None
+    next_seq = 0
+    for seq, step, stream, text, at in lines:
+        if seq != next_seq or (step, stream, at) != key:
+            key = (step, stream, at)
+            texts = []
+            at = at if isinstance(at, str) else at.isoformat()
+            runs.append({"seq": seq, "step": step, "stream": stream, "at": at, "texts": texts})
+        texts.append(text)
+        next_seq = seq + 1
+    return runs
+
+
+def runs_after(runs: list[dict], after: int) -> list[dict]:
+    """The runs' lines whose seq is above `after`."""
+    kept = []
+    for run in runs:
+        skip = after + 1 - run["seq"]
+        if skip < len(run["texts"]):
+            kept.append(
+                {**run, "seq": run["seq"] + max(skip, 0), "texts": run["texts"][max(skip, 0) :]}
+            )
+    return kept
+
+
+def runs_frame(runs: list[dict]) -> str:
+    return json.dumps({"type": "runs", "runs": runs})
+
+
+def lines_event(runs: list[dict]) -> dict:
     """The group message for a batch: the viewers' frame encoded once here, not
     once per viewer in the server (with 20 viewers, encoding was most of its
     CPU); `first`/`last` let a consumer check continuity without decoding it."""
     return {
         "type": "log.lines",
-        "first": lines[0]["seq"],
-        "last": lines[-1]["seq"],
-        "frame": json.dumps({"type": "lines", "lines": lines}),
+        "first": runs[0]["seq"],
+        "last": runs[-1]["seq"] + len(runs[-1]["texts"]) - 1,
+        "frame": runs_frame(runs),
     }
 
 
@@ -105,7 +153,17 @@ def copy_text(text: str) -> str:
 
 
 class LogWriter:
-    """Collects one deployment's output lines and flushes them in batches."""
+    """Collects one deployment's output lines, sends them to viewers in
+    batches and stores them right behind.
+
+    Two threads: the sender takes numbered lines in batches (one WebSocket
+    frame each) and publishes them; the storer writes what was sent, in order,
+    merging whatever has queued up into one COPY. Sending does not wait for
+    the database, so a burst reaches viewers at the speed of Redis rather
+    than of COPY; and as one storer writes in order, the database always holds
+    every line up to some seq, which is what lets a viewer fill a gap from it
+    (deployments/consumers.py). Use as a context manager, or call close().
+    """
 
     def __init__(
         self,
@@ -121,14 +179,28 @@ class LogWriter:
         self.next_seq = (last or 0) + 1
         self.step_id: int | None = None
         self.step_name = ""
-        self._pending: list[tuple] = []
-        self._lock = threading.Lock()
+        self._pending: list[tuple] = []  # numbered, not sent yet
+        self._unstored: list[tuple] = []  # sent (or being sent), not stored yet
+        self._lock = threading.Lock()  # guards the two lists and the numbering
+        self._send_lock = threading.Lock()  # one batch at a time goes out, in order
+        self._store_lock = threading.Lock()  # one COPY at a time, in order
         self._wake = threading.Event()
+        self._store_wake = threading.Event()
         self._closed = False
-        self._flusher = threading.Thread(
-            target=self._run, name=f"logs-{deployment_id}", daemon=True
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"logs-{deployment_id}-send", daemon=True
         )
-        self._flusher.start()
+        self._storer = threading.Thread(
+            target=self._store_loop, name=f"logs-{deployment_id}-store", daemon=True
+        )
+        self._sender.start()
+        self._storer.start()
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def set_step(self, step_id: int | None, name: str) -> None:
         with self._lock:
@@ -156,9 +228,10 @@ class LogWriter:
                 for offset, line in enumerate(masked)
             )
             self.next_seq = seq + len(masked)
-            # Lines into an empty buffer wake the flusher (a first line after a
-            # quiet spell goes at once, see _run); lines that come while it is
-            # busy storing the last batch wait for it and go together.
+            # Lines into an empty buffer wake the sender (a first line after a
+            # quiet spell goes at once, see _send_loop); lines that come while
+            # it waits out MIN_FLUSH_GAP go with the next batch, unless a full
+            # batch is ready.
             if idle or len(self._pending) >= MAX_BATCH:
                 self._wake.set()
 
@@ -175,55 +248,101 @@ class LogWriter:
             batch, self._pending = self._pending[:count], self._pending[count:]
         return batch
 
-    def flush(self) -> int:
-        """Store and send everything pending, batch by batch; returns the line count."""
-        total = 0
-        while batch := self._take():
-            self._store_and_send(batch)
-            total += len(batch)
-        return total
-
-    def _store_and_send(self, batch: list[tuple]) -> None:
-        # Lines of one chunk share their timestamp: format each once.
-        stamps = {at: at.isoformat() for *_, at in batch}
-        store_lines(self.deployment_id, batch, stamps)
-        lines = [
-            line_payload(seq, name, stream, text, stamps[at])
-            for seq, _, name, stream, text, at in batch
-        ]
-        self._send(lines_event(lines))
+    def _send_batch(self) -> int:
+        """Hand the next batch to the storer and publish it; its line count."""
+        with self._send_lock:
+            batch = self._take()
+            if not batch:
+                return 0
+            with self._lock:
+                self._unstored.extend(batch)
+            self._store_wake.set()
+            runs = line_runs(
+                (seq, name, stream, text, at) for seq, _, name, stream, text, at in batch
+            )
+            try:
+                self._send(lines_event(runs))
+            except Exception:  # viewers fill the gap from the database later
+                log.warning("sending log lines of deployment %s failed", self.deployment_id,
+                            exc_info=True)  # fmt: skip
+        return len(batch)
 
     def _send(self, event: dict) -> None:
         publish(group_name(self.deployment_id), event)
 
-    def _run(self) -> None:
-        last_flush = 0.0
+    def _store_queued(self) -> int:
+        """Store everything sent so far, in one COPY per STORE_BATCH lines.
+        A batch leaves the queue only once stored: after a failure the next
+        attempt starts from it, so the stored lines stay gap-free."""
+        total = 0
+        with self._store_lock:
+            while True:
+                with self._lock:
+                    batch = self._unstored[:STORE_BATCH]
+                if not batch:
+                    return total
+                store_lines(self.deployment_id, batch, {at: at.isoformat() for *_, at in batch})
+                with self._lock:
+                    del self._unstored[: len(batch)]
+                total += len(batch)
+
+    def flush(self) -> int:
+        """Send and store everything written so far; returns the lines sent."""
+        total = 0
+        while sent := self._send_batch():
+            total += sent
+        self._store_queued()
+        return total
+
+    def _send_loop(self) -> None:
+        last_sent = 0.0
+        while not self._closed:
+            self._wake.wait()  # set by lines into an empty buffer, a full batch, or close()
+            self._wake.clear()
+            # At most one batch per MIN_FLUSH_GAP unless a full one waits: the
+            # first line after a quiet spell goes at once, a steady stream goes
+            # in a few frames a second (each frame costs every viewer a
+            # message), a burst goes in full batches as soon as they fill.
+            due = last_sent + MIN_FLUSH_GAP
+            while not self._closed and len(self._pending) < MAX_BATCH:
+                remaining = due - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.wait(remaining)
+                self._wake.clear()
+            last_sent = time.monotonic()
+            self._send_batch()
+            if self._pending:
+                self._wake.set()
+
+    def _store_loop(self) -> None:
         try:
             while not self._closed:
-                self._wake.wait()  # set by new lines into an empty buffer, or by close()
-                self._wake.clear()
-                # At most one batch per MIN_FLUSH_GAP unless a full one waits:
-                # the first line after a quiet spell goes at once, a steady
-                # stream goes in a few frames a second (each frame costs every
-                # viewer a message), a burst drains in full batches.
-                wait = MIN_FLUSH_GAP - (time.monotonic() - last_flush)
-                if wait > 0 and not self._closed and len(self._pending) < MAX_BATCH:
-                    time.sleep(wait)
-                last_flush = time.monotonic()
-                if batch := self._take():
-                    self._store_and_send(batch)
-                if self._pending:
-                    self._wake.set()
+                self._store_wake.wait()
+                self._store_wake.clear()
+                try:
+                    self._store_queued()
+                except Exception:  # kept queued; retried on the next wake, and by close()
+                    log.warning("storing log lines of deployment %s failed", self.deployment_id,
+                                exc_info=True)  # fmt: skip
+                    connection.close()
+                    time.sleep(STORE_RETRY_SECONDS)
+                    self._store_wake.set()
         finally:
             connection.close()
 
     def close(self) -> None:
-        """Flush what is left and stop the flusher thread."""
+        """Send and store what is left and stop both threads. Raises if the
+        lines cannot be stored (the caller's step or job then fails)."""
         self._closed = True
         self._wake.set()
-        self._flusher.join(timeout=10)
-        self.flush()
-        close_old_connections()
+        self._store_wake.set()
+        self._sender.join(timeout=10)
+        self._storer.join(timeout=10)
+        try:
+            self.flush()
+        finally:
+            close_old_connections()
 
 
 def broadcast_status(deployment_id: int, status: str) -> None:

@@ -61,6 +61,25 @@
     currentBlock = block;
   }
 
+  // The socket sends runs of consecutive lines sharing step, stream and time
+  // (deployments/logs.py, line_runs); the HTTP API sends line objects.
+  function linesOf(runs) {
+    var lines = [];
+    for (var i = 0; i < runs.length; i++) {
+      var run = runs[i];
+      for (var j = 0; j < run.texts.length; j++) {
+        lines.push({
+          seq: run.seq + j,
+          step: run.step,
+          stream: run.stream,
+          at: run.at,
+          text: run.texts[j],
+        });
+      }
+    }
+    return lines;
+  }
+
   function append(lines) {
     var stuck = panel.scrollHeight - panel.scrollTop - panel.clientHeight < 40;
     var newStep = false;
@@ -228,8 +247,8 @@
       } catch (error) {
         return;
       }
-      if (message.type === "lines") {
-        append(message.lines);
+      if (message.type === "runs") {
+        append(linesOf(message.runs));
       } else if (message.type === "status") {
         onStatus(message.status);
       }

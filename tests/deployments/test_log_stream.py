@@ -4,14 +4,22 @@ layer, channels' WebsocketCommunicator."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.db import OperationalError
+from django.utils import timezone
 
-from deployments.logs import LogWriter
+from deployments import consumers, logs
+from deployments.logs import LogWriter, broadcast_status
 from deployments.models import Deployment, LogLine
 from deployments.runners.masking import Masker
+from environments.live import publish
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env
 
@@ -36,8 +44,9 @@ async def receive_lines(communicator, until_seq: int) -> list[int]:
     seqs: list[int] = []
     while not seqs or seqs[-1] < until_seq:
         message = await communicator.receive_json_from(timeout=5)
-        if message["type"] == "lines":
-            seqs.extend(line["seq"] for line in message["lines"])
+        if message["type"] == "runs":
+            for run in message["runs"]:
+                seqs.extend(range(run["seq"], run["seq"] + len(run["texts"])))
     return seqs
 
 
@@ -131,8 +140,6 @@ def test_it_masks_secrets_before_storing(deployment):
 
 # -- helpers running sync DB code from the async scenarios ------------------
 
-from channels.db import database_sync_to_async  # noqa: E402
-
 
 @database_sync_to_async
 def write_async(writer: LogWriter, first: int, last: int) -> None:
@@ -163,3 +170,113 @@ def test_it_stores_lines_exactly_as_printed_whatever_they_hold(deployment):
         (1, "a\ttab"), (2, r"C:\path\to\thing \N \\"), (3, "cr\rinside"),
         (4, "naïve – 漢字 🚀"), (5, "nulgone"), (6, ""),
     ]  # fmt: skip
+
+
+# -- sent before stored: the consumer waits for the storer ------------------
+
+
+def test_a_gap_the_storer_has_not_written_yet_is_waited_for(deployment, users):
+    """A viewer sees a batch (11-20) whose predecessors (1-10) were sent
+    before it connected and are stored only 100 ms later: it gets 1-20, in
+    order, once the storer catches up."""
+
+    async def scenario():
+        communicator = connect(users["dave"], deployment)
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+        await send_batch(deployment.pk, 11, 20)
+        await asyncio.sleep(0.1)
+        await store_silently(deployment.pk, 1, 10)
+        seqs = await receive_lines(communicator, 20)
+        await communicator.disconnect()
+        return seqs
+
+    assert async_to_sync(scenario)() == list(range(1, 21))
+
+
+def test_a_gap_never_stored_is_not_skipped(deployment, users, monkeypatch):
+    """The storer is far behind (longer than GAP_WAIT_SECONDS): the batch is
+    held back rather than sent past the gap, and the status that follows
+    fills everything in order."""
+    monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.05)
+
+    async def scenario():
+        communicator = connect(users["dave"], deployment)
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+        await send_batch(deployment.pk, 11, 20)
+        status = await communicator.receive_json_from(timeout=5)
+        assert status["type"] == "status"  # the wait ended: no lines past the gap
+        await store_silently(deployment.pk, 1, 20)
+        await database_sync_to_async(broadcast_status)(deployment.pk, "running")
+        seqs = await receive_lines(communicator, 20)
+        await communicator.disconnect()
+        return seqs
+
+    assert async_to_sync(scenario)() == list(range(1, 21))
+
+
+def test_the_writer_sends_without_waiting_for_the_database(deployment, users, monkeypatch):
+    """With the storer stuck, a viewer still gets the lines live; they are
+    all stored, in order, once the database answers again."""
+    stuck, real_store = threading.Event(), logs.store_lines
+
+    def slow_store(*args):
+        stuck.wait(timeout=10)
+        real_store(*args)
+
+    monkeypatch.setattr(logs, "store_lines", slow_store)
+    writer = LogWriter(deployment.pk)
+
+    async def scenario():
+        communicator = connect(users["dave"], deployment)
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+        for n in range(1, 31):
+            writer.write(f"line {n}")
+        seqs = await receive_lines(communicator, 30)
+        stored = await database_sync_to_async(LogLine.objects.filter(deployment=deployment).count)()
+        await communicator.disconnect()
+        return seqs, stored
+
+    try:
+        seqs, stored_while_stuck = async_to_sync(scenario)()
+    finally:
+        stuck.set()
+        writer.close()
+    assert seqs == list(range(1, 31))
+    assert stored_while_stuck == 0
+    assert list(
+        LogLine.objects.filter(deployment=deployment).order_by("seq").values_list("seq", flat=True)
+    ) == list(range(1, 31))
+
+
+def test_a_failed_store_is_retried_from_the_same_line(deployment, monkeypatch):
+    """The database refuses a batch once: nothing is skipped, nothing stored
+    twice, and what is stored is always 1..N with no hole."""
+    real_store, failures = logs.store_lines, []
+
+    def flaky_store(deployment_id, batch, stamps):
+        if not failures:
+            failures.append(batch[0][0])
+            raise OperationalError("the database went away")
+        real_store(deployment_id, batch, stamps)
+
+    monkeypatch.setattr(logs, "store_lines", flaky_store)
+    monkeypatch.setattr(logs, "STORE_RETRY_SECONDS", 0.01)
+    with LogWriter(deployment.pk) as writer:
+        for n in range(1, 1201):
+            writer.write(f"line {n}")
+    assert failures == [1]
+    assert list(
+        LogLine.objects.filter(deployment=deployment).order_by("seq").values_list("seq", flat=True)
+    ) == list(range(1, 1201))
+    assert not writer._sender.is_alive() and not writer._storer.is_alive()
+
+
+@database_sync_to_async
+def send_batch(deployment_id: int, first: int, last: int) -> None:
+    """Publish lines as the writer's sender does, without storing them."""
+    now = timezone.now()
+    runs = logs.line_runs((n, "", "stdout", f"line {n}", now) for n in range(first, last + 1))
+    publish(logs.group_name(deployment_id), logs.lines_event(runs))

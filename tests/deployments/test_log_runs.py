@@ -1,0 +1,55 @@
+"""The WebSocket's line format: runs of consecutive lines sharing step,
+stream and time, and the trimming a consumer does on an overlap."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from deployments.logs import line_runs, lines_event, runs_after
+
+T1 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+T2 = datetime(2026, 12, 1, 9, 30, 1, tzinfo=UTC)
+
+
+def expand(runs: list[dict]) -> list[tuple]:
+    return [
+        (run["seq"] + offset, run["step"], run["stream"], text, run["at"])
+        for run in runs
+        for offset, text in enumerate(run["texts"])
+    ]
+
+
+LINES = [
+    (1, "Apply", "stdout", "a", T1),
+    (2, "Apply", "stdout", "b", T1),
+    (3, "Apply", "stderr", "c", T1),  # another stream
+    (4, "Apply", "stderr", "d", T2),  # another time
+    (5, "Bake", "stderr", "e", T2),  # another step
+    (7, "Bake", "stderr", "g", T2),  # a hole in the seqs
+]
+
+
+def test_runs_break_on_step_stream_time_and_seq_and_expand_to_the_same_lines():
+    runs = line_runs(LINES)
+    assert [(run["seq"], run["texts"]) for run in runs] == [
+        (1, ["a", "b"]), (3, ["c"]), (4, ["d"]), (5, ["e"]), (7, ["g"]),
+    ]  # fmt: skip
+    assert expand(runs) == [(seq, step, stream, text, at.isoformat())
+                            for seq, step, stream, text, at in LINES]  # fmt: skip
+
+
+def test_a_burst_of_one_chunk_is_one_run():
+    runs = line_runs((n, "Print", "stdout", f"line {n}", T1) for n in range(1, 501))
+    assert len(runs) == 1 and len(runs[0]["texts"]) == 500
+    event = lines_event(runs)
+    assert (event["first"], event["last"]) == (1, 500)
+    assert json.loads(event["frame"]) == {"type": "runs", "runs": runs}
+
+
+def test_runs_after_keeps_only_later_lines():
+    runs = line_runs(LINES)
+    assert [line[0] for line in expand(runs_after(runs, 1))] == [2, 3, 4, 5, 7]
+    assert [line[0] for line in expand(runs_after(runs, 4))] == [5, 7]
+    assert runs_after(runs, 7) == []
+    assert runs_after(runs, 0) == runs
