@@ -218,7 +218,9 @@ class LogWriter:
         patterns never cross a newline), one timestamp, one append."""
         if not lines:
             return
-        masked = self.mask("\n".join(lines)).split("\n")
+        # NUL, which PostgreSQL text cannot hold, goes here, so viewers and
+        # every database get the same text.
+        masked = self.mask("\n".join(lines).replace("\0", "")).split("\n")
         now = timezone.now()
         with self._lock:
             idle = not self._pending

@@ -58,6 +58,7 @@ def base_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 READ_SIZE = 1 << 16
+MAX_LINE_BYTES = 32 * 1024
 STDERR_KEPT = 2000
 
 
@@ -69,15 +70,36 @@ class _LineSplitter:
         self.partial = b""
 
     def feed(self, chunk: bytes) -> list[str]:
-        *complete, self.partial = (self.partial + chunk).split(b"\n")
-        return [_decode(raw) for raw in complete]
+        data = self.partial + chunk
+        end = data.rfind(b"\n")
+        complete, self.partial = (b"", data) if end < 0 else (data[:end], data[end + 1 :])
+        cut = []
+        # A line with no end in sight (a progress bar redrawn with \r, a dump
+        # without newlines) goes out in MAX_LINE_BYTES pieces: memory stays
+        # bounded, and a read costs its own size rather than everything
+        # unterminated so far.
+        while len(self.partial) > MAX_LINE_BYTES:
+            at = _utf8_boundary(self.partial, MAX_LINE_BYTES)
+            cut.append(_decode(self.partial[:at]))
+            self.partial = self.partial[at:]
+        lines = _decode(complete).split("\n") if end >= 0 else []
+        return lines + cut
 
     def rest(self) -> list[str]:
         return [_decode(self.partial)] if self.partial else []
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").rstrip("\r")
+    """Lines' bytes as text, decoded in one call for a whole chunk; CRLF
+    endings become plain ones."""
+    return raw.decode("utf-8", errors="replace").replace("\r\n", "\n").removesuffix("\r")
+
+
+def _utf8_boundary(data: bytes, at: int) -> int:
+    """`at`, moved back to the start of the UTF-8 character it falls in."""
+    while at > 0 and data[at] & 0xC0 == 0x80:
+        at -= 1
+    return at or len(data)
 
 
 def _log_lines(ctx: StepContext, lines: list[str], stream: str) -> None:

@@ -5,6 +5,7 @@ layer, channels' WebsocketCommunicator."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
@@ -152,6 +153,20 @@ def store_silently(deployment_id: int, first: int, last: int) -> None:
         LogLine(deployment_id=deployment_id, seq=n, text=f"line {n}")
         for n in range(first, last + 1)
     )
+
+
+def test_viewers_get_the_text_that_is_stored(deployment, monkeypatch):
+    """NUL is dropped before the line is sent, not only by COPY: what a
+    viewer saw live is what a reload (or SQLite in the demo) shows."""
+    sent = []
+    monkeypatch.setattr(LogWriter, "_send", lambda self, event: sent.append(event))
+    with LogWriter(deployment.pk) as writer:
+        writer.write_lines(["nul\0gone", "plain"])
+    runs = json.loads(sent[0]["frame"])["runs"]
+    stored = list(LogLine.objects.filter(deployment=deployment).order_by("seq").values_list(
+        "text", flat=True
+    ))  # fmt: skip
+    assert runs[0]["texts"] == stored == ["nulgone", "plain"]
 
 
 def test_it_stores_lines_exactly_as_printed_whatever_they_hold(deployment):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deployments.runners.base import StepCancelled, StepFailed
-from deployments.runners.command import CommandRunner
+from deployments.runners.command import MAX_LINE_BYTES, CommandRunner
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +152,26 @@ def test_it_names_the_bad_key_in_the_config():
         runner.validate_config({"argv": ["ls"], "cwd": "../etc"})
     with pytest.raises(ValueError, match="^ok_exit_codes"):
         runner.validate_config({"argv": ["ls"], "ok_exit_codes": ["0"]})
+
+
+def test_a_line_without_end_goes_out_in_bounded_pieces_whole_characters_kept(make_ctx):
+    """A progress bar redrawn with \\r and never ended by \\n: 200 KiB of
+    multi-byte text arrives as pieces of at most MAX_LINE_BYTES, none cut
+    inside a character, and put together they are exactly what was printed."""
+    script = (
+        "import sys\n"
+        "for i in range(1000):\n"
+        "    sys.stdout.write('é' * 100 + '\\r'); sys.stdout.flush()\n"
+        "sys.stdout.write('\\r\\nCRLF line\\r\\nlast')\n"
+    )
+    ctx = make_ctx({"argv": [PY, "-c", script]})
+
+    CommandRunner().run(ctx)
+
+    texts = [text for _, stream, text in ctx.log.lines if stream == "stdout"]
+    assert texts[-2:] == ["CRLF line", "last"]
+    pieces = texts[:-2]
+    assert len(pieces) > 1
+    assert all(len(piece.encode()) <= MAX_LINE_BYTES for piece in pieces)
+    assert "\ufffd" not in "".join(pieces)  # no character split between two pieces
+    assert "".join(pieces) == ("é" * 100 + "\r") * 1000
