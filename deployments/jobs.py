@@ -5,6 +5,7 @@ job is meant for.
 - plan_deployment: the Terraform steps' `plan` → the plan hash approvals bind to.
 - run_deployment: take the environment (Deployment.start), run the steps in
   order, stream their output, finish; a failed bake starts an automatic rollback.
+- force_unlock_state: an admin's force-unlock of a Terraform state lock (high queue).
 - fail_stalled_deployments / wake_queued_deployments: housekeeping (cron).
 """
 
@@ -295,6 +296,22 @@ def run_deployment(deployment_id: int) -> str:
         )  # fmt: skip
     close_old_connections()
     return status
+
+
+def force_unlock_state(step_run_id: int) -> str:
+    """Carry out the force-unlock an admin requested for a step run
+    (Deployment.request_force_unlock). The run clears the request: a second
+    call finds none and does nothing."""
+    from deployments.models import StepRun
+
+    step_run = (
+        StepRun.objects.select_related("deployment__environment", "unlock_requested_by")
+        .filter(pk=step_run_id)
+        .first()
+    )
+    if step_run is None or step_run.unlock_requested_at is None:
+        return "no force-unlock requested"
+    return step_run.deployment.force_unlock_state(step_run)
 
 
 def fail_stalled_deployments() -> list[int]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, OperationalError, models, transaction
 from django.utils import timezone
 
 from deployments.choices import (
@@ -35,10 +37,14 @@ from portal import audit
 from portal.choices import Role
 from portal.roles import Conflict, Forbidden, PolicyError, has_role
 
+log = logging.getLogger(__name__)
+
 # An image pinned by digest: anything before "@sha256:" and exactly 64 hex digits.
 IMAGE_REF_RE = re.compile(
     r"^(?P<repository>[a-z0-9][a-z0-9._\-/:]*)@sha256:(?P<digest>[0-9a-f]{64})$"
 )
+# PostgreSQL's SQLSTATE for a NOWAIT lock that another transaction holds.
+LOCK_NOT_AVAILABLE = "55P03"
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}$")
 
@@ -614,11 +620,14 @@ class Deployment(models.Model):
         """queued → running, unless another deployment holds the environment.
 
         The partial unique index settles the race between two workers: the
-        loser's UPDATE fails and its deployment stays queued.
+        loser's UPDATE fails and its deployment stays queued. The environment
+        row lock comes first: a force-unlock holds it while it runs, and the
+        run starts after that.
         """
         now = timezone.now()
         try:
             with transaction.atomic():
+                lock_environment(self.environment_id)
                 started = Deployment.objects.filter(pk=self.pk, status=Status.QUEUED).update(
                     status=Status.RUNNING, started_at=now, heartbeat_at=now,
                     worker_name=worker_name[:200],
@@ -673,15 +682,16 @@ class Deployment(models.Model):
 
     # -- Terraform state lock -------------------------------------------------------
 
-    def force_unlock_state(self, step_run: StepRun, user, reason: str) -> None:
-        """An admin releases the Terraform state lock a dead run left behind
-        (the lock the failed `step_run` recorded). Refused while any deployment
-        runs in the environment: its lock would be live. Audited either way."""
-        from deployments.jobs import step_workdir
-        from deployments.logs import LogWriter
-        from deployments.runners.base import StepContext, StepFailed
-        from deployments.runners.masking import Masker
-        from deployments.runners.terraform import force_unlock
+    def request_force_unlock(self, step_run: StepRun, user, reason: str) -> None:
+        """An admin asks to release the Terraform state lock a dead run left
+        behind (the lock the failed `step_run` recorded). Checked, marked on
+        the step run and audited here; the force_unlock_state job on the high
+        queue runs Terraform, whose `init` can take minutes. Refused while any
+        deployment runs in the environment (its lock would be live) and while
+        an earlier request for the step is in progress."""
+        import django_rq
+
+        from deployments import jobs
 
         environment = self.environment
         if not has_role(user, environment, Role.ADMIN):
@@ -689,46 +699,139 @@ class Deployment(models.Model):
         reason = (reason or "").strip()
         if not reason:
             raise PolicyError("Say why the lock is dead: the reason is kept in the audit trail.")
+        try:
+            with transaction.atomic():
+                # NOWAIT: while a force-unlock job holds the environment, say so
+                # at once rather than keep a web worker waiting on Terraform.
+                lock_environment(self.environment_id, nowait=True)
+                step_run = StepRun.objects.select_related("unlock_requested_by").get(pk=step_run.pk)
+                lock = self._held_state_lock(step_run)
+                if step_run.unlock_in_progress:
+                    since = timezone.localtime(step_run.unlock_requested_at)
+                    raise Conflict(
+                        f"{step_run.unlock_requested_by} already asked to force-unlock lock "
+                        f"{lock['id']} at {since:%H:%M:%S %Z}; it is in progress and its "
+                        "result will appear on this page."
+                    )
+                if not environment.steps.filter(
+                    order=step_run.order, kind=StepKind.TERRAFORM
+                ).exists():
+                    raise PolicyError("The environment no longer has this Terraform step.")
+                self._refuse_while_running()
+                StepRun.objects.filter(pk=step_run.pk).update(
+                    unlock_requested_by=user, unlock_requested_at=timezone.now(),
+                    unlock_reason=reason,
+                )  # fmt: skip
+                audit.record(
+                    "terraform.force_unlock_requested",
+                    self,
+                    actor=user,
+                    after={"step": step_run.name, "lock_id": lock["id"], "lock": lock,
+                           "reason": reason},
+                )  # fmt: skip
+                django_rq.get_queue("high").enqueue(jobs.force_unlock_state, step_run.pk)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            raise Conflict(
+                f"{environment} is busy right now (a force-unlock is running or a deployment "
+                "is starting); try again in a minute."
+            ) from None
+
+    def force_unlock_state(self, step_run: StepRun) -> str:
+        """Carry out the force-unlock an admin requested for `step_run` (the
+        force_unlock_state job). `terraform init` runs holding nothing; then
+        the checks are made again under the environment row lock, held through
+        `terraform force-unlock` and the audit event, so no deployment starts
+        in between. Written to the log and audited either way; the request's
+        mark is cleared either way."""
+        from deployments.jobs import step_workdir
+        from deployments.logs import LogWriter
+        from deployments.runners.base import StepContext, StepFailed
+        from deployments.runners.masking import Masker
+        from deployments.runners.terraform import force_unlock
+
+        user, reason = step_run.unlock_requested_by, step_run.unlock_reason
+        requested_at = step_run.unlock_requested_at
+        environment = self.environment
+        masker = Masker(environment.secret_variables)
+        recorded = (step_run.outputs or {}).get("lock") or {}
+        lock = {key: value for key, value in recorded.items() if key != "unlock_error"}
+        lock_id = lock.get("id", "")
+        detail = {"step": step_run.name, "lock_id": lock_id, "lock": lock, "reason": reason}
+        name = user.get_username() if user is not None else "?"
+
+        def last_checks() -> None:
+            lock_environment(self.environment_id)  # held until the transaction ends
+            self._held_state_lock(StepRun.objects.get(pk=step_run.pk))
+            self._refuse_while_running()
+
+        writer = LogWriter(self.pk, masker)
+        writer.set_step(step_run.pk, step_run.name)
+        writer.write(
+            f"{name} force-unlocks Terraform state lock {lock_id} "
+            f"(held by {lock.get('who', '?')} since {lock.get('created', '?')}): {reason}",
+            Stream.SYSTEM,
+        )
+        try:
+            error = ""
+            try:
+                step = environment.steps.filter(
+                    order=step_run.order, kind=StepKind.TERRAFORM
+                ).first()
+                if step is None:
+                    raise PolicyError("The environment no longer has this Terraform step.")
+                workdir = step_workdir(self.pk, step_run.order)
+                ctx = StepContext.for_deployment(self, step.config, workdir=workdir, log=writer)
+                with transaction.atomic():
+                    force_unlock(ctx, lock_id, before_unlock=last_checks)
+                    StepRun.objects.filter(pk=step_run.pk).update(
+                        outputs={**step_run.outputs, "lock": {**lock, "released_by": name}},
+                        unlock_requested_by=None, unlock_requested_at=None, unlock_reason="",
+                    )  # fmt: skip
+                    audit.record("terraform.force_unlocked", self, actor=user, after=detail)
+            except (PolicyError, StepFailed) as exc:
+                error = masker.mask(exc.message)
+            except Exception:  # a bug, not the admin's doing: logged with an id to quote
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("force-unlock of step run %s failed (error id %s)",
+                              step_run.pk, error_id)  # fmt: skip
+                error = f"Internal error (id {error_id}); see the worker log."
+            if not error:
+                writer.write(f"State lock {lock_id} released.", Stream.SYSTEM)
+                return "unlocked"
+            writer.write(f"Force-unlock failed: {error}", Stream.SYSTEM)
+            with transaction.atomic():
+                # Only this request's mark: a later request may have replaced a lost one.
+                StepRun.objects.filter(pk=step_run.pk, unlock_requested_at=requested_at).update(
+                    outputs={**step_run.outputs, "lock": {**lock, "unlock_error": error}},
+                    unlock_requested_by=None, unlock_requested_at=None, unlock_reason="",
+                )  # fmt: skip
+                audit.record("terraform.force_unlock_failed", self, actor=user,
+                             after={**detail, "error": error})  # fmt: skip
+            return "failed"
+        finally:
+            writer.close()  # its threads must not outlive the job
+
+    def _held_state_lock(self, step_run: StepRun) -> dict:
+        """The Terraform state lock `step_run` failed on, if nobody released it yet."""
         lock = (step_run.outputs or {}).get("lock") or {}
         lock_id = lock.get("id", "")
         if step_run.deployment_id != self.pk or step_run.kind != StepKind.TERRAFORM or not lock_id:
             raise PolicyError("This step did not fail on a Terraform state lock.")
         if lock.get("released_by"):
             raise PolicyError(f"Lock {lock_id} was already released by {lock['released_by']}.")
-        if Deployment.objects.filter(environment=environment, status=Status.RUNNING).exists():
+        return lock
+
+    def _refuse_while_running(self) -> None:
+        """The caller holds the environment row lock, which Deployment.start takes too."""
+        if Deployment.objects.filter(
+            environment_id=self.environment_id, status=Status.RUNNING
+        ).exists():
             raise PolicyError(
-                f"A deployment is running in {environment}: the lock may be its own. "
+                f"A deployment is running in {self.environment}: the lock may be its own. "
                 "Wait for it or cancel it first."
             )
-        step = environment.steps.filter(order=step_run.order, kind=StepKind.TERRAFORM).first()
-        if step is None:
-            raise PolicyError("The environment no longer has this Terraform step.")
-        writer = LogWriter(self.pk, Masker(environment.secret_variables))
-        writer.set_step(step_run.pk, step_run.name)
-        writer.write(
-            f"{user.get_username()} force-unlocks Terraform state lock {lock_id} "
-            f"(held by {lock.get('who', '?')} since {lock.get('created', '?')}): {reason}",
-            Stream.SYSTEM,
-        )
-        workdir = step_workdir(self.pk, step_run.order)
-        ctx = StepContext.for_deployment(self, step.config, workdir=workdir, log=writer)
-        detail = {"step": step_run.name, "lock_id": lock_id, "lock": lock, "reason": reason}
-        try:
-            force_unlock(ctx, lock_id)
-        except StepFailed as exc:
-            writer.write(f"Force-unlock failed: {exc.message}", Stream.SYSTEM)
-            audit.record("terraform.force_unlock_failed", self, actor=user,
-                         after={**detail, "error": exc.message})  # fmt: skip
-            raise PolicyError(f"Force-unlock failed: {exc.message}") from None
-        else:
-            writer.write(f"State lock {lock_id} released.", Stream.SYSTEM)
-        finally:
-            writer.close()  # its flusher thread must not outlive the request
-        with transaction.atomic():
-            StepRun.objects.filter(pk=step_run.pk).update(
-                outputs={**step_run.outputs, "lock": {**lock, "released_by": user.get_username()}}
-            )
-            audit.record("terraform.force_unlocked", self, actor=user, after=detail)
 
     # -- rollback -----------------------------------------------------------------
 
@@ -777,6 +880,16 @@ class Deployment(models.Model):
             )
             deployment.dispatch()
         return deployment
+
+
+def lock_environment(environment_id: int, nowait: bool = False) -> None:
+    """Hold the environment's row until the transaction ends. Deployment.start
+    takes it before a run begins; a force-unlock holds it from its last check
+    through `terraform force-unlock`, so no run starts in between. NO KEY:
+    rows that merely reference the environment are not held up."""
+    Environment.objects.select_for_update(no_key=True, nowait=nowait).filter(
+        pk=environment_id
+    ).values_list("pk").first()
 
 
 def wake_next_queued(environment_id: int) -> None:
@@ -876,6 +989,14 @@ class StepRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     outputs = models.JSONField(default=dict, blank=True)
+    # An admin's force-unlock of the state lock in `outputs`, accepted and not
+    # yet carried out by its job (Deployment.request_force_unlock).
+    unlock_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="+",
+    )  # fmt: skip
+    unlock_requested_at = models.DateTimeField(null=True, blank=True)
+    unlock_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["deployment", "phase", "order"]
@@ -887,6 +1008,16 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.deployment_id} {self.order}. {self.name}"
+
+    @property
+    def unlock_in_progress(self) -> bool:
+        """A force-unlock was requested and its job has not ended. Past the high
+        queue's job timeout no job can still be at it (it was lost): the
+        request may be made again."""
+        if self.unlock_requested_at is None:
+            return False
+        timeout = settings.RQ_QUEUES["high"].get("DEFAULT_TIMEOUT", 180)
+        return timezone.now() - self.unlock_requested_at < timedelta(seconds=timeout)
 
 
 class LogLine(models.Model):

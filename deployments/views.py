@@ -369,7 +369,8 @@ def deployment_steps(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def step_force_unlock(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
-    """An environment admin releases the Terraform state lock a dead run left."""
+    """An environment admin asks to release the Terraform state lock a dead run
+    left; a job on the high queue runs Terraform, the page shows its result."""
     deployment = _visible_deployment(request, pk)
     step_run = get_object_or_404(deployment.step_runs, pk=step_pk)
     form = ForceUnlockForm(request.POST)
@@ -377,13 +378,17 @@ def step_force_unlock(request: HttpRequest, pk: int, step_pk: int) -> HttpRespon
         messages.error(request, "Reason: " + " ".join(form.errors["reason"]))
         return redirect("deployment-detail", pk=pk)
     try:
-        deployment.force_unlock_state(step_run, request.user, form.cleaned_data["reason"])
+        deployment.request_force_unlock(step_run, request.user, form.cleaned_data["reason"])
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
     except PolicyError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "The Terraform state lock was released. Request a new plan.")
+        messages.success(
+            request,
+            "Force-unlock requested: it runs in the background and its result appears in the "
+            "steps and the log below. Once the lock is released, request a new plan.",
+        )
     return redirect("deployment-detail", pk=pk)
 
 

@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -331,11 +332,19 @@ def _plan_cost(ctx: StepContext, shown: dict) -> dict:
     return cost
 
 
-def force_unlock(ctx: StepContext, lock_id: str) -> None:
-    """Release a dead run's state lock (the admin's audited force-unlock)."""
+def force_unlock(
+    ctx: StepContext, lock_id: str, before_unlock: Callable[[], None] | None = None
+) -> None:
+    """Release a dead run's state lock (the admin's audited force-unlock).
+
+    `before_unlock` runs between `init`, which can take minutes, and
+    `force-unlock`: the caller's last checks, made under its lock.
+    """
     runner = TerraformRunner()
     session = _Session(ctx, runner.config(ctx))
     session.init()
+    if before_unlock is not None:
+        before_unlock()
     if session.run("force-unlock", lock_id, force=IsFlagged, no_color=IsFlagged) != 0:
         raise session.failure("force-unlock")
 
