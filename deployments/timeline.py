@@ -32,6 +32,7 @@ LABELS = {
     "deployment.cancelled": "Cancelled",
     "deployment.expired": "Expired",
     "evidence.exported": "Evidence pack exported",
+    "terraform.force_unlock_requested": "Terraform force-unlock requested",
     "terraform.force_unlocked": "Terraform state lock force-unlocked",
     "terraform.force_unlock_failed": "Terraform force-unlock failed",
 }

@@ -67,6 +67,8 @@ MISSING_WORKSPACE_RE = re.compile(
 )
 # Where Terraform finds providers (the sandbox's filesystem mirror) and caches them.
 PASSED_TF_SETTINGS = ("TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR")
+# Seconds `terraform force-unlock` may take (one call to the state backend).
+FORCE_UNLOCK_TIMEOUT = 60
 
 
 def terraform_binary() -> str:
@@ -345,6 +347,13 @@ def force_unlock(
     session.init()
     if before_unlock is not None:
         before_unlock()
+    # The caller holds the environment's row lock from here on (starts and
+    # requests wait for it): a hung backend must not keep it for the step's
+    # whole timeout.
+    session.config = {
+        **session.config,
+        "timeout_seconds": min(session.config["timeout_seconds"], FORCE_UNLOCK_TIMEOUT),
+    }
     if session.run("force-unlock", lock_id, force=IsFlagged, no_color=IsFlagged) != 0:
         raise session.failure("force-unlock")
 

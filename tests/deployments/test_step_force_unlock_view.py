@@ -209,6 +209,7 @@ def test_it_lets_an_admin_release_the_lock_with_a_reason_and_audits_it(
     page = browser(users["erin"]).get(reverse("deployment-detail", args=[deployment.pk]))
     html = page.content.decode()
     assert "Terraform state lock force-unlocked" in html  # the timeline
+    assert "Terraform force-unlock requested" in html
     assert f"State lock {lock_id} was released by erin." in html
     assert "Force-unlock in progress" not in html
     # The next plan goes through.
