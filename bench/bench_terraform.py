@@ -6,10 +6,13 @@ empty state. Goal: median portal / median CLI ≤ 1.05.
 
 The CLI side is what an engineer would type: `terraform init`, `plan -out`,
 `apply <plan>`, output read through pipes. The portal side is everything the
-engine does for a Terraform step, which is more than that: `plan` also runs
-`show -json` (the diff approvers see and the plan hash) and `run` runs `init`
-again (a worker may not be the one that planned), `output -json` and reads the
-state. The per-phase times show where the difference goes.
+engine does for a Terraform step, which is one process more: `plan` also
+runs `show -json` (the diff approvers see and the cost estimate prices);
+`run` applies the saved plan in the data dir the plan initialised and reads
+outputs from the state file. "cli_same" runs the portal's commands by the
+CLI, with the second `init` and `output -json` a person would need, which
+isolates the runner's own cost. The per-phase times show where the
+difference goes; --apply-delay adds a rollout to the apply.
 
 python -m bench.bench_terraform [--runs N]
 """
