@@ -90,7 +90,7 @@ def serve(port: int, layer: str) -> None:
 
 
 def start_server(layer: str) -> tuple[subprocess.Popen, int]:
-    from bench.bench_logs import free_port
+    from bench.bench_logs import free_port, wait_listening
 
     port = free_port()
     log = open(f"/tmp/bench-fanout-server-{layer}.log", "w")  # noqa: SIM115 - lives with the server
@@ -98,19 +98,9 @@ def start_server(layer: str) -> tuple[subprocess.Popen, int]:
         [sys.executable, "-m", "bench.bench_fanout", "--serve", str(port), "--layers", layer],
         cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited; see {log.name}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the server did not listen within 30 s")
+    process.log_path = log.name
+    wait_listening(process, port)
+    return process, port
 
 
 def rss_kib(pid: int) -> int:

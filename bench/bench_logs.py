@@ -160,17 +160,23 @@ def start_server() -> tuple[subprocess.Popen, int]:
         cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     process.log_path = log_file.name
-    deadline = time.monotonic() + 30
+    wait_listening(process, port)
+    return process, port
+
+
+def wait_listening(process: subprocess.Popen, port: int, seconds: float = 30) -> None:
+    """Until the server `process` (with its `log_path`) accepts on `port`."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited: {Path(log_file.name).read_text()[-2000:]}")
+            raise RuntimeError(f"the server exited: {Path(process.log_path).read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
+            return
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("uvicorn did not start listening within 30 s")
+    raise RuntimeError(f"the server did not listen within {seconds:g} s")
 
 
 def stop(process: subprocess.Popen) -> None:
