@@ -383,7 +383,9 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         and result["lost"] == 0
         and result["completed"] == viewers
         and result["duplicates"] == 0
-        and (result["lines_per_s"] or 0) >= GOAL_LINES_PER_S
+        # Flat out, the throughput goal; paced, the printer sets the pace
+        # (5,000 lines/s arrive at 4,98x/s): keeping up with it is the test.
+        and (result["lines_per_s"] or 0) >= (0.95 * rate if rate else GOAL_LINES_PER_S)
     )
     for key in ("first_print_ns", "last_print_ns", "last_receipt_ns"):
         result.pop(key)
