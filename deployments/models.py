@@ -201,6 +201,16 @@ def initial_status(environment: Environment, required_approvals: int) -> str:
     return Status.AWAITING_APPROVAL if required_approvals else Status.QUEUED
 
 
+class DeploymentQuerySet(models.QuerySet):
+    def succeeded_latest_first(self) -> DeploymentQuerySet:
+        """Succeeded deployments, what runs now first: the latest to finish
+        (one without a finish time last, whatever the database's NULL order),
+        then the latest created. The one rule for "current" everywhere."""
+        return self.filter(status=Status.SUCCEEDED).order_by(
+            models.F("finished_at").desc(nulls_last=True), "-id"
+        )
+
+
 class Deployment(models.Model):
     """A request to put a release into an environment, and its whole life."""
 
@@ -238,6 +248,8 @@ class Deployment(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeploymentQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -844,9 +856,7 @@ class Deployment(models.Model):
         Manual (a user): the environment's rollback policy decides approvals.
         Automatic (no user, `undo` = the failed deployment): no approval, high queue.
         """
-        succeeded = cls.objects.filter(environment=environment, status=Status.SUCCEEDED).order_by(
-            "-finished_at", "-id"
-        )
+        succeeded = cls.objects.filter(environment=environment).succeeded_latest_first()
         if undo is None:
             undo = succeeded.first()
             if undo is None:
@@ -905,9 +915,7 @@ def wake_next_queued(environment_id: int) -> None:
 
 def with_current_deployment(environments: models.QuerySet) -> models.QuerySet:
     """Annotate each environment with its latest succeeded deployment (what runs now)."""
-    latest = Deployment.objects.filter(
-        environment=models.OuterRef("pk"), status=Status.SUCCEEDED
-    ).order_by(models.F("finished_at").desc(nulls_last=True), "-id")
+    latest = Deployment.objects.filter(environment=models.OuterRef("pk")).succeeded_latest_first()
     return environments.annotate(
         current_deployment_id=models.Subquery(latest.values("pk")[:1]),
         current_release_id=models.Subquery(latest.values("release_id")[:1]),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, Prefetch
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import (
@@ -259,8 +259,7 @@ class ServiceChange:
 def _running_now(environment: Environment) -> Deployment | None:
     """The latest succeeded deployment of the environment: what runs there now."""
     return (
-        environment.deployments.filter(status=Status.SUCCEEDED)
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        environment.deployments.succeeded_latest_first()
         .select_related("release")
         .prefetch_related(Prefetch("release__artifacts", queryset=Artifact.objects.all()))
         .first()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -13,7 +13,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from deployments.api import visible_deployments
-from deployments.choices import Status
 from deployments.models import Deployment
 from deployments.serializers import DeploymentSerializer
 from environments.costs import current_estimates, month_to_date
@@ -59,12 +58,7 @@ class EnvironmentDetail(generics.RetrieveAPIView):
         env = get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
         env.freeze = env.active_freeze()
         env.override = env.active_override()
-        latest = (
-            env.deployments.filter(status=Status.SUCCEEDED)
-            .select_related("release")
-            .order_by(F("finished_at").desc(nulls_last=True), "-id")
-            .first()
-        )
+        latest = env.deployments.succeeded_latest_first().select_related("release").first()
         env.current_release = latest.release if latest else None
         return env
 

@@ -13,13 +13,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
-from django.db.models import F, Prefetch, prefetch_related_objects
+from django.db.models import Prefetch, prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from deployments.choices import STATUS_COLOURS, Status
+from deployments.choices import STATUS_COLOURS
 from deployments.forms import RollbackForm
 from deployments.models import Artifact, Deployment, with_current_deployment
 from environments.alarms import alarm_panel
@@ -93,11 +93,7 @@ def visible_environment(request: HttpRequest, slug: str, env_slug: str) -> Envir
 def rollback_candidates(env: Environment) -> tuple[Deployment | None, Deployment | None]:
     """(what runs now, what a rollback would bring back), as request_rollback picks them:
     the latest succeeded deployment, and the latest succeeded one of another release."""
-    succeeded = (
-        env.deployments.filter(status=Status.SUCCEEDED)
-        .select_related("release")
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
-    )
+    succeeded = env.deployments.succeeded_latest_first().select_related("release")
     current = succeeded.first()
     if current is None:
         return None, None
