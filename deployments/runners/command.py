@@ -73,17 +73,20 @@ class _LineSplitter:
         data = self.partial + chunk
         end = data.rfind(b"\n")
         complete, self.partial = (b"", data) if end < 0 else (data[:end], data[end + 1 :])
-        cut = []
+        lines = _decode(complete).split("\n") if end >= 0 else []
+        # No line goes out longer than MAX_LINE_BYTES (a frame stays small);
+        # checked per line only when the chunk could hold such a line at all.
+        if len(complete) > MAX_LINE_BYTES and max(map(len, lines)) > MAX_LINE_BYTES // 4:
+            lines = [piece for line in lines for piece in _bounded(line)]
         # A line with no end in sight (a progress bar redrawn with \r, a dump
         # without newlines) goes out in MAX_LINE_BYTES pieces: memory stays
         # bounded, and a read costs its own size rather than everything
         # unterminated so far.
         while len(self.partial) > MAX_LINE_BYTES:
             at = _utf8_boundary(self.partial, MAX_LINE_BYTES)
-            cut.append(_decode(self.partial[:at]))
+            lines.append(_decode(self.partial[:at]))
             self.partial = self.partial[at:]
-        lines = _decode(complete).split("\n") if end >= 0 else []
-        return lines + cut
+        return lines
 
     def rest(self) -> list[str]:
         return [_decode(self.partial)] if self.partial else []
@@ -93,6 +96,18 @@ def _decode(raw: bytes) -> str:
     """Lines' bytes as text, decoded in one call for a whole chunk; CRLF
     endings become plain ones."""
     return raw.decode("utf-8", errors="replace").replace("\r\n", "\n").removesuffix("\r")
+
+
+def _bounded(line: str) -> list[str]:
+    """`line` in pieces of at most MAX_LINE_BYTES of UTF-8, whole characters each."""
+    if len(line) <= MAX_LINE_BYTES // 4:  # four bytes a character at the most
+        return [line]
+    data, pieces = line.encode(), []
+    while len(data) > MAX_LINE_BYTES:
+        at = _utf8_boundary(data, MAX_LINE_BYTES)
+        pieces.append(data[:at].decode())
+        data = data[at:]
+    return [*pieces, data.decode()]
 
 
 def _utf8_boundary(data: bytes, at: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deployments.runners.base import StepCancelled, StepFailed
-from deployments.runners.command import MAX_LINE_BYTES, CommandRunner
+from deployments.runners.command import MAX_LINE_BYTES, CommandRunner, _LineSplitter
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +175,18 @@ def test_a_line_without_end_goes_out_in_bounded_pieces_whole_characters_kept(mak
     assert all(len(piece.encode()) <= MAX_LINE_BYTES for piece in pieces)
     assert "\ufffd" not in "".join(pieces)  # no character split between two pieces
     assert "".join(pieces) == ("é" * 100 + "\r") * 1000
+
+
+def test_a_long_line_that_ends_within_one_read_is_cut_too():
+    """The read that brings a long line's end also holds its start (the
+    unterminated rest of the read before, up to MAX_LINE_BYTES, plus a whole
+    64 KiB read): that line is cut like an unterminated one."""
+    splitter = _LineSplitter()
+    first = splitter.feed("ü".encode() * 10_000)  # 20,000 bytes, no newline yet
+    lines = splitter.feed(b"x" * 50_000 + b"\nshort\r\n")
+
+    assert first == []
+    assert all(len(line.encode()) <= MAX_LINE_BYTES for line in lines)
+    assert "".join(lines[:-1]) == "ü" * 10_000 + "x" * 50_000
+    assert lines[-1] == "short"
+    assert splitter.rest() == []
