@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from itertools import groupby
 
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -31,6 +32,7 @@ MAX_BATCH = 500
 # Lines per COPY when the storer has fallen behind the sender (a burst).
 STORE_BATCH = 5000
 STORE_RETRY_SECONDS = 0.5
+STORE_ATTEMPTS = 3  # by close(), for what is left
 # Text per batch (one WebSocket frame): well under the 1 MiB message limits
 # common in WebSocket servers and proxies, counting JSON escapes and each
 # line's seq/step/stream/at.
@@ -124,13 +126,7 @@ def store_lines(deployment_id: int, batch: list[tuple], stamps: dict) -> None:
         return
     table = LogLine._meta.db_table
     columns = "deployment_id, seq, step_id, stream, text, at"
-    # The whole batch as COPY's text format in one write (a write_row per
-    # line costs more than the server's work).
-    data = "".join(
-        f"{deployment_id}\t{seq}\t{NULL if step_id is None else step_id}\t{stream}\t"
-        f"{copy_text(text)}\t{stamps[at]}\n"
-        for seq, step_id, _, stream, text, at in batch
-    )
+    data = copy_rows(deployment_id, batch, stamps)
     with transaction.atomic(), connection.cursor() as cursor:
         # Log lines don't wait for the WAL flush: a commit stuck behind a
         # checkpoint's I/O held every viewer's next lines for hundreds of ms.
@@ -144,6 +140,31 @@ def store_lines(deployment_id: int, batch: list[tuple], stamps: dict) -> None:
 
 NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": ""})
+_IN_LINE_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\0": ""})
+
+
+def copy_rows(deployment_id: int, batch: list[tuple], stamps: dict) -> str:
+    """A batch as COPY's text format, in one string (a write_row per line costs
+    more than the server's work). The storer builds it while the sender
+    wants the interpreter, so it works a run of lines sharing step, stream and
+    time at a time: one escape pass over the run's joined text (its lines hold
+    no newline: LogWriter splits on them) and one C-level format per line."""
+    parts = []
+    for (step_id, stream, at), rows in groupby(batch, key=_run_key):
+        rows = list(rows)
+        texts = "\n".join([row[4] for row in rows]).translate(_IN_LINE_ESCAPES).split("\n")
+        if len(texts) != len(rows):  # a newline after all: escape line by line
+            texts = [copy_text(row[4]) for row in rows]
+        row_format = (
+            f"{deployment_id}\t{{}}\t{NULL if step_id is None else step_id}\t{stream}\t{{}}"
+            f"\t{stamps[at]}\n"
+        )
+        parts.append("".join(map(row_format.format, [row[0] for row in rows], texts)))
+    return "".join(parts)
+
+
+def _run_key(row: tuple) -> tuple:
+    return row[1], row[3], row[5]  # step_id, stream, at
 
 
 def copy_text(text: str) -> str:
@@ -334,15 +355,26 @@ class LogWriter:
             connection.close()
 
     def close(self) -> None:
-        """Send and store what is left and stop both threads. Raises if the
-        lines cannot be stored (the caller's step or job then fails)."""
+        """Send and store what is left and stop both threads. A failed store
+        is tried again (STORE_ATTEMPTS in all), as the storer thread would;
+        then it raises (the caller's step or job fails)."""
         self._closed = True
         self._wake.set()
         self._store_wake.set()
         self._sender.join(timeout=10)
         self._storer.join(timeout=10)
         try:
-            self.flush()
+            for attempt in range(1, STORE_ATTEMPTS + 1):
+                try:
+                    self.flush()
+                    return
+                except DatabaseError:
+                    if attempt == STORE_ATTEMPTS:
+                        raise
+                    log.warning("storing log lines of deployment %s failed; retrying",
+                                self.deployment_id, exc_info=True)  # fmt: skip
+                    connection.close()  # a broken connection is not used again
+                    time.sleep(STORE_RETRY_SECONDS)
         finally:
             close_old_connections()
 

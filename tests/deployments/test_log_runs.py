@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from deployments.logs import line_runs, lines_event, runs_after
+from deployments.logs import NULL, copy_rows, copy_text, line_runs, lines_event, runs_after
 
 T1 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 T2 = datetime(2026, 12, 1, 9, 30, 1, tzinfo=UTC)
@@ -53,3 +53,22 @@ def test_runs_after_keeps_only_later_lines():
     assert [line[0] for line in expand(runs_after(runs, 4))] == [5, 7]
     assert runs_after(runs, 7) == []
     assert runs_after(runs, 0) == runs
+
+
+def test_copy_rows_escape_and_order_every_line_whatever_its_run():
+    """COPY's text format, built a run at a time, is the line-by-line one:
+    runs broken by step, stream and time, braces and backslashes kept, and a
+    text holding a newline after all still escaped right."""
+    stamps = {T1: T1.isoformat(), T2: T2.isoformat()}
+    batch = [
+        (1, 7, "Apply", "stdout", "a\ttab {x} \\N", T1),
+        (2, 7, "Apply", "stdout", "cr\rinside", T1),
+        (3, None, "", "system", "naïve – 漢字", T1),
+        (4, 7, "Apply", "stderr", "two\nlines", T2),
+        (5, 7, "Apply", "stderr", "", T2),
+    ]
+    expected = "".join(
+        f"9\t{seq}\t{NULL if step is None else step}\t{stream}\t{copy_text(text)}\t{stamps[at]}\n"
+        for seq, step, _, stream, text, at in batch
+    )
+    assert copy_rows(9, batch, stamps) == expected
