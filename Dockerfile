@@ -31,6 +31,7 @@ HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
 
 # --no-proxy-headers: X-Forwarded-* reach Django untouched and are trusted
 # only with BEHIND_PROXY=1 (portal/settings.py). --lifespan off: Django has no
-# lifespan handler.
+# lifespan handler. Open dashboards never close their sockets, so a shutdown
+# waits 5 s for them (inside Docker's 10 s before SIGKILL); pages reconnect.
 CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--lifespan", "off", \
-     "--timeout-graceful-shutdown", "20", "portal.asgi:application"]
+     "--timeout-graceful-shutdown", "5", "portal.asgi:application"]
