@@ -752,16 +752,16 @@ class Deployment(models.Model):
 
     def force_unlock_state(self, step_run: StepRun) -> str:
         """Carry out the force-unlock an admin requested for `step_run` (the
-        force_unlock_state job). `terraform init` runs holding nothing; then
-        the checks are made again under the environment row lock, held through
-        `terraform force-unlock` and the audit event, so no deployment starts
-        in between. Written to the log and audited either way; the request's
+        force_unlock_state job). `terraform init` runs outside any transaction;
+        then the checks are made again under the environment row lock, held
+        through `terraform force-unlock` and the audit event, so no deployment
+        starts in between. Written to the log and audited either way; the request's
         mark is cleared either way."""
         from deployments.jobs import step_workdir
         from deployments.logs import LogWriter
         from deployments.runners.base import StepContext, StepFailed
         from deployments.runners.masking import Masker
-        from deployments.runners.terraform import force_unlock
+        from deployments.runners.terraform import StateUnlock
 
         user, reason = step_run.unlock_requested_by, step_run.unlock_reason
         requested_at = step_run.unlock_requested_at
@@ -772,11 +772,6 @@ class Deployment(models.Model):
         lock_id = lock.get("id", "")
         detail = {"step": step_run.name, "lock_id": lock_id, "lock": lock, "reason": reason}
         name = user.get_username() if user is not None else "?"
-
-        def last_checks() -> None:
-            lock_environment(self.environment_id)  # held until the transaction ends
-            self._held_state_lock(StepRun.objects.get(pk=step_run.pk))
-            self._refuse_while_running()
 
         writer = LogWriter(self.pk, masker)
         writer.set_step(step_run.pk, step_run.name)
@@ -795,8 +790,12 @@ class Deployment(models.Model):
                     raise PolicyError("The environment no longer has this Terraform step.")
                 workdir = step_workdir(self.pk, step_run.order)
                 ctx = StepContext.for_deployment(self, step.config, workdir=workdir, log=writer)
+                unlock = StateUnlock(ctx)
                 with transaction.atomic():
-                    force_unlock(ctx, lock_id, before_unlock=last_checks)
+                    lock_environment(self.environment_id)  # held until the transaction ends
+                    self._held_state_lock(StepRun.objects.get(pk=step_run.pk))
+                    self._refuse_while_running()
+                    unlock.release(lock_id)
                     StepRun.objects.filter(pk=step_run.pk).update(
                         outputs={**step_run.outputs, "lock": {**lock, "released_by": name}},
                         unlock_requested_by=None, unlock_requested_at=None, unlock_reason="",

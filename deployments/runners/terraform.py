@@ -32,7 +32,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -334,28 +333,23 @@ def _plan_cost(ctx: StepContext, shown: dict) -> dict:
     return cost
 
 
-def force_unlock(
-    ctx: StepContext, lock_id: str, before_unlock: Callable[[], None] | None = None
-) -> None:
-    """Release a dead run's state lock (the admin's audited force-unlock).
+class StateUnlock:
+    """An admin's force-unlock of a dead run's state lock, in two parts:
+    `init` here (it can take minutes; the caller holds nothing yet), then
+    `release`, which the caller runs under its lock after its last checks."""
 
-    `before_unlock` runs between `init`, which can take minutes, and
-    `force-unlock`: the caller's last checks, made under its lock.
-    """
-    runner = TerraformRunner()
-    session = _Session(ctx, runner.config(ctx))
-    session.init()
-    if before_unlock is not None:
-        before_unlock()
-    # The caller holds the environment's row lock from here on (starts and
-    # requests wait for it): a hung backend must not keep it for the step's
-    # whole timeout.
-    session.config = {
-        **session.config,
-        "timeout_seconds": min(session.config["timeout_seconds"], FORCE_UNLOCK_TIMEOUT),
-    }
-    if session.run("force-unlock", lock_id, force=IsFlagged, no_color=IsFlagged) != 0:
-        raise session.failure("force-unlock")
+    def __init__(self, ctx: StepContext) -> None:
+        self.session = _Session(ctx, TerraformRunner().config(ctx))
+        self.session.init()
+
+    def release(self, lock_id: str) -> None:
+        # The caller holds the environment's row lock meanwhile (starts and
+        # requests wait for it): a hung backend must not keep it for the
+        # step's whole timeout.
+        limit = min(self.session.config["timeout_seconds"], FORCE_UNLOCK_TIMEOUT)
+        command = ("force-unlock", lock_id)
+        if self.session.run(*command, time_limit=limit, force=IsFlagged, no_color=IsFlagged) != 0:
+            raise self.session.failure("force-unlock")
 
 
 class _Session:
@@ -451,9 +445,17 @@ class _Session:
         if self.run("workspace new", self.workspace, env=on_default, no_color=IsFlagged) != 0:
             raise self.failure("workspace new")
 
-    def run(self, command: str, *args: str, env: dict | None = None, **options) -> int:
+    def run(
+        self,
+        command: str,
+        *args: str,
+        env: dict | None = None,
+        time_limit: float | None = None,
+        **options,
+    ) -> int:
         """Run a terraform command, streaming its output; SIGINT on cancel lets
-        Terraform finish writing state before it stops."""
+        Terraform finish writing state before it stops. `time_limit` (seconds)
+        replaces the step's timeout for this command."""
         self.ctx.check_cancelled()
         self.ctx.workdir.mkdir(parents=True, exist_ok=True)
         returncode, self.stderr = stream_process(
@@ -461,7 +463,7 @@ class _Session:
             self.argv(command, *args, **options),
             env=env or self.env,
             cwd=self.source,
-            timeout=self.config["timeout_seconds"],
+            timeout=time_limit or self.config["timeout_seconds"],
             stop_signal=signal.SIGINT,
             grace=30,
         )
