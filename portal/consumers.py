@@ -36,15 +36,12 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=4403)
             return
-        environment_ids = await _visible_environment_ids(user)
-        await hub().join(environment_ids)
+        await hub().join(self, await _visible_environment_ids(user))
         await self.accept()
-        hub().watch(self, environment_ids)  # only now: nothing is sent before the accept
-        self.watching = True
+        hub().watch(self)  # only now: nothing is sent before the accept
 
     async def disconnect(self, code) -> None:
-        if getattr(self, "watching", False):
-            await hub().forget(self)
+        await hub().forget(self)
 
     async def receive_json(self, content, **kwargs) -> None:
         """Dashboards only listen; anything they send is ignored."""

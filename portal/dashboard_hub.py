@@ -39,7 +39,10 @@ def hub() -> Hub:
 class Hub:
     def __init__(self) -> None:
         self.layer = get_channel_layer(LAYER)
-        self.watchers: dict[int, set] = {}  # environment id → consumers
+        # environment id → consumers; a consumer counts from join(), so its
+        # groups stay joined while it finishes its handshake.
+        self.watchers: dict[int, set] = {}
+        self.ready: weakref.WeakSet = weakref.WeakSet()  # accepted: may be written to
         self.joined: set[int] = set()  # environments whose group the channel is in
         self.channel: str | None = None
         self.listener: asyncio.Task | None = None
@@ -47,9 +50,10 @@ class Hub:
         # dashboard that just connected counts on it.
         self.lock = asyncio.Lock()
 
-    async def join(self, environment_ids: list[int]) -> None:
-        """Receive the changes of these environments (call before accepting
-        the socket: once it is accepted, no change may be missed)."""
+    async def join(self, consumer, environment_ids: list[int]) -> None:
+        """Receive the changes of these environments for `consumer` (call
+        before accepting its socket: once it is accepted, no change may be
+        missed); it is written to from watch() on."""
         async with self.lock:
             if self.channel is None:
                 self.channel = await self.layer.new_channel("dashboards.")
@@ -59,13 +63,15 @@ class Hub:
                 *(self.layer.group_add(environment_group(pk), self.channel) for pk in new)
             )
             self.joined.update(new)
+            for pk in environment_ids:
+                self.watchers.setdefault(pk, set()).add(consumer)
 
-    def watch(self, consumer, environment_ids: list[int]) -> None:
-        """Send `consumer` the changes of these environments (joined before)."""
-        for pk in environment_ids:
-            self.watchers.setdefault(pk, set()).add(consumer)
+    def watch(self, consumer) -> None:
+        """Start writing the changes `consumer` joined for to its socket (accepted now)."""
+        self.ready.add(consumer)
 
     async def forget(self, consumer) -> None:
+        self.ready.discard(consumer)
         async with self.lock:
             left = []
             for pk, consumers in list(self.watchers.items()):
@@ -91,7 +97,7 @@ class Hub:
                 await asyncio.sleep(0.5)
 
     async def tell(self, event: dict) -> None:
-        consumers = self.watchers.get(event["environment"])
+        consumers = [c for c in self.watchers.get(event["environment"], ()) if c in self.ready]
         if not consumers:
             return
         text = json.dumps(
@@ -100,5 +106,5 @@ class Hub:
         frame = {"type": "websocket.send", "text": text}
         # A socket that closed meanwhile just fails its own write.
         await asyncio.gather(
-            *(consumer.base_send(frame) for consumer in list(consumers)), return_exceptions=True
+            *(consumer.base_send(frame) for consumer in consumers), return_exceptions=True
         )

@@ -4,6 +4,7 @@ socket told only of the environments it was given at connect time."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -59,6 +60,7 @@ def test_a_failed_write_does_not_stop_the_others(catalog):
         sockets = [Socket(), Socket(fails=True), Socket()]
         for socket in sockets:
             hub().watchers.setdefault(7, set()).add(socket)
+            hub().watch(socket)
         await hub().tell({"type": "environment.changed", "environment": 7, "what": "alarms"})
         assert [len(s.sent) for s in sockets] == [1, 0, 1]
         assert sockets[0].sent[0] == {
@@ -67,6 +69,33 @@ def test_a_failed_write_does_not_stop_the_others(catalog):
         }
         await hub().tell({"type": "environment.changed", "environment": 8, "what": "alarms"})
         assert [len(s.sent) for s in sockets] == [1, 0, 1]  # nobody watches 8
+
+    asyncio.run(scenario())
+
+
+def test_a_dashboard_still_in_its_handshake_keeps_its_groups(catalog):
+    """One dashboard leaves while another has joined the same environment
+    but not yet accepted its socket: the group stays, and the newcomer hears
+    the next change once accepted (and nothing before)."""
+    dev = env(catalog, "dev")
+
+    async def scenario():
+        leaving, arriving = Socket(), Socket()
+        await hub().join(leaving, [dev.pk])
+        hub().watch(leaving)
+        await hub().join(arriving, [dev.pk])  # its handshake is not done yet
+        await hub().tell({"type": "environment.changed", "environment": dev.pk, "what": "a"})
+        assert (len(leaving.sent), len(arriving.sent)) == (1, 0)
+        await hub().forget(leaving)
+        assert dev.pk in hub().joined
+        hub().watch(arriving)
+        await sync_to_async(environment_changed)(dev.pk, "step")
+        for _ in range(100):
+            if arriving.sent:
+                break
+            await asyncio.sleep(0.05)
+        assert [json.loads(m["text"])["what"] for m in arriving.sent] == ["step"]
+        await hub().forget(arriving)
 
     asyncio.run(scenario())
 
