@@ -12,7 +12,6 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 from django.db import OperationalError
 from django.utils import timezone
 
@@ -23,6 +22,7 @@ from deployments.runners.masking import Masker
 from environments.live import publish
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env
+from tests.sockets import Communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,11 +32,11 @@ def deployment(release, users, catalog):
     return Deployment.request(release, env(catalog, "dev"), users["alice"], "logs")
 
 
-def connect(user, deployment, after: int | None = None) -> WebsocketCommunicator:
+def connect(user, deployment, after: int | None = None) -> Communicator:
     path = f"/ws/deployments/{deployment.pk}/logs/"
     if after is not None:
         path += f"?after={after}"
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+    communicator = Communicator(URLRouter(websocket_urlpatterns), path)
     communicator.scope["user"] = user
     return communicator
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
@@ -19,13 +18,14 @@ from environments import live
 from environments.live import environment_changed
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env, grant
+from tests.sockets import Communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def connect(user) -> WebsocketCommunicator:
+def connect(user) -> Communicator:
     live.flush()  # the broadcasts of the test's setup are out before the socket opens
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/dashboard/")
+    communicator = Communicator(URLRouter(websocket_urlpatterns), "/ws/dashboard/")
     communicator.scope["user"] = user
     return communicator
 
@@ -54,7 +54,7 @@ def test_it_tells_which_visible_environment_changed(users, catalog):
         connected, _ = await communicator.connect()
         assert connected
         await settle()
-        await sync_to_async(environment_changed)(staging.pk, "alarm")
+        await database_sync_to_async(environment_changed)(staging.pk, "alarm")
         message = await communicator.receive_json_from(timeout=5)
         assert message == {"type": "changed", "environment": staging.pk, "what": "alarm"}
         await communicator.disconnect()
@@ -71,10 +71,10 @@ def test_it_never_tells_about_an_invisible_environment(users, catalog):
         connected, _ = await communicator.connect()
         assert connected
         await settle()
-        await sync_to_async(environment_changed)(production.pk, "deployment")
+        await database_sync_to_async(environment_changed)(production.pk, "deployment")
         assert await communicator.receive_nothing(timeout=0.8)
         # The socket works: a change of the environment she may see does arrive.
-        await sync_to_async(environment_changed)(dev.pk, "deployment")
+        await database_sync_to_async(environment_changed)(dev.pk, "deployment")
         message = await communicator.receive_json_from(timeout=5)
         assert message["environment"] == dev.pk
         await communicator.disconnect()
@@ -91,7 +91,7 @@ def test_an_outsider_hears_nothing(users, catalog):
         assert connected  # signed in, but no group joined
         await settle()
         for environment_id in environment_ids:
-            await sync_to_async(environment_changed)(environment_id, "deployment")
+            await database_sync_to_async(environment_changed)(environment_id, "deployment")
         assert await communicator.receive_nothing(timeout=0.8)
         await communicator.disconnect()
 
@@ -110,10 +110,10 @@ def test_a_deployment_that_starts_updates_the_card_once(users, catalog, release)
         communicator = connect(users["dave"])
         assert (await communicator.connect())[0]
         await settle()
-        assert await sync_to_async(queued.start)("worker-1")
+        assert await database_sync_to_async(queued.start)("worker-1")
         message = await communicator.receive_json_from(timeout=5)
         assert message == {"type": "changed", "environment": dev.pk, "what": "deployment"}
-        await sync_to_async(queued.finish)(Status.SUCCEEDED)
+        await database_sync_to_async(queued.finish)(Status.SUCCEEDED)
         assert (await communicator.receive_json_from(timeout=5))["environment"] == dev.pk
         # One message per transition: nothing else is pending.
         assert await communicator.receive_nothing(timeout=0.5)
@@ -136,7 +136,7 @@ def test_changes_in_one_transaction_are_sent_once(users, catalog):
         communicator = connect(users["dave"])
         assert (await communicator.connect())[0]
         await settle()
-        await sync_to_async(burst)()
+        await database_sync_to_async(burst)()
         assert (await communicator.receive_json_from(timeout=5))["environment"] == dev.pk
         assert await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
