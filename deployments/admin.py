@@ -11,12 +11,11 @@ from deployments.models import (
     Approval,
     Artifact,
     Deployment,
-    LogLine,
     Notification,
     Release,
     StepRun,
 )
-from portal.admin import AuditedAdmin, EstimatedCountPaginator, ReadOnlyAdmin, ReadOnlyInline
+from portal.admin import AuditedAdmin, ReadOnlyAdmin, ReadOnlyInline
 from portal.roles import PolicyError
 
 
@@ -95,10 +94,6 @@ class StepRunAdmin(AuditedAdmin):
     raw_id_fields = ["deployment"]
 
 
-@admin.register(LogLine)
-class LogLineAdmin(ReadOnlyAdmin):
-    list_display = ["deployment", "seq", "stream", "text", "at"]
-    list_filter = ["stream"]
-    raw_id_fields = ["deployment", "step"]
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
+# LogLine has no admin: Django's admin cannot list a model keyed by two
+# columns, and a deployment's lines are read on its page, through the API
+# (/api/v1/deployments/{id}/logs/) and in its evidence pack.

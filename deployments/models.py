@@ -1036,10 +1036,15 @@ class LogLine(models.Model):
     deployment row made every batch wait while the row was locked for a state
     change. Lines are written only by the engine for rows it has just loaded,
     and deployments and step runs are never deleted.
+
+    The primary key is the natural one, (deployment, seq): a surrogate id
+    meant a sequence value and a second index written for every line, a third
+    of what storing a line cost the database (docs/PERFORMANCE.md).
     """
 
-    # No index of their own either: (deployment, seq) below serves every read,
-    # and each extra index is written for every line.
+    pk = models.CompositePrimaryKey("deployment", "seq")
+    # No index of their own either: the primary key serves every read, and
+    # each extra index is written for every line.
     deployment = models.ForeignKey(
         Deployment,
         on_delete=models.CASCADE,
@@ -1062,9 +1067,6 @@ class LogLine(models.Model):
 
     class Meta:
         ordering = ["deployment", "seq"]
-        constraints = [
-            models.UniqueConstraint(fields=["deployment", "seq"], name="logline_unique_seq")
-        ]
 
     def __str__(self) -> str:
         return f"#{self.deployment_id}:{self.seq} {self.text[:60]}"
