@@ -13,7 +13,8 @@ from django.db import migrations, models, transaction
 TABLE = "deployments_logline"
 
 POSTGRES_FORWARD = [
-    f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS logline_natural_key ON {TABLE} (deployment_id, seq)",
+    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS logline_natural_key"
+    f" ON {TABLE} (deployment_id, seq)",
     f"""
     BEGIN;
     ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey;
@@ -45,20 +46,21 @@ def _rebuild_sqlite(apps, schema_editor) -> None:
         schema_editor.execute(f"DROP TABLE {TABLE}__old")
 
 
-def forward(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in POSTGRES_FORWARD:
-            schema_editor.execute(statement)
-    else:
-        _rebuild_sqlite(apps, schema_editor)
+def _change_table(postgres_statements: list[str]):
+    """The table change towards the model of the `apps` it is run with."""
+
+    def change(apps, schema_editor) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            for statement in postgres_statements:
+                schema_editor.execute(statement)
+        else:
+            _rebuild_sqlite(apps, schema_editor)
+
+    return change
 
 
-def backward(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        for statement in POSTGRES_BACKWARD:
-            schema_editor.execute(statement)
-    else:
-        _rebuild_sqlite(apps, schema_editor)
+forward = _change_table(POSTGRES_FORWARD)
+backward = _change_table(POSTGRES_BACKWARD)
 
 
 class Migration(migrations.Migration):
