@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["stages"][label] = {"generated": generated,
                                     **measure_stage(label, args.repeats, full)}  # fmt: skip
     if not args.no_engine:
+        if not args.engine_only:
+            summary["settled"] = common.settle(common.bench_database_url())
+            log(f"settled: {summary['settled']}")
         summary["engine"] = measure_engine(args.quick)
     summary["total_seconds"] = round(time.perf_counter() - started)
 
