@@ -64,6 +64,11 @@ def render_engine(engine: dict) -> str:
     row("Terraform portal / CLI", "terraform", lambda r: r["ratio_portal_cli"], "≤ 1.05", "met")
     row("Terraform portal / CLI with the same commands", "terraform",
         lambda r: r["ratio_portal_cli_same_commands"], "")  # fmt: skip
+    row("Terraform with a 3 s rollout, median s: CLI / portal", "terraform_rollout",
+        lambda r: f"{r['cli_seconds_median']['total']} / {r['portal_seconds_median']['total']}",
+        "")  # fmt: skip
+    row("Terraform portal / CLI with a 3 s rollout", "terraform_rollout",
+        lambda r: r["ratio_portal_cli"], "≤ 1.05", "met")  # fmt: skip
     for measure, label in (("first_row_ms", "first LogLine row"), ("viewer_ms", "viewer"),
                            ("approve_call_ms", "approve() returns")):  # fmt: skip
         row(
@@ -73,7 +78,20 @@ def render_engine(engine: dict) -> str:
             "p50 ≤ 150" if measure == "first_row_ms" else "",
             "met" if measure == "first_row_ms" else None,
         )
+    row("pricing a 1,000-resource plan, median / p95 ms", "pricing",
+        lambda r: f"{r['median_ms']} / {r['p95_ms']}", "≤ 200", "meets_goal")  # fmt: skip
+    row("dashboard, 100 cards, 10 changed per load, full data: queries, p50 / p95 ms",
+        "dashboard", _dashboard_cell, "p95 ≤ 50", "met")  # fmt: skip
+    for layer in ("pubsub", "core"):
+        row(f"fan-out to 1,000 dashboards ({layer} layer), p50 / p99 ms, lost", "fanout",
+            lambda r, layer=layer: f"{r[layer]['p50_ms']} / {r[layer]['p99_ms']}, "
+                                   f"{r[layer]['lost']}", "p99 ≤ 100")  # fmt: skip
     return "\n".join(out)
+
+
+def _dashboard_cell(result: dict) -> str:
+    page = result["stages"][list(result["stages"])[-1]]["root"]["changing"]["dashboard"]
+    return f"{page['queries']} q, {page['p50_ms']} / {page['p95_ms']}"
 
 
 def render(summary: dict) -> str:
