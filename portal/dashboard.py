@@ -193,7 +193,8 @@ def _card_sql(count: int) -> str:
     step, cost = Step._meta.db_table, CostSnapshot._meta.db_table
     latest = ",\n".join(
         f"(SELECT d.{column} FROM {d} d WHERE d.environment_id = e.id AND d.status = %s"
-        " AND d.finished_at IS NOT NULL ORDER BY d.finished_at DESC LIMIT 1)"
+        # Ties go to the later request, as in succeeded_latest_first().
+        " AND d.finished_at IS NOT NULL ORDER BY d.finished_at DESC, d.id DESC LIMIT 1)"
         f" AS last_{status}_{name}"
         for status in LAST_STATUSES
         for name, column in (("id", "id"), ("at", "finished_at"))

@@ -104,6 +104,22 @@ def test_it_shows_what_runs_the_last_deployment_and_its_approvers(users, catalog
     assert reverse("deployment-detail", args=[done.pk]) in html
 
 
+def test_of_two_finished_at_the_same_instant_the_later_request_runs(users, catalog, release):
+    """The card's rule for "what runs" is the environment page's and the
+    rollback's: latest finish, then latest request."""
+    staging = env(catalog, "staging")
+    newer = Release.register(catalog, "1.4.1", {s: image(s, "b") for s in SERVICES},
+                             users["alice"])  # fmt: skip
+    first = deployment(release, staging, Status.SUCCEEDED, users["alice"])
+    second = deployment(newer, staging, Status.SUCCEEDED, users["alice"])
+    Deployment.objects.filter(pk=second.pk).update(finished_at=first.finished_at)
+    expected = staging.deployments.succeeded_latest_first().first()
+    assert expected == second
+    html = card_html(browser(users["dave"]).get(reverse("home")).content.decode(), staging)
+    assert reverse("deployment-detail", args=[second.pk]) in html
+    assert reverse("deployment-detail", args=[first.pk]) not in html
+
+
 def test_it_counts_pending_approvals_with_links(users, catalog, release):
     production = env(catalog, "production")
     waiting = deployment(release, production, Status.AWAITING_APPROVAL, users["alice"])
