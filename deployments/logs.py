@@ -304,7 +304,10 @@ class LogWriter:
                     batch = self._unstored[:STORE_BATCH]
                 if not batch:
                     return total
-                store_lines(self.deployment_id, batch, {at: at.isoformat() for *_, at in batch})
+                # One isoformat() per chunk the process printed, not per line
+                # (it was a fifth of the writer's CPU in a burst).
+                stamps = {at: at.isoformat() for at in {line[5] for line in batch}}
+                store_lines(self.deployment_id, batch, stamps)
                 with self._lock:
                     del self._unstored[: len(batch)]
                 total += len(batch)
