@@ -82,8 +82,9 @@ def _card_updates_done():
     database is being dropped)."""
     yield
     from environments import live
+    from tests.live import FLUSH_SECONDS
 
-    live.flush()
+    live.flush(FLUSH_SECONDS)
 
 
 @pytest.fixture(autouse=True)

@@ -66,7 +66,7 @@ def page(browser, live_server, request) -> Iterator:
     context.close()
 
 
-def wait_for_request_threads(timeout: float = 5.0) -> None:
+def wait_for_request_threads(timeout: float = 30.0) -> None:
     """Let the live server finish the browser's keep-alive connections.
 
     Each one is served by a thread with its own database connection, closed

@@ -327,11 +327,14 @@ def test_no_deployment_starts_while_terraform_force_unlocks(
     that wants to start then waits, and a second request is told at once."""
     deployment, _ = locked
     started_unlock = tmp_path / "force-unlock-started"
-    # The real binary, made slow at `force-unlock` so the test can act meanwhile.
+    finish_unlock = tmp_path / "force-unlock-may-finish"
+    # The real binary, held at `force-unlock` until the test has acted (not for a
+    # fixed time, which a loaded machine could overrun); at most 60 s, if it fails.
     slow = tmp_path / "terraform"
     slow.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = force-unlock ]; then touch {started_unlock}; sleep 4; fi\n'
+        f'if [ "$1" = force-unlock ]; then touch {started_unlock}; n=0; '
+        f"while [ ! -e {finish_unlock} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; fi\n"
         f'exec {terraform_binary()} "$@"\n'
     )
     slow.chmod(0o755)
@@ -357,11 +360,16 @@ def test_no_deployment_starts_while_terraform_force_unlocks(
     assert started_unlock.exists(), results
     starting = threading.Thread(target=run, args=("start", lambda: other.start("worker-2:1")))
     starting.start()
-    response = browser(users["erin"]).post(unlock_url(deployment), {"reason": "again"}, follow=True)
-    starting.join(timeout=1)
+    try:
+        response = browser(users["erin"]).post(
+            unlock_url(deployment), {"reason": "again"}, follow=True
+        )
+        starting.join(timeout=1)
 
-    assert "fraud-detector/staging is busy right now" in messages_of(response)[0]
-    assert unlocking.is_alive() and starting.is_alive()  # the run waits for the unlock
+        assert "fraud-detector/staging is busy right now" in messages_of(response)[0]
+        assert unlocking.is_alive() and starting.is_alive()  # the run waits for the unlock
+    finally:
+        finish_unlock.touch()
     unlocking.join(timeout=60)
     starting.join(timeout=60)
     assert results == {"job": "unlocked", "start": True}

@@ -18,6 +18,7 @@ from environments.models import Step
 from portal import card_cache
 from tests.conftest import env, grant
 from tests.environments.ui import browser
+from tests.live import FLUSH_SECONDS
 from tests.portal.test_dashboard_view import alarm, card_html, cards, deployment
 
 
@@ -55,7 +56,7 @@ def test_a_change_committed_by_the_engine_rebuilds_the_card(users, catalog, rele
     page(client)  # kept now
     running = deployment(release, staging, Status.RUNNING, users["alice"])
     running.finish(Status.SUCCEEDED)  # audits, then environment_changed after commit
-    live.flush()  # the card is built in the background after the commit
+    live.flush(FLUSH_SECONDS)  # the card is built in the background after the commit
     # Built when the change committed: the page finds it kept.
     url = reverse("dashboard-card", args=[staging.pk])
     assert queries(client, url) == 3

@@ -15,25 +15,27 @@ from django.utils import timezone
 from deployments.choices import Status
 from deployments.models import Deployment
 from environments import live
-from environments.live import environment_changed
+from environments.live import environment_changed, environment_group
+from portal.dashboard_hub import hub
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env, grant
+from tests.live import FLUSH_SECONDS, subscribed
 from tests.sockets import Communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def connect(user) -> Communicator:
-    live.flush()  # the broadcasts of the test's setup are out before the socket opens
+    live.flush(FLUSH_SECONDS)  # the broadcasts of the test's setup are out before the socket opens
     communicator = Communicator(URLRouter(websocket_urlpatterns), "/ws/dashboard/")
     communicator.scope["user"] = user
     return communicator
 
 
 async def settle() -> None:
-    # Pub/sub subscriptions are made by a background reader; give it a moment
-    # so a message published right after connect is not sent to nobody.
-    await asyncio.sleep(0.3)
+    # The hub's group joins are SUBSCRIBEs Redis acts on a little later: wait
+    # until it has them all, so a message published next is not sent to nobody.
+    await subscribed(*(environment_group(pk) for pk in hub().joined))
 
 
 def test_it_refuses_the_anonymous(catalog):
@@ -55,7 +57,7 @@ def test_it_tells_which_visible_environment_changed(users, catalog):
         assert connected
         await settle()
         await database_sync_to_async(environment_changed)(staging.pk, "alarm")
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from()
         assert message == {"type": "changed", "environment": staging.pk, "what": "alarm"}
         await communicator.disconnect()
 
@@ -75,7 +77,7 @@ def test_it_never_tells_about_an_invisible_environment(users, catalog):
         assert await communicator.receive_nothing(timeout=0.8)
         # The socket works: a change of the environment she may see does arrive.
         await database_sync_to_async(environment_changed)(dev.pk, "deployment")
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from()
         assert message["environment"] == dev.pk
         await communicator.disconnect()
 
@@ -111,10 +113,10 @@ def test_a_deployment_that_starts_updates_the_card_once(users, catalog, release)
         assert (await communicator.connect())[0]
         await settle()
         assert await database_sync_to_async(queued.start)("worker-1")
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from()
         assert message == {"type": "changed", "environment": dev.pk, "what": "deployment"}
         await database_sync_to_async(queued.finish)(Status.SUCCEEDED)
-        assert (await communicator.receive_json_from(timeout=5))["environment"] == dev.pk
+        assert (await communicator.receive_json_from())["environment"] == dev.pk
         # One message per transition: nothing else is pending.
         assert await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
@@ -137,7 +139,7 @@ def test_changes_in_one_transaction_are_sent_once(users, catalog):
         assert (await communicator.connect())[0]
         await settle()
         await database_sync_to_async(burst)()
-        assert (await communicator.receive_json_from(timeout=5))["environment"] == dev.pk
+        assert (await communicator.receive_json_from())["environment"] == dev.pk
         assert await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
 

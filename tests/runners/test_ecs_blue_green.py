@@ -31,7 +31,7 @@ def config(demo_aws) -> dict:
         "listener_port": 80,
         "weights": [10, 50, 100],
         "pause_seconds": 0.05,
-        "timeout_seconds": 10,
+        "timeout_seconds": 60,  # a rollout ends when done: a margin for a loaded machine
         "poll_seconds": 0.05,
     }
 

@@ -29,7 +29,7 @@ def config(demo_aws) -> dict:
     return {
         "cluster": demo_aws["cluster"],
         "services": ["fraud-api", "fraud-ml"],
-        "timeout_seconds": 10,
+        "timeout_seconds": 60,  # a rollout ends when done: a margin for a loaded machine
         "poll_seconds": 0.1,
     }
 

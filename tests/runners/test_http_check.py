@@ -60,7 +60,8 @@ def service():
 
 
 def config(urls: list[str], **extra) -> dict:
-    return {"urls": urls, "interval_seconds": 0.05, "timeout_seconds": 3, **extra}
+    # A check that passes ends at its first 2xx: the timeout is only a loaded machine's margin.
+    return {"urls": urls, "interval_seconds": 0.05, "timeout_seconds": 30, **extra}
 
 
 def test_it_passes_when_every_url_answers_2xx(make_ctx, service):

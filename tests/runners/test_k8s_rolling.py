@@ -29,7 +29,7 @@ def config(namespace) -> dict:
     return {
         "namespace": namespace,
         "deployments": ["fraud-api", "fraud-ml"],
-        "timeout_seconds": 10,
+        "timeout_seconds": 60,  # a rollout ends when done: a margin for a loaded machine
         "poll_seconds": 0.05,
     }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -179,12 +178,19 @@ def test_it_stops_terraform_when_the_deployment_is_cancelled(make_ctx, tf_config
     runner = TerraformRunner()
     plan = runner.plan(make_ctx(tf_config))
     ctx = make_ctx(tf_config, plan=plan)
-    threading.Timer(1.5, ctx.cancelled.set).start()
+    record = ctx.log
+
+    def log(text: str, stream: str = "stdout") -> None:
+        record(text, stream)
+        if "rolling out" in text:  # cancel mid-apply, not at a guess of when that is
+            ctx.cancelled.set()
+
+    ctx.log = log
 
     with pytest.raises(StepCancelled):
         runner.run(ctx)
 
-    assert "Stopping" in ctx.log.text
+    assert "Stopping" in record.text
 
 
 def test_it_names_the_bad_key_in_the_config():
