@@ -234,6 +234,32 @@ def _check_plan_binding(deployment) -> None:
         raise StepFailed("The recorded plans do not match the approved plan hash; replan.")
 
 
+def superseded_plans(deployment) -> str:
+    """Why the deployment's saved plans are stale, or "": another run of this
+    environment started applying the same Terraform step after they were made
+    (Terraform would refuse them: "Saved plan is stale"). Read from our own
+    step runs, so it costs no Terraform process."""
+    from deployments.models import StepRun
+
+    plans = StepRun.objects.filter(
+        deployment=deployment, phase="plan", kind=StepKind.TERRAFORM, finished_at__isnull=False
+    ).values_list("order", "finished_at")
+    for order, planned_at in plans:
+        applied = (
+            StepRun.objects.filter(
+                deployment__environment_id=deployment.environment_id, phase="deploy",
+                kind=StepKind.TERRAFORM, order=order, started_at__gt=planned_at,
+            )
+            .exclude(deployment=deployment)
+            .order_by("started_at")
+            .values_list("deployment_id", "name")
+            .first()
+        )  # fmt: skip
+        if applied:
+            return f"#{applied[0]} applied step {order} ({applied[1]}) after this plan was made"
+    return ""
+
+
 def run_deployment(deployment_id: int) -> str:
     """Carry out a queued deployment. A second call for the same row does nothing."""
     deployment = _load(deployment_id)
@@ -248,6 +274,18 @@ def run_deployment(deployment_id: int) -> str:
     writer = LogWriter(deployment.pk, masker)
     writer.write(f"Started by {deployment.worker_name}.", Stream.SYSTEM)
     broadcast_status(deployment.pk, Status.RUNNING)
+    stale = superseded_plans(deployment)
+    if stale:  # before any step: nothing has run, the environment is freed again
+        writer.write(
+            f"The saved plan is stale: {stale}. Planning again; approvals given for "
+            "the old plan no longer count.",
+            Stream.SYSTEM,
+        )
+        writer.close()
+        deployment.replan(f"The saved plan is stale: {stale}.")
+        broadcast_status(deployment.pk, deployment.status)
+        close_old_connections()
+        return "stale plan; planning again"
     cancelled = threading.Event()
     heartbeat = Heartbeat(deployment, cancelled)
     heartbeat.start()

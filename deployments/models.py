@@ -454,7 +454,9 @@ class Deployment(models.Model):
                 raise PolicyError("This request has expired; request the deployment again.")
             self.check_approver(user)
             digest = self.approval_digest()
-            if self.approvals.filter(user=user).exists():
+            # Once per person and plan: after a re-plan (a new digest) the
+            # approvers decide again on what will now ship.
+            if self.approvals.filter(user=user, digest=digest).exists():
                 raise Conflict("You have already decided on this deployment.")
             approval = Approval.objects.create(
                 deployment=self, user=user, decision=Decision.APPROVE,
@@ -511,7 +513,7 @@ class Deployment(models.Model):
             comment = (comment or "").strip()
             if not comment:
                 raise PolicyError("Say why you reject this deployment.", field="comment")
-            if self.approvals.filter(user=user).exists():
+            if self.approvals.filter(user=user, digest=self.approval_digest()).exists():
                 raise Conflict("You have already decided on this deployment.")
             approval = Approval.objects.create(
                 deployment=self, user=user, decision=Decision.REJECT,
@@ -657,6 +659,23 @@ class Deployment(models.Model):
         if started:
             self.refresh_from_db()
         return bool(started)
+
+    def replan(self, reason: str) -> bool:
+        """running → planning: the saved plans went stale before anything ran
+        (another run applied to the same Terraform state). The environment is
+        free again; the new plan has a new hash, so approvals given for the old
+        one no longer count, and the request waits for approval again."""
+        with transaction.atomic():
+            self._lock()
+            if self.status != Status.RUNNING:
+                return False
+            self._set_status(
+                Status.PLANNING, "deployment.replanning", detail={"reason": reason},
+                started_at=None, heartbeat_at=None, queued_at=None, worker_name="",
+            )  # fmt: skip
+            wake_next_queued(self.environment_id)
+            self.dispatch()
+        return True
 
     def heartbeat(self) -> bool:
         """Prove the job is alive; returns True when a cancel was requested."""
@@ -936,7 +955,11 @@ class Approval(models.Model):
     class Meta:
         ordering = ["created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["deployment", "user"], name="approval_one_per_user")
+            # One decision per person on each plan of a deployment (a re-plan
+            # makes a new digest, on which everyone decides again).
+            models.UniqueConstraint(
+                fields=["deployment", "user", "digest"], name="approval_one_per_user_and_plan"
+            )
         ]
 
     def counts_for(self, digest: str) -> bool:

@@ -275,7 +275,8 @@ def _cannot_approve_because(deployment: Deployment, user, approvals: list[Approv
     """Why the user may not decide on this deployment now ("" when they may)."""
     if deployment.status != Status.AWAITING_APPROVAL:
         return ""
-    if any(a.user_id == user.pk for a in approvals):
+    digest = deployment.approval_digest()
+    if any(a.user_id == user.pk and a.digest == digest for a in approvals):
         return "You have already decided on this deployment."
     try:
         deployment.check_approver(user)  # the model's own rule, so page and model agree

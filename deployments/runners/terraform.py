@@ -485,6 +485,14 @@ class _Session:
         locked = lock_error(self.stderr)
         if locked is not None:
             return locked
+        if any("Saved plan is stale" in line for line in self.stderr):
+            # Gantry re-plans when one of its own runs changed the state first
+            # (jobs.superseded_plans); this is a change made outside it.
+            return StepFailed(
+                "The Terraform state changed since this plan was made, outside Gantry "
+                "(nothing was applied). Request the deployment again for a new plan "
+                "and new approvals."
+            )
         errors = [line.strip() for line in self.stderr if line.strip().startswith("Error:")]
         detail = errors[0] if errors else (self.stderr[-1].strip() if self.stderr else "")
         return StepFailed(f"terraform {command} failed: {detail or 'see the log above'}")

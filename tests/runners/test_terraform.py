@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,22 @@ def test_it_refuses_a_plan_file_that_is_not_the_approved_one(make_ctx, tf_config
         not state_file(tf_config).exists()
         or "null_resource" not in state_file(tf_config).read_text()
     )
+
+
+def test_it_refuses_a_plan_made_before_the_state_changed_saying_so(make_ctx, tf_config, tmp_path):
+    """Two plans of one workspace; the other is applied first. Terraform
+    refuses the stale one, and the step says what happened in plain words."""
+    runner = TerraformRunner()
+    first = make_ctx(tf_config, workdir=tmp_path / "first")
+    second = make_ctx(tf_config, workdir=tmp_path / "second", release_version="1.5.0")
+    plans = runner.plan(first), runner.plan(second)
+    runner.run(make_ctx(tf_config, workdir=tmp_path / "first", plan=plans[0]))
+
+    with pytest.raises(StepFailed, match="changed since this plan was made, outside Gantry"):
+        runner.run(make_ctx(tf_config, workdir=tmp_path / "second", plan=plans[1]))
+
+    state = json.loads(state_file(tf_config).read_text())
+    assert state["outputs"]["release_version"]["value"] == "1.4.0"  # nothing of 1.5.0 applied
 
 
 def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, tf_config):
@@ -231,3 +248,52 @@ def test_it_applies_without_a_second_init_and_reads_outputs_from_state(make_ctx,
     assert "Initializing the backend" not in apply_ctx.log.text
     state = json.loads(state_file(tf_config).read_text())
     assert outputs["outputs"]["images"] == state["outputs"]["images"]["value"]
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=Gantry Tests", "-c", "user.email=t@example.com",
+         *args], check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def module_repo(tmp_path) -> Path:
+    """A git repository holding the module twice: tag v1 says so in an output;
+    the commit after it (main's head) says v2."""
+    repo = tmp_path / "infra-repo"
+    module = repo / "terraform" / "fraud-detector"
+    module.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for version in ("v1", "v2"):
+        output = f'output "module_version" {{\n  value = "{version}"\n}}\n'
+        (module / "main.tf").write_text((MODULE / "main.tf").read_text() + "\n" + output)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"fraud-detector module {version}")
+        git(repo, "tag", version)
+    return repo
+
+
+@pytest.mark.parametrize("ref", ["v1", "commit"])
+def test_it_plans_and_applies_the_module_at_a_git_ref(make_ctx, tf_config, module_repo, ref):
+    """A git source is cloned at the ref into the step's workdir; the plan and
+    the apply use that checkout, not the branch head."""
+    if ref == "commit":  # a pinned commit, as a careful config would have it
+        ref = git(module_repo, "rev-parse", "v1")
+    del tf_config["path"]
+    tf_config["git"] = {"url": f"file://{module_repo}", "ref": ref}
+    tf_config["subdir"] = "terraform/fraud-detector"
+    runner = TerraformRunner()
+    plan_ctx = make_ctx(tf_config)
+
+    plan = runner.plan(plan_ctx)
+    outputs = runner.run(make_ctx(tf_config, plan=plan))
+
+    assert f"Fetching file://{module_repo} at {ref}" in plan_ctx.log.text
+    checkout = plan_ctx.workdir / "source"
+    assert git(checkout, "rev-parse", "HEAD") == git(module_repo, "rev-parse", "v1")
+    assert outputs["outputs"]["module_version"] == "v1"
+    assert outputs["outputs"]["images"]["fraud-api"] == plan_ctx.artifacts["fraud-api"]
+    state = json.loads(state_file(tf_config).read_text())
+    assert state["outputs"]["module_version"]["value"] == "v1"
