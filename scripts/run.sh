@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the Gantry demo on this machine: embedded Redis, SQLite, the deployment
-# sandbox (moto, a fake Kubernetes API, a stub API), one RQ worker, uvicorn in the
-# foreground. Called by `make run` once the venv is installed. Safe to run
-# again; Ctrl-C (or SIGTERM) stops everything this script started.
+# sandbox (moto, a fake Kubernetes API, a stub API), one RQ worker (restarted
+# if it dies), uvicorn in the foreground. Called by `make run` once the venv
+# is installed. Safe to run again; Ctrl-C (or SIGTERM) stops everything this
+# script started.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -66,11 +67,15 @@ SANDBOX_PID="$VAR/sandbox.pid"
 OWN_REDIS=0
 OWN_SANDBOX=0
 WORKER_PID="$VAR/worker.pid"
+SUPERVISOR_PID="$VAR/worker-supervisor.pid"
 CRON_PID="$VAR/cron.pid"
 SERVER_PID=""
 cleanup() {
   trap - EXIT INT TERM
   set +e  # stop everything, whatever fails on the way
+  # The worker's supervisor first: Ctrl-C also stops the worker itself (RQ
+  # handles SIGINT), and the supervisor would start it again meanwhile.
+  stop_pidfile "$SUPERVISOR_PID"
   if [[ -n "$SERVER_PID" ]]; then stop_pid "$SERVER_PID"; fi
   stop_pidfile "$CRON_PID"
   stop_pidfile "$WORKER_PID"
@@ -156,10 +161,33 @@ manage seed_demo
 
 # -- worker and cron: a second `make run` restarts them on the current code --
 # Started directly (not through `manage`) so that $! is the process's own pid.
+# The worker runs under a supervisor: a worker that dies (OOM, kill -9) would
+# otherwise leave deployments and the stalled-run checks unprocessed.
+supervise_worker() {
+  local pid status
+  # SIGTERM (our cleanup): stop the worker we run and leave, no restart.
+  trap 'if [[ -n "${pid:-}" ]]; then stop_pid "$pid"; fi; exit 0' TERM
+  # Only while this script runs: an orphaned supervisor must not go on.
+  while kill -0 "$SCRIPT_PID" 2>/dev/null; do
+    "$PY" manage.py rqworker high default low >>"$VAR/worker.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$WORKER_PID"
+    say "RQ worker started (pid $pid, log var/worker.log)"
+    status=0
+    wait "$pid" || status=$?
+    kill -0 "$SCRIPT_PID" 2>/dev/null || break
+    say "RQ worker (pid $pid) exited with status $status; restarting in ${WORKER_RESTART_DELAY}s"
+    printf '[gantry] %s worker pid %s exited (status %s); restarting\n' \
+      "$(date -u +%FT%TZ)" "$pid" "$status" >>"$VAR/worker.log"
+    sleep "$WORKER_RESTART_DELAY" & wait $! || true  # a TERM meanwhile is handled at once
+  done
+}
+SCRIPT_PID=$$
+WORKER_RESTART_DELAY="${WORKER_RESTART_DELAY:-2}"
+stop_pidfile "$SUPERVISOR_PID"  # one left by a run that was killed: it would restart the worker
 stop_pidfile "$WORKER_PID"
-"$PY" manage.py rqworker high default low >>"$VAR/worker.log" 2>&1 &
-echo $! >"$WORKER_PID"
-say "RQ worker started (pid $!, log var/worker.log)"
+supervise_worker &
+echo $! >"$SUPERVISOR_PID"
 if [[ -f deployments/cron.py ]]; then
   stop_pidfile "$CRON_PID"
   "$PY" manage.py rqcron deployments.cron >>"$VAR/cron.log" 2>&1 &

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deployments.jobs import run_deployment
 from deployments.models import Deployment
 from tests.api.conftest import last_event, request_deployment
 
@@ -22,6 +23,22 @@ def test_the_requester_cancels(api, release, users):
     event = last_event("deployment.cancelled")
     assert event.actor_name == "alice"
     assert event.before == {"status": "awaiting_approval"}
+
+
+def test_the_requester_cancels_a_queued_deployment_which_then_never_runs(api, release, users):
+    deployment = request_deployment(release, users, slug="dev")  # no approvals: queued at once
+    assert deployment.status == "queued"
+    response = api("alice").post(url(deployment), {"comment": "wrong build"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    event = last_event("deployment.cancelled")
+    assert event.actor_name == "alice"
+    assert event.before == {"status": "queued"}
+    # The run job enqueued at request time, should a worker pick it up, does nothing.
+    assert run_deployment(deployment.pk) == "not queued"
+    saved = Deployment.objects.get(pk=deployment.pk)
+    assert (saved.status, saved.started_at) == ("cancelled", None)
+    assert not saved.step_runs.exists()
 
 
 def test_an_admin_cancels(api, release, users):

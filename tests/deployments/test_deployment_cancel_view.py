@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from deployments.choices import Status
+from deployments.jobs import run_deployment
 from deployments.models import Deployment
 from tests.conftest import env
 from tests.environments.ui import browser, last_event, messages_of
@@ -30,6 +31,22 @@ def test_the_requester_cancels_and_it_is_audited(deployment, users):
     event = last_event("deployment.cancelled")
     assert event.actor_id == users["alice"].pk
     assert event.before == {"status": Status.AWAITING_APPROVAL}
+
+
+def test_the_requester_cancels_a_queued_deployment_before_it_starts(release, users):
+    queued = Deployment.request(release, env(release.application, "dev"), users["alice"],
+                                "Bedrock timeout fix")  # fmt: skip
+    assert queued.status == Status.QUEUED  # dev needs no approvals
+    browser(users["alice"]).post(url(queued), {"comment": "Wrong build"})
+    queued.refresh_from_db()
+    assert queued.status == Status.CANCELLED
+    event = last_event("deployment.cancelled")
+    assert event.actor_id == users["alice"].pk
+    assert event.before == {"status": Status.QUEUED}
+    # The run job enqueued at request time, should a worker pick it up, does nothing.
+    assert run_deployment(queued.pk) == "not queued"
+    queued.refresh_from_db()
+    assert (queued.status, queued.started_at) == (Status.CANCELLED, None)
 
 
 def test_an_admin_may_cancel(users, deployment):
