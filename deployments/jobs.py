@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2
 # A run whose heartbeat is older than this is abandoned (its worker died).
 STALE_AFTER = timedelta(seconds=20)
-# On a rollback these kinds are undone from what the undone run recorded.
-INVERTIBLE = {StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING}
-# ...and these are not repeated: a snapshot, a one-off command or a bake would
-# only delay restoring service.
-SKIPPED_ON_ROLLBACK = {StepKind.RDS_SNAPSHOT, StepKind.COMMAND, StepKind.BAKE}
+# On a rollback these kinds are undone from what the undone run recorded (a
+# command by its rollback_argv, when it has one; otherwise it is skipped)...
+INVERTIBLE = {StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING,
+              StepKind.COMMAND}  # fmt: skip
+# ...and these are not repeated: a snapshot or a bake would only delay
+# restoring service.
+SKIPPED_ON_ROLLBACK = {StepKind.RDS_SNAPSHOT, StepKind.BAKE}
 
 
 def worker_name() -> str:
