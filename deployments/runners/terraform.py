@@ -390,16 +390,19 @@ class _Session:
 
     def _clone(self, checkout: Path) -> None:
         git = self.config["git"]
-        self.ctx.log(f"Fetching {git['url']} at {git['ref']}", "system")
+        # The ref may name the release (a tag "v${release.version}"); the URL may
+        # carry a ${secret.…} token, so the log shows it as configured.
+        url, ref = self.ctx.expand(git["url"]), self.ctx.expand(git["ref"])
+        self.ctx.log(f"Fetching {git['url']} at {ref}", "system")
         checkout.mkdir(parents=True)
-        for argv in (
-            ["git", "init", "-q", str(checkout)],
-            ["git", "-C", str(checkout), "fetch", "-q", "--depth", "1", git["url"], git["ref"]],
-            ["git", "-C", str(checkout), "checkout", "-q", "FETCH_HEAD"],
+        for name, argv in (
+            ("init", ["git", "init", "-q", str(checkout)]),
+            ("fetch", ["git", "-C", str(checkout), "fetch", "-q", "--depth", "1", url, ref]),
+            ("checkout", ["git", "-C", str(checkout), "checkout", "-q", "FETCH_HEAD"]),
         ):
             returncode, stderr = stream_process(self.ctx, argv, timeout=300)
             if returncode != 0:
-                raise StepFailed(f"git {argv[3]} failed: {stderr[-1] if stderr else returncode}")
+                raise StepFailed(f"git {name} failed: {stderr[-1] if stderr else returncode}")
 
     def tfvars_template(self) -> dict:
         """Variables resolved except `${secret.…}`, which stay references: this is

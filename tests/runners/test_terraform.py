@@ -272,13 +272,15 @@ def module_repo(tmp_path) -> Path:
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", f"fraud-detector module {version}")
         git(repo, "tag", version)
+        if version == "v1":  # the tag a release pipeline would make for 1.4.0
+            git(repo, "tag", "release-1.4.0")
     return repo
 
 
-@pytest.mark.parametrize("ref", ["v1", "commit"])
+@pytest.mark.parametrize("ref", ["v1", "commit", "release-${release.version}"])
 def test_it_plans_and_applies_the_module_at_a_git_ref(make_ctx, tf_config, module_repo, ref):
-    """A git source is cloned at the ref into the step's workdir; the plan and
-    the apply use that checkout, not the branch head."""
+    """A git source is cloned at the ref (which may name the release) into the
+    step's workdir; the plan and the apply use that checkout, not the branch head."""
     if ref == "commit":  # a pinned commit, as a careful config would have it
         ref = git(module_repo, "rev-parse", "v1")
     del tf_config["path"]
@@ -290,10 +292,20 @@ def test_it_plans_and_applies_the_module_at_a_git_ref(make_ctx, tf_config, modul
     plan = runner.plan(plan_ctx)
     outputs = runner.run(make_ctx(tf_config, plan=plan))
 
-    assert f"Fetching file://{module_repo} at {ref}" in plan_ctx.log.text
+    assert f"Fetching file://{module_repo} at {ref.replace('${release.version}', '1.4.0')}" in (
+        plan_ctx.log.text
+    )
     checkout = plan_ctx.workdir / "source"
     assert git(checkout, "rev-parse", "HEAD") == git(module_repo, "rev-parse", "v1")
     assert outputs["outputs"]["module_version"] == "v1"
     assert outputs["outputs"]["images"]["fraud-api"] == plan_ctx.artifacts["fraud-api"]
     state = json.loads(state_file(tf_config).read_text())
     assert state["outputs"]["module_version"]["value"] == "v1"
+
+
+def test_it_names_the_git_command_that_failed(make_ctx, tf_config, module_repo):
+    del tf_config["path"]
+    tf_config["git"] = {"url": f"file://{module_repo}", "ref": "no-such-tag"}
+
+    with pytest.raises(StepFailed, match="^git fetch failed: "):
+        TerraformRunner().plan(make_ctx(tf_config))
