@@ -11,6 +11,9 @@ from environments.alarms import poll_alarms
 from environments.costs import fetch_costs
 from portal.jobs import verify_audit_chain
 
+# Housekeeping goes to `low`, but for the two jobs that keep deployments
+# moving: a stalled run holds its environment until it is failed (`high`,
+# before waiting deploys), and waking queued requests starts runs (`default`).
 cron.register(fail_stalled_deployments, "high", interval=10)
 cron.register(wake_queued_deployments, "default", interval=30)
 cron.register(expire_stale_requests, "low", interval=60)

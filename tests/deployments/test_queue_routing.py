@@ -1,0 +1,57 @@
+"""Which queue each job lands on: rollbacks (their plans too) on `high`, so a
+worker busy with deploys takes them first; deploys and plans on `default`;
+housekeeping on `low`, except the two jobs that keep deployments moving:
+failing a stalled run (its environment is locked until then) on `high`, and
+waking queued requests on `default`, next to the runs it starts."""
+
+from __future__ import annotations
+
+import django_rq
+import pytest
+from rq.cron import CronScheduler
+
+from deployments.choices import Kind
+from deployments.models import Deployment, Release
+from environments.models import Step
+from tests.conftest import env, image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def jobs_on(queues) -> dict[str, list[str]]:
+    return {q.name: [job.func_name.rpartition(".")[2] for job in q.get_jobs()] for q in queues}
+
+
+def test_deploys_go_to_default_and_rollbacks_to_high(catalog, release, users, queues):
+    # Nothing runs here: the jobs only wait in Redis.
+    dev = env(catalog, "dev")
+    Step.objects.create(environment=dev, order=1, name="Smoke", kind="command",
+                        config={"argv": ["true"]})  # fmt: skip
+    deploy = Deployment.request(release, dev, users["alice"], "ship 1.4.0")
+    assert jobs_on(queues) == {"high": [], "default": ["run_deployment"], "low": []}
+
+    # A rollback needs a release that ran here and one that runs now.
+    images = {s: image(s, "b") for s in ("fraud-api", "fraud-ml", "fraud-worker")}
+    newer = Release.register(catalog, "1.5.0", images, users["alice"])
+    for done in (deploy, Deployment.request(newer, dev, users["alice"], "ship 1.5.0")):
+        Deployment.objects.filter(pk=done.pk).update(
+            status="succeeded", finished_at=done.created_at
+        )
+    for queue in queues:
+        queue.empty()
+    rollback = Deployment.request_rollback(dev, users["alice"], "1.5.0 misbehaves")
+    assert rollback.kind == Kind.ROLLBACK
+    assert jobs_on(queues) == {"high": ["run_deployment"], "default": [], "low": []}
+
+
+def test_the_periodic_jobs_queues():
+    scheduler = CronScheduler(connection=django_rq.get_connection("low"))
+    scheduler.load_config_from_file("deployments.cron")
+    assert {job.func.__name__: job.queue_name for job in scheduler.get_jobs()} == {
+        "fail_stalled_deployments": "high",
+        "wake_queued_deployments": "default",
+        "expire_stale_requests": "low",
+        "verify_audit_chain": "low",
+        "fetch_costs": "low",
+        "poll_alarms": "low",
+    }
