@@ -34,6 +34,10 @@ from environments.live import environment_changed
 
 log = logging.getLogger(__name__)
 
+NO_AUTOMATIC_ROLLBACK = (
+    "No alarm fired, so no automatic rollback; roll back from the environment page "
+    "if the release is unhealthy."
+)
 HEARTBEAT_SECONDS = 2
 # A run whose heartbeat is older than this is abandoned (its worker died).
 STALE_AFTER = timedelta(seconds=20)
@@ -308,7 +312,11 @@ def run_deployment(deployment_id: int) -> str:
             except StepFailed as exc:
                 message = masker.mask(exc.message)
                 _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
-                bake_failed = step.kind == StepKind.BAKE
+                # A fired alarm rolls back at once; a bake that could not read
+                # its sources only fails, and people decide (the page offers it).
+                bake_failed = step.kind == StepKind.BAKE and "alarm" in exc.details
+                if step.kind == StepKind.BAKE and not bake_failed:
+                    writer.write(NO_AUTOMATIC_ROLLBACK, Stream.SYSTEM)
                 raise StepFailed(f"{step.name}: {message}") from None
             _end_step(run, StepStatus.SUCCEEDED, outputs)
     except StepCancelled:

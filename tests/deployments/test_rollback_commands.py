@@ -4,6 +4,8 @@ the undone run never reached."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from deployments import jobs
@@ -57,3 +59,28 @@ def test_a_rollback_runs_the_rollback_command_and_skips_a_command_without_one(
     assert not any(line.startswith("migrate up") for line in text)
     assert "No rollback command configured; nothing to undo." in text
     assert "notified" not in text
+
+
+def test_a_bake_that_cannot_read_its_alarms_fails_without_rolling_back(
+    dev, release, users, catalog
+):
+    """Only a fired alarm rolls back by itself: a bake blind to its sources
+    fails the deployment and leaves the decision to people."""
+    shipped(release, dev, users)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    Step.objects.filter(environment=dev, order=2).update(
+        kind="bake",
+        config={"duration_seconds": 1, "poll_seconds": 0.1,
+                "alertmanager": {"url": url, "matchers": []}},
+    )  # fmt: skip
+    images = {s: image(s, "c") for s in ("fraud-api", "fraud-ml", "fraud-worker")}
+    newer = Release.register(catalog, "1.6.0", images, users["alice"])
+    blind = Deployment.request(newer, dev, users["alice"], "ship 1.6.0")
+
+    assert jobs.run_deployment(blind.pk) == Status.FAILED
+    blind.refresh_from_db()
+    assert "Cannot read Alertmanager" in blind.error
+    assert not Deployment.objects.filter(rollback_of=blind).exists()
+    assert jobs.NO_AUTOMATIC_ROLLBACK in log_of(blind)
