@@ -174,7 +174,7 @@ class TerraformRunner(Runner):
     kind = "terraform"
     has_plan = True
     keys = ("path", "git", "subdir", "workspace", "variables", "backend_config",
-            "timeout_seconds")  # fmt: skip
+            "timeout_seconds", "plan_lock_wait_seconds")  # fmt: skip
 
     def validate_config(self, config: dict) -> dict:
         config = require_mapping(config)
@@ -201,6 +201,12 @@ class TerraformRunner(Runner):
             "variables": variables,
             "backend_config": get_str_map(config, "backend_config"),
             "timeout_seconds": get_number(config, "timeout_seconds", 1800, 1),
+            # A plan may be asked for while another deployment of the
+            # environment applies to the same state: it waits for that lock
+            # (and then plans against the new state). The apply never waits:
+            # the environment is Gantry's alone then, so a held lock is someone
+            # else's, reported at once with its holder.
+            "plan_lock_wait_seconds": get_number(config, "plan_lock_wait_seconds", 300, 0, 3600),
         }
 
     # -- the phases --------------------------------------------------------------
@@ -215,7 +221,8 @@ class TerraformRunner(Runner):
         var_file = session.write_var_file(template)
         try:
             returncode = session.run(
-                "plan", input=False, no_color=IsFlagged, lock_timeout="0s",
+                "plan", input=False, no_color=IsFlagged,
+                lock_timeout=f"{config['plan_lock_wait_seconds']:g}s",
                 detailed_exitcode=IsFlagged, var_file=str(var_file), out=str(plan_path),
             )  # fmt: skip
         finally:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -111,12 +113,10 @@ def test_it_refuses_a_plan_made_before_the_state_changed_saying_so(make_ctx, tf_
     assert state["outputs"]["release_version"]["value"] == "1.4.0"  # nothing of 1.5.0 applied
 
 
-def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, tf_config):
-    runner = TerraformRunner()
-    runner.run(make_ctx(tf_config, plan=runner.plan(make_ctx(tf_config))))
-    state = state_file(tf_config)
+def hold_state_lock(state: Path) -> None:
+    """Write the lock record a running `terraform apply` of someone else
+    leaves (the caller then takes the lock itself)."""
     lock_info = state.parent / ".terraform.tfstate.lock.info"
-    # What a running `terraform apply` of someone else holds: the record and the lock.
     lock_info.write_text(
         json.dumps(
             {
@@ -130,6 +130,14 @@ def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, t
             }
         )
     )
+
+
+def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, tf_config):
+    runner = TerraformRunner()
+    runner.run(make_ctx(tf_config, plan=runner.plan(make_ctx(tf_config))))
+    state = state_file(tf_config)
+    hold_state_lock(state)
+    tf_config["plan_lock_wait_seconds"] = 1
     with state.open("r+") as handle:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(StepFailed) as failure:
@@ -140,6 +148,28 @@ def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, t
     assert "bob@ci-runner-7" in message
     assert "2024-05-01 10:00:00" in message
     assert failure.value.details["lock"]["who"] == "bob@ci-runner-7"
+
+
+def test_a_plan_waits_for_the_state_lock_of_an_apply_in_progress(make_ctx, tf_config):
+    """Another deployment applies to the same state: the plan waits for its
+    lock instead of failing, then plans against what that apply left."""
+    runner = TerraformRunner()
+    runner.run(make_ctx(tf_config, plan=runner.plan(make_ctx(tf_config))))
+    state = state_file(tf_config)
+    hold_state_lock(state)
+    handle = state.open("r+")
+    fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release() -> None:
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+        handle.close()
+
+    started = time.monotonic()
+    threading.Timer(1.5, release).start()
+    plan = runner.plan(make_ctx(tf_config, release_version="1.5.0"))
+
+    assert time.monotonic() - started >= 1.5  # it could only plan once the lock was free
+    assert {c["address"] for c in plan["resource_changes"]}  # the new release's diff
 
 
 def test_it_streams_terraform_output_as_it_is_printed(make_ctx, tf_config):
