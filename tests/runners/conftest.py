@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from deployments import sandbox
+from deployments.fake_kube_api import FakeKubeApi
 from deployments.runners.base import AwsAccess, KubeAccess, StepContext
-from tests.fakes.kube_api import FakeKubeApi
 
 IMAGES = {
     service: f"123456789012.dkr.ecr.ca-central-1.amazonaws.com/{service}@sha256:{char * 64}"
