@@ -90,6 +90,9 @@ def staging(catalog, aws, s3_module, terraform_cli_config, monkeypatch, tmp_path
             "dynamodb_endpoint": aws["endpoint"], "force_path_style": "true",
             "skip_credentials_validation": "true", "skip_metadata_api_check": "true",
         },
+        # The lock here is a dead run's: fail on it at once rather than wait
+        # for it as for a live apply.
+        "plan_lock_wait_seconds": 0,
     })  # fmt: skip
     return staging
 
