@@ -50,6 +50,14 @@ def test_it_deploys_to_the_idle_colour_and_shifts_traffic_in_steps(
     shifts = [line for _, _, line in ctx.log.lines if line.startswith("Listener weights")]
     assert len(shifts) == 3
     assert "10%" in shifts[0] and "50%" in shifts[1]
+    # A pause after each partial shift, none after the last: traffic holds at
+    # 10 % and 50 % before the next step.
+    lines = [line for _, _, line in ctx.log.lines]
+    holds = [line for line in lines if line.startswith("Holding at")]
+    assert holds == ["Holding at 10% for 0.05 s.", "Holding at 50% for 0.05 s."]
+    assert lines.index(holds[0]) < lines.index(shifts[1]) and lines.index(holds[1]) < lines.index(
+        shifts[2]
+    )
     ecs = boto3.client("ecs", endpoint_url=moto_endpoint, region_name="ca-central-1")
     green_service = ecs.describe_services(cluster=config["cluster"], services=["fraud-api-green"])[
         "services"
