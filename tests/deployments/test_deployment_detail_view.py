@@ -73,6 +73,10 @@ def test_it_lists_approvals_and_whether_they_still_count(release, users, catalog
     assert "Checked the plan" in html
     assert "no longer valid" in html
     assert "0 of 2 needed" in html
+    # bob decided on the old plan only: he may decide on this one.
+    again = browser(users["bob"]).get(url(deployment))
+    assert ">Approve</button>" in again.content.decode()
+    assert not again.context["refusal"]
 
 
 def test_it_offers_approve_and_reject_to_an_eligible_approver(users, deployment):
