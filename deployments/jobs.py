@@ -295,7 +295,7 @@ def run_deployment(deployment_id: int) -> str:
     cancelled = threading.Event()
     heartbeat = Heartbeat(deployment, cancelled)
     heartbeat.start()
-    status, error, bake_failed, run = Status.SUCCEEDED, "", False, None
+    status, error, alarm_fired, run = Status.SUCCEEDED, "", False, None
     try:
         _check_plan_binding(deployment)
         for step in environment.steps.order_by("order"):
@@ -314,8 +314,8 @@ def run_deployment(deployment_id: int) -> str:
                 _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 # A fired alarm rolls back at once; a bake that could not read
                 # its sources only fails, and people decide (the page offers it).
-                bake_failed = step.kind == StepKind.BAKE and "alarm" in exc.details
-                if step.kind == StepKind.BAKE and not bake_failed:
+                alarm_fired = step.kind == StepKind.BAKE and "alarm" in exc.details
+                if step.kind == StepKind.BAKE and not alarm_fired:
                     writer.write(NO_AUTOMATIC_ROLLBACK, Stream.SYSTEM)
                 raise StepFailed(f"{step.name}: {message}") from None
             _end_step(run, StepStatus.SUCCEEDED, outputs)
@@ -335,7 +335,7 @@ def run_deployment(deployment_id: int) -> str:
         writer.close()
     deployment.finish(status, error)
     broadcast_status(deployment.pk, status)
-    if bake_failed and deployment.kind == Kind.DEPLOY:
+    if alarm_fired and deployment.kind == Kind.DEPLOY:
         from deployments.models import Deployment
 
         Deployment.request_rollback(

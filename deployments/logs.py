@@ -107,9 +107,8 @@ def lines_event(runs: list[dict]) -> dict:
     }
 
 
-def store_lines(deployment_id: int, batch: list[tuple], stamps: dict) -> None:
-    """INSERT one batch of (seq, step_id, step_name, stream, text, at); `stamps`
-    maps each `at` to its isoformat() (the lines of a chunk share one).
+def store_lines(deployment_id: int, batch: list[tuple]) -> None:
+    """INSERT one batch of (seq, step_id, step_name, stream, text, at).
 
     On PostgreSQL through COPY, which takes a batch of lines about ten times
     faster than a multi-row INSERT built by the ORM; elsewhere (SQLite in
@@ -126,7 +125,7 @@ def store_lines(deployment_id: int, batch: list[tuple], stamps: dict) -> None:
         return
     table = LogLine._meta.db_table
     columns = "deployment_id, seq, step_id, stream, text, at"
-    data = copy_rows(deployment_id, batch, stamps)
+    data = copy_rows(deployment_id, batch)
     with transaction.atomic(), connection.cursor() as cursor:
         # Log lines don't wait for the WAL flush: a commit stuck behind a
         # checkpoint's I/O held every viewer's next lines for hundreds of ms.
@@ -143,12 +142,13 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _IN_LINE_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\0": ""})
 
 
-def copy_rows(deployment_id: int, batch: list[tuple], stamps: dict) -> str:
+def copy_rows(deployment_id: int, batch: list[tuple]) -> str:
     """A batch as COPY's text format, in one string (a write_row per line costs
     more than the server's work). The storer builds it while the sender
     wants the interpreter, so it works a run of lines sharing step, stream and
     time at a time: one escape pass over the run's joined text (its lines hold
-    no newline: LogWriter splits on them) and one C-level format per line."""
+    no newline: LogWriter splits on them), one isoformat() of its time and one
+    C-level format per line."""
     parts = []
     for (step_id, stream, at), rows in groupby(batch, key=_run_key):
         rows = list(rows)
@@ -157,7 +157,7 @@ def copy_rows(deployment_id: int, batch: list[tuple], stamps: dict) -> str:
             texts = [copy_text(row[4]) for row in rows]
         row_format = (
             f"{deployment_id}\t{{}}\t{NULL if step_id is None else step_id}\t{stream}\t{{}}"
-            f"\t{stamps[at]}\n"
+            f"\t{at.isoformat()}\n"
         )
         parts.append("".join(map(row_format.format, [row[0] for row in rows], texts)))
     return "".join(parts)
@@ -304,10 +304,7 @@ class LogWriter:
                     batch = self._unstored[:STORE_BATCH]
                 if not batch:
                     return total
-                # One isoformat() per chunk the process printed, not per line
-                # (it was a fifth of the writer's CPU in a burst).
-                stamps = {at: at.isoformat() for at in {line[5] for line in batch}}
-                store_lines(self.deployment_id, batch, stamps)
+                store_lines(self.deployment_id, batch)
                 with self._lock:
                     del self._unstored[: len(batch)]
                 total += len(batch)

@@ -744,10 +744,7 @@ class Deployment(models.Model):
                         f"{lock['id']} at {since:%H:%M:%S %Z}; it is in progress and its "
                         "result will appear on this page."
                     )
-                if not environment.steps.filter(
-                    order=step_run.order, kind=StepKind.TERRAFORM
-                ).exists():
-                    raise PolicyError("The environment no longer has this Terraform step.")
+                self._terraform_step(step_run)
                 self._refuse_while_running()
                 StepRun.objects.filter(pk=step_run.pk).update(
                     unlock_requested_by=user, unlock_requested_at=timezone.now(),
@@ -802,11 +799,7 @@ class Deployment(models.Model):
         try:
             error = ""
             try:
-                step = environment.steps.filter(
-                    order=step_run.order, kind=StepKind.TERRAFORM
-                ).first()
-                if step is None:
-                    raise PolicyError("The environment no longer has this Terraform step.")
+                step = self._terraform_step(step_run)
                 workdir = step_workdir(self.pk, step_run.order)
                 ctx = StepContext.for_deployment(self, step.config, workdir=workdir, log=writer)
                 unlock = StateUnlock(ctx)
@@ -842,6 +835,13 @@ class Deployment(models.Model):
             return "failed"
         finally:
             writer.close()  # its threads must not outlive the job
+
+    def _terraform_step(self, step_run: StepRun):
+        """The environment's Terraform step `step_run` ran (the config to unlock with)."""
+        step = self.environment.steps.filter(order=step_run.order, kind=StepKind.TERRAFORM).first()
+        if step is None:
+            raise PolicyError("The environment no longer has this Terraform step.")
+        return step
 
     def _held_state_lock(self, step_run: StepRun) -> dict:
         """The Terraform state lock `step_run` failed on, if nobody released it yet."""

@@ -271,11 +271,18 @@ def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:
     return [ServiceChange(a.service, a, now.get(a.service_id)) for a in release.artifacts.all()]
 
 
-def _cannot_approve_because(deployment: Deployment, user, approvals: list[Approval]) -> str:
-    """Why the user may not decide on this deployment now ("" when they may)."""
+def _step_runs(deployment: Deployment):
+    """As the step list shows them, with who asked for a force-unlock in progress."""
+    return deployment.step_runs.select_related("unlock_requested_by").order_by("phase", "order")
+
+
+def _cannot_approve_because(
+    deployment: Deployment, user, approvals: list[Approval], digest: str
+) -> str:
+    """Why the user may not decide on this deployment now ("" when they may);
+    `digest` is the deployment's approval_digest()."""
     if deployment.status != Status.AWAITING_APPROVAL:
         return ""
-    digest = deployment.approval_digest()
     if any(a.user_id == user.pk and a.digest == digest for a in approvals):
         return "You have already decided on this deployment."
     try:
@@ -303,7 +310,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for approval in approvals:
         approval.still_valid = approval.counts_for(digest)
     running = _running_now(env)
-    refusal = _cannot_approve_because(deployment, user, approvals)
+    refusal = _cannot_approve_because(deployment, user, approvals, digest)
     may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal
     may_cancel = (
         deployment.status in CANCELLABLE
@@ -311,7 +318,8 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         and (user.pk == deployment.requested_by_id or has_role(user, env, Role.ADMIN))
     )
     decorate_environment(env)
-    step_runs = list(deployment.step_runs.order_by("phase", "order"))
+    step_runs = list(_step_runs(deployment))
+    plan_runs = [s for s in step_runs if s.phase == "plan" and s.outputs]
     context = {
         "application": env.application,
         "environment": env,
@@ -330,10 +338,8 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "decision_form": DecisionForm(),
         "step_runs": step_runs,
         "may_force_unlock": has_role(user, env, Role.ADMIN),
-        "plan_runs": [s for s in step_runs if s.phase == "plan" and s.outputs],
-        "cost": pricing.approval_summary(
-            deployment, [s.outputs for s in step_runs if s.phase == "plan" and s.outputs]
-        ),
+        "plan_runs": plan_runs,
+        "cost": pricing.approval_summary(deployment, [s.outputs for s in plan_runs]),
         "may_roll_back": _may_roll_back(deployment, running, user),
         "timeline": build_timeline(deployment, step_runs),
     }
@@ -354,7 +360,7 @@ def _may_roll_back(deployment: Deployment, running: Deployment | None, user) -> 
 def deployment_steps(request: HttpRequest, pk: int) -> HttpResponse:
     """The step progress list, re-fetched by the live log panel on each status change."""
     deployment = _visible_deployment(request, pk)
-    step_runs = deployment.step_runs.order_by("phase", "order")
+    step_runs = _step_runs(deployment)
     return render(
         request,
         "deployments/_step_runs.html",

@@ -146,8 +146,7 @@ def fetch_costs(days: int | None = None, today: date | None = None) -> dict:
     for environment in environments:
         by_account[environment.aws_role_arn].append(environment)
     failed: list[str] = []
-    stored: dict[int, int] = {}  # environment id: rows new or changed
-    fetched: list[Environment] = []
+    stored: dict[Environment, int] = {}  # fetched environment: rows new or changed
     for role_arn, members in by_account.items():
         try:
             costs = daily_costs_by_tag(role_arn, start, today)
@@ -164,12 +163,11 @@ def fetch_costs(days: int | None = None, today: date | None = None) -> dict:
                 log.warning("cost tag %r is used by more than one environment", tag)
                 continue
             claimed.add(tag)
-            stored[environment.pk] = store_snapshots(environment, costs.get(tag, {}))
-            fetched.append(environment)
-    alerts = check_budgets(fetched, today)
+            stored[environment] = store_snapshots(environment, costs.get(tag, {}))
+    alerts = check_budgets(stored, today)
     alerted = {alert.environment_id for alert in alerts}
-    for environment in fetched:
-        if stored[environment.pk] or environment.pk in alerted:
+    for environment, changed in stored.items():
+        if changed or environment.pk in alerted:
             environment_changed(environment.pk, "costs")
     return {"snapshots": sum(stored.values()), "alerts": len(alerts), "failed_accounts": failed}
 

@@ -42,7 +42,7 @@ class Hub:
         # environment id → consumers; a consumer counts from join(), so its
         # groups stay joined while it finishes its handshake.
         self.watchers: dict[int, set] = {}
-        self.ready: weakref.WeakSet = weakref.WeakSet()  # accepted: may be written to
+        self.ready: set = set()  # accepted: may be written to (forget() drops it)
         self.joined: set[int] = set()  # environments whose group the channel is in
         self.channel: str | None = None
         self.listener: asyncio.Task | None = None

@@ -211,6 +211,9 @@ cat <<EOF
 EOF
 
 # In the background and waited for, so a signal runs the trap at once.
-"$ROOT/.venv/bin/uvicorn" --host "$HOST" --port "$PORT" --lifespan off portal.asgi:application &
+# --no-proxy-headers as in the Dockerfile: uvicorn would otherwise take a local
+# client's X-Forwarded-For as its address (the audit trail's client IP).
+"$ROOT/.venv/bin/uvicorn" --host "$HOST" --port "$PORT" --no-proxy-headers --lifespan off \
+  portal.asgi:application &
 SERVER_PID=$!
 wait "$SERVER_PID"

@@ -72,12 +72,15 @@ class _LineSplitter:
     def feed(self, chunk: bytes) -> list[str]:
         data = self.partial + chunk
         end = data.rfind(b"\n")
-        complete, self.partial = (b"", data) if end < 0 else (data[:end], data[end + 1 :])
-        lines = _decode(complete).split("\n") if end >= 0 else []
-        # No line goes out longer than MAX_LINE_BYTES (a frame stays small);
-        # checked per line only when the chunk could hold such a line at all.
-        if len(complete) > MAX_LINE_BYTES and max(map(len, lines)) > MAX_LINE_BYTES // 4:
-            lines = [piece for line in lines for piece in _bounded(line)]
+        if end < 0:
+            self.partial, lines = data, []
+        else:
+            complete, self.partial = data[:end], data[end + 1 :]
+            lines = _decode(complete).split("\n")
+            # No line goes out longer than MAX_LINE_BYTES (a frame stays small);
+            # checked per line only when the chunk could hold such a line at all.
+            if len(complete) > MAX_LINE_BYTES and max(map(len, lines)) > MAX_LINE_BYTES // 4:
+                lines = [piece for line in lines for piece in _bounded(line)]
         # A line with no end in sight (a progress bar redrawn with \r, a dump
         # without newlines) goes out in MAX_LINE_BYTES pieces: memory stays
         # bounded, and a read costs its own size rather than everything

@@ -62,43 +62,34 @@
   }
 
   // The socket sends runs of consecutive lines sharing step, stream and time
-  // (deployments/logs.py, line_runs); the HTTP API sends line objects.
-  function linesOf(runs) {
-    var lines = [];
-    for (var i = 0; i < runs.length; i++) {
-      var run = runs[i];
-      for (var j = 0; j < run.texts.length; j++) {
-        lines.push({
-          seq: run.seq + j,
-          step: run.step,
-          stream: run.stream,
-          at: run.at,
-          text: run.texts[j],
-        });
-      }
-    }
-    return lines;
+  // (deployments/logs.py, line_runs): they are shown as they come. The HTTP
+  // API (the polling fallback) sends line objects, each made a run of one.
+  function runsOf(lines) {
+    return lines.map(function (line) {
+      return { seq: line.seq, step: line.step, stream: line.stream, texts: [line.text] };
+    });
   }
 
-  function append(lines) {
+  function append(runs) {
     var stuck = panel.scrollHeight - panel.scrollTop - panel.clientHeight < 40;
     var newStep = false;
-    for (var i = 0; i < lines.length; i++) {
-      var line = lines[i];
-      if (line.seq <= lastSeq) {
-        continue; // already shown (a reconnect or the poller overlapped)
+    for (var i = 0; i < runs.length; i++) {
+      var run = runs[i];
+      var step = run.step || "";
+      var className = "log-line log-" + run.stream;
+      // Lines at or below lastSeq are already shown (a reconnect or the poller overlapped).
+      for (var j = Math.max(0, lastSeq + 1 - run.seq); j < run.texts.length; j++) {
+        lastSeq = run.seq + j;
+        if (currentBlock === null || step !== currentStep) {
+          startStep(step);
+          newStep = true;
+        }
+        var row = document.createElement("div");
+        row.className = className;
+        row.dataset.seq = String(lastSeq);
+        row.textContent = String(run.texts[j]).replace(ANSI, "");
+        currentBlock.appendChild(row);
       }
-      lastSeq = line.seq;
-      var step = line.step || "";
-      if (currentBlock === null || step !== currentStep) {
-        startStep(step);
-        newStep = true;
-      }
-      var row = document.createElement("div");
-      row.className = "log-line log-" + line.stream;
-      row.dataset.seq = String(line.seq);
-      row.textContent = String(line.text).replace(ANSI, "");
-      currentBlock.appendChild(row);
     }
     if (stuck) {
       panel.scrollTop = panel.scrollHeight; // follow the output unless the reader scrolled up
@@ -177,7 +168,7 @@
         return response.json();
       })
       .then(function (body) {
-        append(body.lines);
+        append(runsOf(body.lines));
         if (body.status !== status) {
           onStatus(body.status);
         }
@@ -248,7 +239,7 @@
         return;
       }
       if (message.type === "runs") {
-        append(linesOf(message.runs));
+        append(message.runs);
       } else if (message.type === "status") {
         onStatus(message.status);
       }

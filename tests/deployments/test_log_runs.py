@@ -71,4 +71,4 @@ def test_copy_rows_escape_and_order_every_line_whatever_its_run():
         f"9\t{seq}\t{NULL if step is None else step}\t{stream}\t{copy_text(text)}\t{stamps[at]}\n"
         for seq, step, _, stream, text, at in batch
     )
-    assert copy_rows(9, batch, stamps) == expected
+    assert copy_rows(9, batch) == expected

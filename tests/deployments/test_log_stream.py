@@ -48,6 +48,15 @@ def connect(user, deployment, after: int | None = None) -> Communicator:
     return communicator
 
 
+async def watching(user, deployment) -> Communicator:
+    """A viewer with no lines yet, connected, subscribed, its status received."""
+    communicator = connect(user, deployment)
+    assert (await communicator.connect())[0]
+    await listening(deployment)
+    assert (await communicator.receive_json_from())["type"] == "status"
+    return communicator
+
+
 async def receive_lines(communicator, until_seq: int) -> list[int]:
     seqs: list[int] = []
     while not seqs or seqs[-1] < until_seq:
@@ -112,10 +121,7 @@ def test_a_dropped_live_message_is_filled_from_the_database(deployment, users):
     writer = LogWriter(deployment.pk)
 
     async def scenario():
-        communicator = connect(users["dave"], deployment)
-        assert (await communicator.connect())[0]
-        await listening(deployment)
-        assert (await communicator.receive_json_from())["type"] == "status"
+        communicator = await watching(users["dave"], deployment)
         # Lines 1-10 are stored but their broadcast is lost.
         await store_silently(deployment.pk, 1, 10)
         writer.next_seq = 11
@@ -208,10 +214,7 @@ def test_a_gap_the_storer_has_not_written_yet_is_waited_for(deployment, users, m
     monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 30)
 
     async def scenario():
-        communicator = connect(users["dave"], deployment)
-        assert (await communicator.connect())[0]
-        await listening(deployment)
-        assert (await communicator.receive_json_from())["type"] == "status"
+        communicator = await watching(users["dave"], deployment)
         await send_batch(deployment.pk, 11, 20)
         await asyncio.sleep(0.1)
         await store_silently(deployment.pk, 1, 10)
@@ -229,10 +232,7 @@ def test_a_gap_never_stored_is_not_skipped(deployment, users, monkeypatch):
     monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0.05)
 
     async def scenario():
-        communicator = connect(users["dave"], deployment)
-        assert (await communicator.connect())[0]
-        await listening(deployment)
-        assert (await communicator.receive_json_from())["type"] == "status"
+        communicator = await watching(users["dave"], deployment)
         await send_batch(deployment.pk, 11, 20)
         status = await communicator.receive_json_from()
         assert status["type"] == "status"  # the wait ended: no lines past the gap
@@ -258,10 +258,7 @@ def test_the_writer_sends_without_waiting_for_the_database(deployment, users, mo
     writer = LogWriter(deployment.pk)
 
     async def scenario():
-        communicator = connect(users["dave"], deployment)
-        assert (await communicator.connect())[0]
-        await listening(deployment)
-        assert (await communicator.receive_json_from())["type"] == "status"
+        communicator = await watching(users["dave"], deployment)
         for n in range(1, 31):
             writer.write(f"line {n}")
         seqs = await receive_lines(communicator, 30)
@@ -286,11 +283,11 @@ def test_a_failed_store_is_retried_from_the_same_line(deployment, monkeypatch):
     twice, and what is stored is always 1..N with no hole."""
     real_store, failures = logs.store_lines, []
 
-    def flaky_store(deployment_id, batch, stamps):
+    def flaky_store(deployment_id, batch):
         if not failures:
             failures.append(batch[0][0])
             raise OperationalError("the database went away")
-        real_store(deployment_id, batch, stamps)
+        real_store(deployment_id, batch)
 
     monkeypatch.setattr(logs, "store_lines", flaky_store)
     monkeypatch.setattr(logs, "STORE_RETRY_SECONDS", 0.01)
