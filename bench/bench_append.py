@@ -1,4 +1,4 @@
-"""Audit append rate through portal.audit.record(), one transaction per event
+"""Audit append rate through portal.core.audit.record(), one transaction per event
 as the application does (each append takes the chain's advisory lock)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ def run(count: int = 2_000, repeats: int = 3) -> dict:
     from django.contrib.auth.models import User
 
     from environments.models import Environment
-    from portal import audit
+    from portal.core import audit
 
     actor = User.objects.get(username="root")
     environment = Environment.objects.select_related("application").first()

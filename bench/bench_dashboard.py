@@ -255,7 +255,7 @@ def measure(requests: int) -> dict:
 def counts() -> dict:
     from deployments.models import Deployment
     from environments.models import AlarmTransition, Environment
-    from portal.models import AuditEvent
+    from portal.core.models import AuditEvent
 
     return {
         "environments": Environment.objects.count(),

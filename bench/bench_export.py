@@ -54,7 +54,7 @@ def run(repeats: int = 3, formats: tuple[str, ...] = ("csv", "json"), trace: boo
     from django.test import Client
     from django.urls import reverse
 
-    from portal.models import AuditEvent
+    from portal.core.models import AuditEvent
 
     client = Client()
     client.force_login(User.objects.get(username="root"))

@@ -178,7 +178,7 @@ def seed() -> dict:
     from environments.alarms import poll_environment
     from environments.choices import Tier
     from environments.models import Application, Environment
-    from portal.models import Membership
+    from portal.core.models import Membership
 
     server, endpoint = sandbox.start_moto()
     os.environ["AWS_ENDPOINT_URL"] = endpoint

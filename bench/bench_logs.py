@@ -109,8 +109,8 @@ def seed(label: str, steps: list[dict], required_approvals: int = 1) -> dict:
     from deployments.models import Release
     from environments.choices import Tier
     from environments.models import Application, Environment, Service, Step
-    from portal.choices import Role
-    from portal.models import Membership
+    from portal.core.choices import Role
+    from portal.core.models import Membership
 
     suffix = f"{label}-{time.time_ns() % 10**9}"
     app = Application.objects.create(slug=f"fraud-detector-{suffix}", name="Fraud Detector")

@@ -18,7 +18,7 @@ def _pages() -> list[tuple[str, str, dict]]:
     """(label, URL name, kwargs or query) for each page measured."""
     from deployments.choices import Status
     from deployments.models import Deployment, Release
-    from portal.models import AuditEvent
+    from portal.core.models import AuditEvent
 
     app = "app-00"
     open_deployment = (

@@ -48,8 +48,8 @@ def _summary(rates: list[float]) -> tuple[int, list[int]]:
 
 
 def run(repeats: int = 3, reference: bool = True) -> dict:
-    from portal.audit import iter_chain, verify_chain
-    from portal.management.commands.verify_audit import default_workers
+    from portal.core.audit_chain import iter_chain, verify_chain
+    from portal.core.management.commands.verify_audit import default_workers
 
     workers = default_workers()
     parallel, sequential, checked = [], [], 0
@@ -88,7 +88,7 @@ def _build_trail(events: int) -> dict:
     from django.db import connection
 
     from bench import dataset
-    from portal.models import AuditEvent
+    from portal.core.models import AuditEvent
 
     have = AuditEvent.objects.count()
     started = time.perf_counter()

@@ -3,7 +3,7 @@ deployments with approvals, steps and log lines, and an audit trail of up to a
 million correctly chained events.
 
 Everything is written in bulk. The audit events go in through COPY, their
-HMACs computed here with portal.audit.canonical/sign exactly as record() would,
+HMACs computed here with portal.core.audit.canonical/sign exactly as record() would,
 so verify_chain() accepts the result. `grow_to()` only adds what is missing,
 so the data can be grown in stages (10 % then 100 %) and measured at each.
 """
@@ -52,7 +52,7 @@ def ensure_catalog(applications: int = APPLICATIONS) -> Catalog:
 
     from environments.choices import Tier
     from environments.models import Application, Environment, Service
-    from portal.models import Membership
+    from portal.core.models import Membership
 
     if not User.objects.filter(username="root").exists():
         User.objects.create_superuser("root", "root@example.com", None)
@@ -255,8 +255,8 @@ def grow_audit(catalog: Catalog, target: int, chunk: int = 20_000) -> int:
     """Append chained events up to `target` through COPY; returns how many were added."""
     from django.db import connection
 
-    from portal.audit import GENESIS_HASH, canonical, sign
-    from portal.models import AuditEvent
+    from portal.core.audit import GENESIS_HASH, canonical, sign
+    from portal.core.models import AuditEvent
 
     last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
     seq, prev_hash = last if last else (0, GENESIS_HASH)

@@ -15,8 +15,8 @@ from deployments.models import (
     Release,
     StepRun,
 )
-from portal.admin import AuditedAdmin, ReadOnlyAdmin, ReadOnlyInline
-from portal.roles import PolicyError
+from portal.core.admin import AuditedAdmin, ReadOnlyAdmin, ReadOnlyInline
+from portal.core.roles import PolicyError
 
 
 class ArtifactInline(ReadOnlyInline):

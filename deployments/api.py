@@ -1,6 +1,6 @@
 """API endpoints for releases, deployments and their approvals.
 
-Every endpoint starts from what the user may see (portal.roles): an object
+Every endpoint starts from what the user may see (portal.core.roles): an object
 outside it is a 404, as if it did not exist. What the user may *do* is decided
 by the model methods (Release.register, Deployment.request/approve/...), whose
 PolicyError / Forbidden / Conflict become 400 / 403 / 409 in portal.api_errors.
@@ -33,8 +33,8 @@ from deployments.serializers import (
 from environments import pricing
 from environments.models import Environment
 from portal.api import reject_nul_bytes
-from portal.choices import Role
-from portal.roles import (
+from portal.core.choices import Role
+from portal.core.roles import (
     Forbidden,
     has_role_anywhere,
     visible_applications,

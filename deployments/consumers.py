@@ -55,8 +55,8 @@ def frames(rows: list[tuple]) -> list[str]:
 @database_sync_to_async
 def _can_view(user, deployment_id: int) -> bool:
     from deployments.models import Deployment
-    from portal.choices import Role
-    from portal.roles import has_role
+    from portal.core.choices import Role
+    from portal.core.roles import has_role
 
     if not user.is_authenticated:
         return False

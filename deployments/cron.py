@@ -9,7 +9,7 @@ from deployments.jobs import (
 )
 from environments.alarms import poll_alarms
 from environments.costs import fetch_costs
-from portal.jobs import verify_audit_chain
+from portal.core.jobs import verify_audit_chain
 
 # Housekeeping goes to `low`, but for the two jobs that keep deployments
 # moving: a stalled run holds its environment until it is failed (`high`,

@@ -7,7 +7,7 @@ the same dict. Two things in it can be checked without trusting the portal:
 
 - the log: `log.sha256` is SHA-256 over the stored log lines serialised as
   LOG_CANONICAL_FORMAT describes; anyone can recompute it from `log.lines`;
-- the audit events: each carries every field its HMAC covers (portal.audit's
+- the audit events: each carries every field its HMAC covers (portal.core.audit's
   canonical()), so a holder of the audit key can re-sign them, and
   `manage.py verify_audit` walks the whole chain.
 """
@@ -26,9 +26,9 @@ from deployments.models import CostEstimate, Deployment, LogLine
 from deployments.timeline import deployment_events
 from environments.choices import StepKind
 from environments.models import AlarmTransition
-from portal import audit
-from portal.audit import CHAIN_FIELDS, GENESIS_HASH, canonical, sign
-from portal.models import AuditEvent, ChainVerification
+from portal.core import audit
+from portal.core.audit import CHAIN_FIELDS, GENESIS_HASH, canonical, sign
+from portal.core.models import AuditEvent, ChainVerification
 
 FORMAT = "gantry-evidence/1"
 LOG_CANONICAL_FORMAT = (

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 
 from deployments.choices import Status
 from environments.models import Service
-from portal.roles import PolicyError
+from portal.core.roles import PolicyError
 
 ARTIFACT_PREFIX = "artifact_"
 

@@ -33,9 +33,9 @@ from deployments.choices import (
 from environments.choices import StepKind
 from environments.live import environment_changed
 from environments.models import Application, Environment, FreezeOverride, Service
-from portal import audit
-from portal.choices import Role
-from portal.roles import Conflict, Forbidden, PolicyError, has_role
+from portal.core import audit
+from portal.core.choices import Role
+from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
 

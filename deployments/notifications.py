@@ -15,11 +15,13 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
 from deployments.choices import Channel, DeliveryStatus, NotificationEvent
-from portal.choices import Role
+from portal.core.choices import Role
+from portal.core.signals import announcement
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,11 @@ def announce_environment(environment, event: str, subject: str, body: str) -> No
     for row in rows:
         row.save()
         django_rq.get_queue("low").enqueue(deliver, row.pk)
+
+
+@receiver(announcement, dispatch_uid="notifications-announcement")
+def _announcement(sender, environment, event: str, subject: str, body: str, **kwargs) -> None:
+    announce_environment(environment, NotificationEvent(event), subject, body)
 
 
 def deliver(notification_id: int) -> str:

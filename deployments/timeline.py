@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from deployments.models import StepRun
 from environments.choices import StepKind
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 
 # What each audit action means on a timeline; actions not listed are shown by name.
 LABELS = {

@@ -42,8 +42,8 @@ from environments.views import (
     paginate,
     rollback_candidates,
 )
-from portal.choices import Role
-from portal.roles import (
+from portal.core.choices import Role
+from portal.core.roles import (
     Forbidden,
     PolicyError,
     has_role,

@@ -21,8 +21,8 @@ from environments.models import (
     Service,
     Step,
 )
-from portal import audit
-from portal.admin import AuditedAdmin, ReadOnlyAdmin
+from portal.core import audit
+from portal.core.admin import AuditedAdmin, ReadOnlyAdmin
 
 
 class ServiceInline(admin.TabularInline):

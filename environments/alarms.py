@@ -63,7 +63,9 @@ from deployments.runners.base import (
 )
 from deployments.runners.masking import Masker
 from environments.choices import ALARM_COLOURS, ALARM_RANK, AlarmSource, AlarmState
+from environments.live import environment_changed
 from environments.models import Alarm, AlarmTransition, Environment
+from portal.core.signals import announcement
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +345,6 @@ def poll_environment(environment: Environment) -> list[AlarmTransition]:
         )
         _announce(environment, transitions)
         if transitions or dropped:
-            from environments.live import environment_changed
-
             environment_changed(environment.pk, "alarms")
     # One row per poll says when the sources were read; the alarm rows are
     # written only when they change. Outside the transaction: the environment
@@ -355,9 +355,6 @@ def poll_environment(environment: Environment) -> list[AlarmTransition]:
 
 def _announce(environment: Environment, transitions: list[AlarmTransition]) -> None:
     """One notification per poll: an alarm first seen OK is news to no one."""
-    from deployments.choices import NotificationEvent
-    from deployments.notifications import announce_environment
-
     news = [t for t in transitions if t.from_state or t.to_state != AlarmState.OK]
     if not news:
         return
@@ -374,7 +371,7 @@ def _announce(environment: Environment, transitions: list[AlarmTransition]) -> N
     ]
     page = reverse("environment-detail", args=[environment.application.slug, environment.slug])
     body = "\n".join([subject, "", *lines, "", settings.PORTAL_URL.rstrip("/") + page, ""])
-    announce_environment(environment, NotificationEvent.ALARM, subject, body)
+    announcement.send(__name__, environment=environment, event="alarm", subject=subject, body=body)
 
 
 # -- the job ---------------------------------------------------------------------

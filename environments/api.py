@@ -22,8 +22,8 @@ from environments.serializers import (
     EnvironmentDetailSerializer,
     RollbackSerializer,
 )
-from portal.choices import Role
-from portal.roles import Forbidden, has_role, visible_applications, visible_environments
+from portal.core.choices import Role
+from portal.core.roles import Forbidden, has_role, visible_applications, visible_environments
 
 
 @extend_schema(summary="Applications you may see, with their services and environments")

@@ -35,14 +35,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from deployments.choices import NotificationEvent
 from deployments.models import CostEstimate, with_current_deployment
-from deployments.notifications import announce_environment
 from deployments.runners.base import AwsAccess, StepFailed
 from deployments.runners.ecs import aws_call
 from environments.live import environment_changed
 from environments.models import BudgetAlert, CostSnapshot, Environment
-from portal import audit
+from portal.core import audit
+from portal.core.signals import announcement
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +295,9 @@ def _send_budget_alert(
         except IntegrityError:
             return None
         subject, body = budget_message(environment, figures, threshold)
-        announce_environment(environment, NotificationEvent.BUDGET, subject, body)
+        announcement.send(
+            __name__, environment=environment, event="budget", subject=subject, body=body
+        )
         audit.record(
             "budget.threshold_crossed",
             alert,

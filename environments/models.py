@@ -19,7 +19,7 @@ from environments.choices import (
     StepKind,
     Tier,
 )
-from portal.crypto import EncryptedJSONField, EncryptedTextField
+from portal.core.crypto import EncryptedJSONField, EncryptedTextField
 
 
 class Application(models.Model):
@@ -294,8 +294,8 @@ class FreezeOverride(models.Model):
         )
 
     def _decide(self, user, status: str, action: str) -> None:
-        from portal import audit
-        from portal.roles import PolicyError, has_role
+        from portal.core import audit
+        from portal.core.roles import PolicyError, has_role
 
         if user.pk == self.requested_by_id:
             raise PolicyError("The break-glass request needs a second person; you asked for it.")
@@ -328,8 +328,8 @@ class FreezeOverride(models.Model):
 
     @classmethod
     def request(cls, environment: Environment, user, reason: str, duration: timedelta):
-        from portal import audit
-        from portal.roles import PolicyError, has_role
+        from portal.core import audit
+        from portal.core.roles import PolicyError, has_role
 
         if not has_role(user, environment, "admin"):
             raise PolicyError("Only admins of this environment may break the glass.")

@@ -27,8 +27,8 @@ from environments.choices import OVERRIDE_COLOURS, TIER_COLOURS, WEEKDAYS, Overr
 from environments.costs import cost_report
 from environments.forms import BreakGlassForm, OverrideDecisionForm
 from environments.models import Environment, FreezeOverride
-from portal.choices import Role
-from portal.roles import (
+from portal.core.choices import Role
+from portal.core.roles import (
     Forbidden,
     PolicyError,
     has_role,

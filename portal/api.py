@@ -22,7 +22,7 @@ from rest_framework import generics, serializers
 from rest_framework.permissions import IsAuthenticated
 
 from portal.audit_filters import FILTER_NAMES, AuditFilter, filtered_events
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 
 
 def reject_nul_bytes(params, names) -> None:
@@ -35,7 +35,7 @@ def reject_nul_bytes(params, names) -> None:
 class HashedTokenScheme(OpenApiAuthenticationExtension):
     """Describes `Authorization: Token <key>` in the schema (registered on import)."""
 
-    target_class = "portal.api_auth.HashedTokenAuthentication"
+    target_class = "portal.core.api_auth.HashedTokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):

@@ -7,7 +7,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from portal.roles import PolicyError
+from portal.core.roles import PolicyError
 
 
 def exception_handler(exc, context):

@@ -9,8 +9,8 @@ from datetime import date, datetime, time, timedelta
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from portal.models import AuditEvent
-from portal.roles import visible_applications, visible_environments
+from portal.core.models import AuditEvent
+from portal.core.roles import visible_applications, visible_environments
 
 FILTER_NAMES = ("actor", "application", "environment", "action", "since", "until")
 

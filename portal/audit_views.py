@@ -25,10 +25,10 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from environments.models import Application, Environment
-from portal import audit
 from portal.audit_filters import AuditFilter, filtered_events
-from portal.models import ChainVerification
-from portal.roles import visible_applications, visible_environments
+from portal.core import audit
+from portal.core.models import ChainVerification
+from portal.core.roles import visible_applications, visible_environments
 
 PAGE_SIZE = 50
 EXPORT_CHUNK = 5_000

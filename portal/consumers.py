@@ -17,7 +17,7 @@ from portal.dashboard_hub import hub
 
 @database_sync_to_async
 def _visible_environment_ids(user) -> list[int]:
-    from portal.roles import visible_environments
+    from portal.core.roles import visible_environments
 
     if not user.is_authenticated or not user.is_active:
         return []

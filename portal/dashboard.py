@@ -36,7 +36,7 @@ from environments.costs import month_start, reporting_day
 from environments.models import Alarm, Application, CostSnapshot, Environment, Step
 from portal import card_cache
 from portal.card_cache import Card
-from portal.roles import visible_environments
+from portal.core.roles import visible_environments
 
 # What a card may show as "last deployment": runs that ended, not refused requests.
 LAST_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

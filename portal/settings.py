@@ -91,7 +91,7 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "channels",
-    "portal",
+    "portal.core",
     "environments",
     "deployments",
 ]
@@ -99,7 +99,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "portal.middleware.RequestContextMiddleware",
+    "portal.core.middleware.RequestContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -265,7 +265,7 @@ COST_TAG_KEY = env_str("COST_TAG_KEY", "Environment")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "portal.api_auth.HashedTokenAuthentication",
+        "portal.core.api_auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -20,10 +20,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from portal import audit
+from portal.core import audit
+from portal.core import tokens as api_tokens
+from portal.core.middleware import client_ip
+from portal.core.models import ApiToken
 from portal.forms import SignInForm, TokenForm
-from portal.middleware import client_ip
-from portal.models import ApiToken
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         if form.is_valid():
-            token, new_key = ApiToken.issue(request.user, form.cleaned_data["name"])
+            token, new_key = api_tokens.issue(request.user, form.cleaned_data["name"])
             messages.success(request, f"Token “{token.name}” issued.")
             form = TokenForm()
             status = 201
@@ -147,7 +148,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     # Another user's token is a 404: its existence is not ours to reveal.
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
-    if token.revoke():
+    if api_tokens.revoke(token):
         messages.success(request, f"Token “{token.name}” revoked.")
     else:
         messages.info(request, f"Token “{token.name}” was already revoked.")

@@ -16,8 +16,8 @@ from django.db import connection
 from deployments.models import Release
 from environments.choices import Tier
 from environments.models import Application, Environment, Service
-from portal.choices import Role
-from portal.models import Membership
+from portal.core.choices import Role
+from portal.core.models import Membership
 
 DIGEST = "sha256:" + "a" * 64
 ECR = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"

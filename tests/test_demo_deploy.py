@@ -24,7 +24,7 @@ from deployments.models import Deployment, LogLine, Release
 from environments.choices import StepKind
 from environments.management.commands.seed_demo import DEMO_BAKE_SECONDS, ECR, image_ref
 from environments.models import Environment, Step
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.conftest import work
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

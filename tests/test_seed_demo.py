@@ -14,8 +14,8 @@ from deployments.runners import validate_step_config
 from environments.choices import FreezeKind, StepKind
 from environments.management.commands.seed_demo import DEMO_PASSWORD, image_ref
 from environments.models import Application, Environment, FreezeWindow, Step
-from portal.audit import verify_chain
-from portal.models import AuditEvent, Membership
+from portal.core.audit_chain import verify_chain
+from portal.core.models import AuditEvent, Membership
 
 pytestmark = pytest.mark.django_db
 

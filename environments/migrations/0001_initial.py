@@ -3,7 +3,7 @@
 import datetime
 import django.db.models.deletion
 import django.utils.timezone
-import portal.crypto
+import portal.core.crypto
 from django.conf import settings
 from django.db import migrations, models
 
@@ -46,10 +46,10 @@ class Migration(migrations.Migration):
                 ('aws_role_arn', models.CharField(blank=True, max_length=255)),
                 ('kube_context', models.CharField(blank=True, max_length=100)),
                 ('variables', models.JSONField(blank=True, default=dict)),
-                ('secret_variables', portal.crypto.EncryptedJSONField(blank=True, default=dict)),
+                ('secret_variables', portal.core.crypto.EncryptedJSONField(blank=True, default=dict)),
                 ('health_urls', models.JSONField(blank=True, default=list)),
                 ('monthly_budget_usd', models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True)),
-                ('webhook_url', portal.crypto.EncryptedTextField(blank=True, help_text='Slack-compatible incoming webhook; stored encrypted.')),
+                ('webhook_url', portal.core.crypto.EncryptedTextField(blank=True, help_text='Slack-compatible incoming webhook; stored encrypted.')),
                 ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='environments', to='environments.application')),
                 ('approver_group', models.ForeignKey(blank=True, help_text='If set, only approvers in this group count.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='auth.group')),
                 ('second_approver_group', models.ForeignKey(blank=True, help_text='If set, at least one approval must come from this group (e.g. risk).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='auth.group')),

@@ -9,8 +9,8 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from environments.models import FreezeWindow, Step
-from portal.choices import Role
-from portal.models import AuditEvent, Membership
+from portal.core.choices import Role
+from portal.core.models import AuditEvent, Membership
 from tests.admin.conftest import admin_form_data
 from tests.conftest import env
 

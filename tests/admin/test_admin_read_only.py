@@ -6,8 +6,8 @@ from django.urls import reverse
 
 from deployments.models import Deployment, Release
 from environments.models import FreezeOverride
-from portal import audit
-from portal.models import ApiToken, AuditEvent
+from portal.core import audit, tokens
+from portal.core.models import AuditEvent
 from tests.conftest import env
 
 
@@ -74,7 +74,7 @@ def test_deployments_change_only_through_their_methods(admin_client, release, us
 
 def test_tokens_cannot_be_issued_in_the_admin_and_revoke_is_audited(admin_client, users):
     assert admin_client.get(reverse("admin:portal_apitoken_add")).status_code == 403
-    token, key = ApiToken.issue(users["alice"], "ci")
+    token, key = tokens.issue(users["alice"], "ci")
     url = reverse("admin:portal_apitoken_change", args=[token.pk])
     page = admin_client.get(url).content.decode()
     assert key not in page

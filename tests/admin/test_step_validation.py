@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from environments.models import Step
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.admin.conftest import admin_form_data
 from tests.conftest import env
 

@@ -11,7 +11,8 @@ from rest_framework.test import APIClient
 
 from deployments.choices import Status
 from deployments.models import Deployment, Release
-from portal.models import ApiToken, AuditEvent
+from portal.core import tokens
+from portal.core.models import AuditEvent
 from tests.conftest import env
 
 
@@ -20,7 +21,7 @@ def api(users) -> Callable[[str], APIClient]:
     """api("alice") → a client sending `Authorization: Token <alice's new key>`."""
 
     def client_for(name: str) -> APIClient:
-        _, key = ApiToken.issue(users[name], "tests")
+        _, key = tokens.issue(users[name], "tests")
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
         return client

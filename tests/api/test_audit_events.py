@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.api.conftest import request_deployment
 from tests.conftest import env
 

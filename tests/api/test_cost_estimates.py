@@ -9,7 +9,7 @@ import pytest
 
 from deployments import api as deployments_api
 from deployments.models import CostEstimate
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 
 URL = "/api/v1/cost-estimates/"
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "seed002_production_plan.json"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deployments.models import Approval
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.api.conftest import last_event, request_deployment
 from tests.conftest import grant
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.models import Deployment
-from portal.models import AuditEvent, Membership
+from portal.core.models import AuditEvent, Membership
 from tests.api.conftest import last_event
 from tests.deployments.history import PLAN_SHA, shipped
 

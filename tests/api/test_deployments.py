@@ -10,7 +10,7 @@ from django.utils import timezone
 from deployments.models import Deployment
 from environments.choices import FreezeKind
 from environments.models import FreezeWindow
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.api.conftest import last_event, mark_succeeded, request_deployment
 from tests.conftest import env
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from environments.models import Alarm, AlarmTransition
-from portal.choices import Role
+from portal.core.choices import Role
 from tests.conftest import env, grant
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from deployments.models import Artifact, Release
 from environments.models import Application, Environment, Service
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.api.conftest import last_event
 from tests.conftest import grant, image
 

@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 
 from deployments.models import Deployment
 from environments.models import Application, Environment
-from portal import audit
+from portal.core import audit
 from tests.conftest import env
 
 

@@ -10,8 +10,8 @@ from datetime import datetime
 import pytest
 from django.urls import reverse
 
-from portal.audit import canonical, sign
-from portal.models import AuditEvent
+from portal.core.audit import canonical, sign
+from portal.core.models import AuditEvent
 
 CSV_URL = reverse("audit-export-csv")
 JSON_URL = reverse("audit-export-json")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from portal import audit
-from portal.models import AuditEvent
+from portal.core import audit
+from portal.core.models import AuditEvent
 from tests.conftest import env
 
 URL = reverse("audit")

@@ -16,8 +16,8 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
-from portal.audit import canonical, sign
-from portal.models import AuditEvent
+from portal.core.audit import canonical, sign
+from portal.core.models import AuditEvent
 
 # "1": the sequential walk; "2": two worker processes (the tests check they ran).
 WORKERS = pytest.mark.parametrize("workers", ["1", "2"])

@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from deployments.choices import Status
 from deployments.models import Deployment
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.browser.conftest import screenshot
 from tests.conftest import env
 

@@ -8,8 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from portal.audit import current_context
-from portal.models import ApiToken, AuditEvent, hash_token
+from portal.core.audit import current_context
+from portal.core.models import ApiToken, AuditEvent
+from portal.core.tokens import hash_token
 
 
 def issue(*args: str) -> list[str]:

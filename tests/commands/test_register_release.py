@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from deployments.models import Artifact, Release
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.conftest import image
 
 SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")

@@ -9,8 +9,8 @@ from django.db import IntegrityError, connection, connections, transaction
 
 from deployments.choices import Decision, Status
 from deployments.models import Approval, Deployment
-from portal.models import AuditEvent
-from portal.roles import Conflict, Forbidden, PolicyError
+from portal.core.models import AuditEvent
+from portal.core.roles import Conflict, Forbidden, PolicyError
 from tests.conftest import env, grant
 
 

@@ -21,7 +21,7 @@ from deployments.choices import Status
 from deployments.models import CostEstimate, Deployment, LogLine
 from environments.models import Step
 from environments.pricing import estimate_plan
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.browser.conftest import browser, page, screenshot  # noqa: F401
 from tests.conftest import env, work
 from tests.environments.ui import browser as signed_in

@@ -14,7 +14,7 @@ from django.conf import settings
 from deployments.choices import Kind, Status, StepStatus
 from deployments.models import Deployment, LogLine, Release
 from environments.models import Step
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.conftest import env, image, work
 from tests.runners.conftest import demo_aws, moto_endpoint, terraform_cli_config  # noqa: F401
 

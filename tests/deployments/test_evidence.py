@@ -15,9 +15,9 @@ from django.urls import reverse
 
 from deployments.evidence import build_pack
 from deployments.models import CostEstimate, Deployment, LogLine
-from portal.audit import CHAIN_FIELDS, canonical, sign
-from portal.jobs import verify_audit_chain
-from portal.models import AuditEvent
+from portal.core.audit import CHAIN_FIELDS, canonical, sign
+from portal.core.jobs import verify_audit_chain
+from portal.core.models import AuditEvent
 from tests.conftest import image
 from tests.deployments.history import LOG, PLAN_SHA, RESOURCE_CHANGES, alarm_history, shipped
 from tests.environments.ui import browser, last_event
@@ -328,7 +328,7 @@ def test_a_head_request_records_no_export(users, deployment, url):
 
 
 def test_a_viewer_of_another_environment_gets_a_404(users, deployment, catalog):
-    from portal.models import Membership
+    from portal.core.models import Membership
 
     Membership.objects.filter(user=users["dave"], environment=deployment.environment).delete()
     assert browser(users["dave"]).get(json_url(deployment)).status_code == 404

@@ -10,8 +10,8 @@ from django.utils import timezone
 from deployments.choices import Status
 from deployments.jobs import expire_stale_requests
 from deployments.models import Deployment
-from portal.models import AuditEvent
-from portal.roles import PolicyError
+from portal.core.models import AuditEvent
+from portal.core.roles import PolicyError
 from tests.conftest import env
 
 

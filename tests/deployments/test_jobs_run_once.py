@@ -13,7 +13,7 @@ from deployments import jobs
 from deployments.choices import Status
 from deployments.models import Deployment, LogLine, StepRun
 from environments.models import Step
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.conftest import env
 from tests.runners.conftest import terraform_cli_config  # noqa: F401
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from deployments.choices import Status
 from deployments.models import Deployment
-from portal.choices import Role
-from portal.models import Membership
+from portal.core.choices import Role
+from portal.core.models import Membership
 from tests.conftest import env, grant
 from tests.environments.ui import browser
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deployments.models import Artifact, Release
-from portal.models import AuditEvent
-from portal.roles import Conflict, Forbidden, PolicyError
+from portal.core.models import AuditEvent
+from portal.core.roles import Conflict, Forbidden, PolicyError
 from tests.conftest import image
 
 SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")

@@ -13,7 +13,7 @@ import pytest
 
 from deployments.choices import Status
 from deployments.models import Deployment, LogLine
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.conftest import work
 from tests.deployments.test_engine_flow import (  # noqa: F401 (fixtures)
     sandbox_env,

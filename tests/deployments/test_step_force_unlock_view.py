@@ -33,8 +33,8 @@ from deployments.runners.base import StepFailed
 from deployments.runners.masking import Masker
 from deployments.runners.terraform import terraform_binary
 from environments.models import Step
-from portal.models import AuditEvent
-from portal.roles import PolicyError
+from portal.core.models import AuditEvent
+from portal.core.roles import PolicyError
 from tests.conftest import env, work
 from tests.environments.ui import browser, messages_of
 from tests.runners.conftest import moto_endpoint, terraform_cli_config  # noqa: F401

@@ -13,8 +13,8 @@ from django.urls import reverse
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, StepRun
 from deployments.timeline import build_timeline, deployment_events, format_duration
-from portal import audit
-from portal.models import AuditEvent
+from portal.core import audit
+from portal.core.models import AuditEvent
 from tests.deployments.history import shipped
 from tests.environments.ui import browser
 

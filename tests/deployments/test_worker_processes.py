@@ -30,7 +30,7 @@ from rq.registry import FinishedJobRegistry
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, LogLine, Release
 from environments.models import Environment, Step
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.conftest import env, image
 from tests.runners.conftest import moto_endpoint, terraform_cli_config  # noqa: F401
 

@@ -25,7 +25,7 @@ from environments import alarms
 from environments.alarms import poll_alarms, poll_environment, validate_alarm_sources
 from environments.choices import AlarmState
 from environments.models import Alarm, AlarmTransition, Environment
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from tests.admin.conftest import admin_client, admin_form_data, root  # noqa: F401 (fixtures)
 from tests.conftest import env
 from tests.fakes.alertmanager import FakeAlertmanager, alert

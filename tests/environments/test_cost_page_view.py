@@ -14,7 +14,7 @@ from deployments.models import CostEstimate, Deployment
 from environments import costs
 from environments.costs import month_to_date
 from environments.models import BudgetAlert, CostSnapshot
-from portal.choices import Role
+from portal.core.choices import Role
 from tests.conftest import env, grant
 from tests.environments.ui import browser, succeed
 

@@ -27,8 +27,8 @@ from environments.costs import (
     tag_value,
 )
 from environments.models import BudgetAlert, CostSnapshot, Environment
-from portal.audit import verify_chain
-from portal.models import AuditEvent
+from portal.core.audit_chain import verify_chain
+from portal.core.models import AuditEvent
 from tests.conftest import env
 from tests.live import broadcast_heard
 from tests.runners.conftest import moto_endpoint  # noqa: F401 (a fixture)

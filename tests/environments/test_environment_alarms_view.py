@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments.models import Alarm, AlarmTransition, Environment
-from portal.choices import Role
+from portal.core.choices import Role
 from tests.conftest import env, grant
 from tests.environments.ui import browser
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 from deployments.models import Deployment
 from environments.choices import FreezeKind, OverrideStatus
 from environments.models import FreezeOverride, FreezeWindow
-from portal.models import AuditEvent
-from portal.roles import Forbidden, PolicyError
+from portal.core.models import AuditEvent
+from portal.core.roles import Forbidden, PolicyError
 from tests.conftest import env
 
 TORONTO = "America/Toronto"

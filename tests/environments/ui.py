@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from deployments.choices import Status
 from deployments.models import Deployment
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 
 
 def browser(user) -> Client:

@@ -1,4 +1,4 @@
-"""portal.jobs.verify_audit_chain: the scheduled walk of the audit chain, its
+"""portal.core.jobs.verify_audit_chain: the scheduled walk of the audit chain, its
 stored verdict, the alert on a break, and the status on the audit page."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from deployments.choices import NotificationEvent
 from deployments.models import Deployment, Notification
-from portal.jobs import verify_audit_chain
-from portal.models import AuditEvent, ChainVerification
+from portal.core.jobs import verify_audit_chain
+from portal.core.models import AuditEvent, ChainVerification
 from tests.conftest import env
 from tests.environments.ui import browser
 
@@ -57,7 +57,7 @@ def test_it_stores_verified_through_the_last_event(trail, root):
 def test_a_tampered_chain_is_stored_broken_and_alerted_once(trail, root, caplog):
     requested = AuditEvent.objects.get(action="deployment.requested")
     tamper(requested.seq)
-    with caplog.at_level(logging.ERROR, logger="portal.jobs"):
+    with caplog.at_level(logging.ERROR, logger="portal.core.jobs"):
         assert verify_audit_chain() == f"broken at #{requested.seq}"
     verification = ChainVerification.objects.get()
     assert verification.ok is False

@@ -8,7 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
-from portal.models import AuditEvent
+from portal.core.models import AuditEvent
 from portal.views import throttle_keys
 from tests.environments.ui import last_event
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from portal.models import ApiToken, hash_token
+from portal.core import tokens
+from portal.core.models import ApiToken
+from portal.core.tokens import hash_token
 from tests.environments.ui import browser, last_event
 
 
 def test_it_lists_only_your_tokens(users):
-    ApiToken.issue(users["alice"], "ci-pipeline")
-    ApiToken.issue(users["bob"], "bobs-laptop")
+    tokens.issue(users["alice"], "ci-pipeline")
+    tokens.issue(users["bob"], "bobs-laptop")
     html = browser(users["alice"]).get(reverse("tokens")).content.decode()
     assert "ci-pipeline" in html
     assert "bobs-laptop" not in html

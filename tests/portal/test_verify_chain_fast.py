@@ -22,9 +22,10 @@ import pytest
 from django.db import connection
 from django.db.models import Max, Min
 
-from portal import audit
-from portal.audit import GENESIS_HASH, ChainCheck, canonical, iter_chain, sign, split_ranges
-from portal.models import AuditEvent
+from portal.core import audit, audit_chain
+from portal.core.audit import GENESIS_HASH, canonical, sign
+from portal.core.audit_chain import ChainCheck, iter_chain, split_ranges
+from portal.core.models import AuditEvent
 
 committed = pytest.mark.django_db(transaction=True)
 
@@ -163,11 +164,11 @@ def verdict(check: ChainCheck) -> tuple:
 
 def all_verdicts(key: bytes | None = None, parallel: tuple[int, ...] = (2, 3)) -> ChainCheck:
     """Run every path; assert they agree; return the reference's verdict."""
-    reference = audit.verify_chain(rows=iter_chain(), key=key)
-    sequential = audit.verify_chain(key=key)
+    reference = audit_chain.verify_chain(rows=iter_chain(), key=key)
+    sequential = audit_chain.verify_chain(key=key)
     assert verdict(sequential) == verdict(reference), "sequential fast path"
     for workers in parallel:
-        check = audit.verify_chain(key=key, workers=workers)
+        check = audit_chain.verify_chain(key=key, workers=workers)
         assert verdict(check) == verdict(reference), f"{workers} workers"
         assert check.workers == processes_for(workers)
     return reference
@@ -201,7 +202,7 @@ def test_it_accepts_exactly_what_canonical_signed_for_generated_events():
 
 @committed
 def test_it_accepts_them_with_a_json_memo_that_keeps_being_cleared(monkeypatch):
-    monkeypatch.setattr(audit, "_JSON_MEMO_SIZE", 2)
+    monkeypatch.setattr(audit_chain, "_JSON_MEMO_SIZE", 2)
     AuditEvent.objects.bulk_create(generated_events(120, seed=7))
     rechain()
     check = all_verdicts(parallel=(2,))
@@ -214,7 +215,7 @@ def test_it_reports_an_intact_chain_the_same_way_on_every_path():
     check = all_verdicts(parallel=(2, 3, 4))
     last = AuditEvent.objects.order_by("-seq").first()
     assert (check.ok, check.checked, check.last_seq, check.last_at) == (True, 30, 30, last.at)
-    assert audit.verify_chain(workers=2).workers == 2
+    assert audit_chain.verify_chain(workers=2).workers == 2
 
 
 @committed
@@ -311,7 +312,7 @@ def test_it_reports_a_date_python_cannot_represent_as_a_broken_signature(moment)
     record_chain(EVENTS)
     with_triggers_off("UPDATE portal_auditevent SET at = %s::timestamptz WHERE seq = 21", [moment])
     for workers in (1, 2):
-        check = audit.verify_chain(workers=workers)
+        check = audit_chain.verify_chain(workers=workers)
         assert (check.ok, check.broken_seq, check.checked) == (False, 21, 20)
         assert "does not match its signature" in check.reason
 
@@ -319,7 +320,7 @@ def test_it_reports_a_date_python_cannot_represent_as_a_broken_signature(moment)
 def test_it_walks_sequentially_inside_a_transaction(db):
     """Worker processes could not see this transaction's uncommitted events."""
     record_chain(6)
-    check = audit.verify_chain(workers=2)
+    check = audit_chain.verify_chain(workers=2)
     assert (check.ok, check.checked, check.workers) == (True, 6, 1)
 
 
@@ -329,11 +330,11 @@ def test_it_signs_a_null_the_schema_does_not_allow_as_canonical_does(db):
     with connection.cursor() as cursor:  # rolled back with the test's transaction
         cursor.execute("ALTER TABLE portal_auditevent ALTER COLUMN actor_name DROP NOT NULL")
     with_triggers_off("UPDATE portal_auditevent SET actor_name = NULL WHERE seq = 2")
-    assert not audit.verify_chain().ok
+    assert not audit_chain.verify_chain().ok
     rechain(start=2)
     assert AuditEvent.objects.get(seq=2).actor_name is None
-    check = audit.verify_chain()
-    assert verdict(check) == verdict(audit.verify_chain(rows=iter_chain()))
+    check = audit_chain.verify_chain()
+    assert verdict(check) == verdict(audit_chain.verify_chain(rows=iter_chain()))
     assert check.ok and check.checked == 3
 
 
@@ -351,7 +352,7 @@ def test_it_cuts_ranges_contiguously_without_overlap():
 )  # fmt: skip
 def test_it_parses_json_text_as_djangos_json_field_does(text):
     field = AuditEvent._meta.get_field("after")
-    assert audit._parse_json(text) == field.from_db_value(text, None, connection)
+    assert audit_chain._parse_json(text) == field.from_db_value(text, None, connection)
 
 
 def test_it_serialises_json_values_as_json_dumps_does():
@@ -360,4 +361,4 @@ def test_it_serialises_json_values_as_json_dumps_does():
     values += [None, 'x\u2028"\\', 1e16, float("nan"), float("inf"), -0.0, 2**70, True, [], {}]
     for value in values:
         expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        assert audit._canonical_json(value) == expected
+        assert audit_chain._canonical_json(value) == expected

@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from deployments.models import Release
 from environments.models import Application
-from portal import audit
-from portal.management.commands.issue_token import acting_user
-from portal.roles import PolicyError
+from portal.core import audit
+from portal.core.management.commands.issue_token import acting_user
+from portal.core.roles import PolicyError
 
 
 def parse_artifacts(pairs: list[str]) -> dict[str, str]:

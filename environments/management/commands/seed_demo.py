@@ -28,9 +28,9 @@ from deployments.models import Deployment, LogLine, Release
 from environments.choices import FreezeKind, StepKind, Tier
 from environments.costs import fetch_costs
 from environments.models import Application, Environment, FreezeWindow, Service, Step
-from portal import audit
-from portal.choices import Role
-from portal.models import Membership
+from portal.core import audit
+from portal.core.choices import Role
+from portal.core.models import Membership
 
 # Printed by `make run` too. Demo only: never reuse it for a real installation.
 DEMO_PASSWORD = "gantry-demo"

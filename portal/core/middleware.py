@@ -6,7 +6,7 @@ import re
 
 from django.conf import settings
 
-from portal import audit
+from portal.core import audit
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 

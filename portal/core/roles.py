@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.apps import apps
 from django.db.models import QuerySet
 
-from portal.choices import Role
+from portal.core.choices import Role
+from portal.core.models import Membership
 
 
 class PolicyError(Exception):
@@ -37,8 +39,6 @@ def roles_in(user, environment) -> set[str]:
     cache = user.__dict__.setdefault("_gantry_roles", {})
     env_id = getattr(environment, "pk", environment)
     if env_id not in cache:
-        from portal.models import Membership
-
         cache[env_id] = set(
             Membership.objects.filter(user=user, environment_id=env_id).values_list(
                 "role", flat=True
@@ -61,8 +61,6 @@ def prime_roles(user, environment_ids: Iterable[int]) -> None:
         return
     for pk in missing:
         cache[pk] = set()
-    from portal.models import Membership
-
     rows = Membership.objects.filter(user=user, environment_id__in=missing)
     for env_id, role in rows.values_list("environment_id", "role"):
         cache[env_id].add(role)
@@ -87,8 +85,6 @@ def has_role(user, environment, *roles: str) -> bool:
 
 def has_role_anywhere(user, *roles: str) -> bool:
     """True if the user holds any of `roles` in some environment (superusers: always)."""
-    from portal.models import Membership
-
     if not user.is_authenticated:
         return False
     if user.is_superuser:
@@ -96,19 +92,18 @@ def has_role_anywhere(user, *roles: str) -> bool:
     return Membership.objects.filter(user=user, role__in=roles).exists()
 
 
-def visible_environments(user) -> QuerySet:
-    from environments.models import Environment
+# The catalog's models by name: roles sit below the catalog they grant access to.
 
-    qs = Environment.objects.all()
+
+def visible_environments(user) -> QuerySet:
+    qs = apps.get_model("environments", "Environment").objects.all()
     if user.is_superuser:
         return qs
     return qs.filter(memberships__user=user).distinct()
 
 
 def visible_applications(user) -> QuerySet:
-    from environments.models import Application
-
-    qs = Application.objects.all()
+    qs = apps.get_model("environments", "Application").objects.all()
     if user.is_superuser:
         return qs
     return qs.filter(environments__memberships__user=user).distinct()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from portal import audit
-from portal.management.commands.issue_token import acting_user
-from portal.models import ApiToken
+from portal.core import audit
+from portal.core import tokens as api_tokens
+from portal.core.management.commands.issue_token import acting_user
+from portal.core.models import ApiToken
 
 
 class Command(BaseCommand):
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         )
         try:
             with transaction.atomic():
-                revoked = [token for token in tokens if token.revoke()]
+                revoked = [token for token in tokens if api_tokens.revoke(token)]
         finally:
             audit.reset_context(context)
         for token in revoked:

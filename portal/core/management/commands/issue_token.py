@@ -9,8 +9,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal import audit
-from portal.models import ApiToken
+from portal.core import audit, tokens
 
 
 def acting_user(username: str):
@@ -40,7 +39,7 @@ class Command(BaseCommand):
             audit.AuditContext(actor=user, request_id=audit.new_request_id())
         )
         try:
-            token, key = ApiToken.issue(user, name)
+            token, key = tokens.issue(user, name)
         finally:
             audit.reset_context(context)
         self.stdout.write(

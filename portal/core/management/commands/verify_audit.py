@@ -19,8 +19,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from portal.audit import verify_chain
-from portal.jobs import store_verdict
+from portal.core.audit_chain import verify_chain
+from portal.core.jobs import store_verdict
 
 MAX_DEFAULT_WORKERS = 4
 

@@ -1,9 +1,21 @@
-"""Sign-in events go into the audit trail."""
+"""Sign-in events go into the audit trail; `announcement` carries news for people.
+
+`announcement` is sent, inside the transaction that records it, when
+something happened that people must hear about: an alarm changed, a budget
+threshold was crossed (environments), the audit chain broke (the portal
+itself). Arguments: `environment` (None: the portal itself), `event` (a
+`deployments.choices.NotificationEvent` value: "alarm", "budget",
+"chain_broken"), `subject`, `body`. deployments/notifications.py turns it
+into e-mails and webhook calls, so the layers that notice things know
+nothing of how people are told.
+"""
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
-from portal import audit
+from portal.core import audit
+
+announcement = Signal()
 
 
 @receiver(user_logged_in)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from portal.choices import Role
+from portal.core.choices import Role
 
 
 class Membership(models.Model):
@@ -35,17 +32,9 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} in {self.environment}"
 
 
-TOKEN_PREFIX = "gty_"
-
-
-def hash_token(key: str) -> str:
-    # The key carries 256 random bits, so a plain SHA-256 is enough: there is
-    # nothing to brute-force, unlike a password.
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class ApiToken(models.Model):
-    """A per-user API token. Only its SHA-256 is stored; the key is shown once."""
+    """A per-user API token. Only its SHA-256 is stored; the key is shown once.
+    Issued and revoked through portal/core/tokens.py, which audits both."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -67,31 +56,6 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
-
-    @classmethod
-    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
-        """Create a token for user; returns the row and the clear key (never stored)."""
-        from portal import audit
-
-        key = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, key_hash=hash_token(key), hint=key[:10])
-        audit.record(
-            "token.issued", token, after={"user": user.username, "name": name, "hint": token.hint}
-        )
-        return token, key
-
-    def revoke(self) -> bool:
-        """Revoke the token; returns False when it was already revoked."""
-        from portal import audit
-
-        now = timezone.now()
-        updated = ApiToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
-            revoked_at=now
-        )
-        if updated:
-            self.revoked_at = now
-            audit.record("token.revoked", self, before={"active": True}, after={"active": False})
-        return bool(updated)
 
 
 class AuditEvent(models.Model):

@@ -1,11 +1,12 @@
-"""API authentication by per-user token, stored hashed (portal.models.ApiToken)."""
+"""API authentication by per-user token, stored hashed (portal.core.models.ApiToken)."""
 
 from __future__ import annotations
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from portal.models import ApiToken, hash_token
+from portal.core.models import ApiToken
+from portal.core.tokens import hash_token
 
 
 class HashedTokenAuthentication(authentication.BaseAuthentication):

@@ -14,8 +14,9 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from portal.audit import ChainCheck, verify_chain
-from portal.models import ChainVerification
+from portal.core.audit_chain import ChainCheck, verify_chain
+from portal.core.models import ChainVerification
+from portal.core.signals import announcement
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ def _lock_verification() -> None:
 
 
 def _announce_break(verification: ChainVerification) -> None:
-    from deployments.choices import NotificationEvent
-    from deployments.notifications import announce_environment
-
     subject = f"Audit chain broken at event #{verification.broken_seq}"
     body = (
         f"{subject}: {verification.reason}.\n"
@@ -41,7 +39,7 @@ def _announce_break(verification: ChainVerification) -> None:
         f"(check started {verification.started_at:%Y-%m-%d %H:%M:%S %Z}).\n"
         "Run `manage.py verify_audit` and compare the trail with its last export.\n"
     )
-    announce_environment(None, NotificationEvent.CHAIN_BROKEN, subject, body)
+    announcement.send(__name__, environment=None, event="chain_broken", subject=subject, body=body)
 
 
 def verify_audit_chain() -> str:
