@@ -24,7 +24,7 @@ PYTEST_ARGS ?= -n 2
 help:
 	@echo "make run     start the portal with demo data (http://127.0.0.1:8000/)"
 	@echo "make test    lint, Django checks, migrations check and the test suite"
-	@echo "make lint    ruff check and format check"
+	@echo "make lint    ruff check and format check, imports against the layers"
 	@echo "make fmt     format and fix what ruff can"
 	@echo "make bench   run the benchmarks"
 
@@ -50,6 +50,7 @@ run: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_layers.py
 
 fmt: $(DEV_STAMP)
 	$(BIN)/ruff format .

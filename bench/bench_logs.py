@@ -316,11 +316,11 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
     """Needs setup_engine_django() first. rate 0: the printer's top speed."""
     from deployments import logs
     from deployments.choices import StepStatus
+    from deployments.engine import step_context
     from deployments.logs import LogWriter
     from deployments.models import Deployment, LogLine, StepRun
-    from deployments.runners.base import StepContext
     from deployments.runners.command import CommandRunner
-    from deployments.runners.masking import Masker
+    from portal.cloud.masking import Masker
 
     argv = printer_argv(lines, rate)
     step = {"name": "Print lines", "kind": "command", "config": {"argv": argv}}
@@ -342,7 +342,7 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         workdir = Path(os.environ["DEPLOY_WORKDIR"]) / str(deployment.pk)
         workdir.mkdir(parents=True, exist_ok=True)
         loaded = Deployment.objects.select_related("environment", "release").get(pk=deployment.pk)
-        ctx = StepContext.for_deployment(loaded, step["config"], workdir=workdir, log=writer)
+        ctx = step_context(loaded, step["config"], workdir=workdir, log=writer)
         started = time.perf_counter()
         CommandRunner().run(ctx)
         step_seconds = time.perf_counter() - started

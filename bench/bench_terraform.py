@@ -57,7 +57,7 @@ def variables() -> dict:
 
 def terraform_env(workdir: Path, cli_config: Path) -> dict[str, str]:
     """The environment the portal gives terraform (runners.terraform._Session)."""
-    from deployments.runners.command import base_environment
+    from portal.cloud.process import base_environment
 
     return base_environment(
         {
@@ -75,7 +75,7 @@ def run_cli(workdir: Path, state_dir: Path, cli_config: Path, same_as_portal: bo
     """init, plan -out, apply: the commands as a person would run them; with
     same_as_portal, also the portal's extra commands (show -json, a second
     init, output -json), which isolates the runner's own cost."""
-    from deployments.runners.terraform import terraform_binary
+    from portal.cloud.terraform import terraform_binary
 
     terraform = terraform_binary()
     workdir.mkdir(parents=True)
@@ -116,8 +116,8 @@ def run_portal(deployment, workdir: Path, state_dir: Path) -> dict:
     """TerraformRunner.plan then .run, logging through a LogWriter."""
     from deployments.logs import LogWriter
     from deployments.runners.base import StepContext
-    from deployments.runners.masking import Masker
     from deployments.runners.terraform import TerraformRunner
+    from portal.cloud.masking import Masker
 
     config = {
         "path": str(MODULE),

@@ -32,7 +32,7 @@ from deployments.serializers import (
 )
 from environments import pricing
 from environments.models import Environment
-from portal.api import reject_nul_bytes
+from portal.core.api_params import reject_nul_bytes
 from portal.core.choices import Role
 from portal.core.roles import (
     Forbidden,

@@ -29,6 +29,9 @@ from deployments.logs import (
     runs_after,
     runs_frame,
 )
+from deployments.models import Deployment, LogLine
+from portal.core.choices import Role
+from portal.core.roles import has_role
 
 BACKLOG_CHUNK = 2000
 # How long a viewer waits for the storer to write lines it missed, retrying every GAP_POLL_SECONDS.
@@ -54,10 +57,6 @@ def frames(rows: list[tuple]) -> list[str]:
 
 @database_sync_to_async
 def _can_view(user, deployment_id: int) -> bool:
-    from deployments.models import Deployment
-    from portal.core.choices import Role
-    from portal.core.roles import has_role
-
     if not user.is_authenticated:
         return False
     environment_id = (
@@ -70,8 +69,6 @@ def _can_view(user, deployment_id: int) -> bool:
 def _lines_after(deployment_id: int, after: int) -> tuple[list[tuple], str]:
     """Up to BACKLOG_CHUNK stored (seq, step, stream, text, at) rows after
     `after`, and the deployment's status."""
-    from deployments.models import Deployment, LogLine
-
     rows = [
         (seq, step or "", stream, text, at)
         for seq, step, stream, text, at in LogLine.objects.filter(

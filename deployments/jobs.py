@@ -18,19 +18,21 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
-from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from deployments import state_lock
 from deployments.choices import Kind, Status, StepStatus, Stream
+from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter, broadcast_status
-from deployments.runners import StepCancelled, StepContext, StepFailed, get_runner
-from deployments.runners.masking import Masker
+from deployments.models import Deployment, StepRun, wake_next_queued
+from deployments.runners import StepFailed, get_runner
 from environments import pricing
 from environments.choices import StepKind
 from environments.live import environment_changed
+from portal.cloud.errors import Cancelled, CloudError
+from portal.cloud.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,6 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def step_workdir(deployment_id: int, order: int) -> Path:
-    """Shared by the plan and the run job: the saved plan lives here."""
-    return Path(settings.DEPLOY_WORKDIR) / str(deployment_id) / f"step-{order}"
-
-
 def combined_plan_hash(step_hashes: list[tuple[int, str]]) -> str:
     """One Terraform step: its plan file's SHA-256. Several: a hash over them all."""
     if len(step_hashes) == 1:
@@ -68,8 +65,6 @@ def combined_plan_hash(step_hashes: list[tuple[int, str]]) -> str:
 
 
 def _load(deployment_id: int):
-    from deployments.models import Deployment
-
     return (
         Deployment.objects.select_related("environment", "release__application")
         .filter(pk=deployment_id)
@@ -78,8 +73,6 @@ def _load(deployment_id: int):
 
 
 def _step_run(deployment, step, phase: str):
-    from deployments.models import StepRun
-
     run, _ = StepRun.objects.update_or_create(
         deployment=deployment, phase=phase, order=step.order,
         defaults={"name": step.name, "kind": step.kind, "status": StepStatus.RUNNING,
@@ -90,7 +83,7 @@ def _step_run(deployment, step, phase: str):
     return run
 
 
-def failure_outputs(exc: StepFailed, masker: Masker) -> dict:
+def failure_outputs(exc: CloudError, masker: Masker) -> dict:
     """What a failed step keeps: its partial outputs, and a held Terraform
     state lock's details (ID, holder, since) for the admins' force-unlock,
     masked like the log (they come from the tool's stderr)."""
@@ -104,8 +97,6 @@ def failure_outputs(exc: StepFailed, masker: Masker) -> dict:
 
 
 def _end_step(run, status: str, outputs: dict | None = None, error: str = "") -> None:
-    from deployments.models import StepRun
-
     StepRun.objects.filter(pk=run.pk).update(
         status=status, outputs=outputs or {}, error=error, finished_at=timezone.now()
     )
@@ -125,12 +116,12 @@ def plan_deployment(deployment_id: int) -> str:
         for step in environment.steps.filter(kind=StepKind.TERRAFORM).order_by("order"):
             run = _step_run(deployment, step, "plan")
             writer.set_step(run.pk, f"plan: {step.name}")
-            ctx = StepContext.for_deployment(
+            ctx = step_context(
                 deployment, step.config, workdir=step_workdir(deployment.pk, step.order), log=writer
             )
             try:
                 result = get_runner(step.kind).plan(ctx)
-            except StepFailed as exc:
+            except CloudError as exc:
                 message = masker.mask(exc.message)
                 _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 raise StepFailed(message) from None
@@ -138,7 +129,7 @@ def plan_deployment(deployment_id: int) -> str:
             hashes.append((step.order, result["plan_sha256"]))
             summary["resource_changes"] += len(result.get("resource_changes", []))
             costs.append(result.get("cost"))
-    except StepFailed as exc:
+    except CloudError as exc:
         writer.write(f"Planning failed: {exc.message}", Stream.SYSTEM)
         writer.close()
         deployment.fail_planning(f"Planning failed: {exc.message}")
@@ -173,8 +164,6 @@ class Heartbeat(threading.Thread):
 
 
 def _previous_outputs(deployment, order: int) -> dict | None:
-    from deployments.models import StepRun
-
     return (
         StepRun.objects.filter(
             deployment__environment_id=deployment.environment_id,
@@ -189,8 +178,6 @@ def _previous_outputs(deployment, order: int) -> dict | None:
 
 
 def _plan_of(deployment, order: int) -> dict | None:
-    from deployments.models import StepRun
-
     return (
         StepRun.objects.filter(deployment=deployment, phase="plan", order=order)
         .values_list("outputs", flat=True)
@@ -200,13 +187,11 @@ def _plan_of(deployment, order: int) -> dict | None:
 
 def _run_step(deployment, step, writer: LogWriter, cancelled: threading.Event) -> dict:
     """Run (or, on a rollback, undo) one step; returns its outputs."""
-    from deployments.models import StepRun
-
     runner = get_runner(step.kind)
     workdir = step_workdir(deployment.pk, step.order)
     # A `command` step runs in it (its cwd): it must exist before the step starts.
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = StepContext.for_deployment(
+    ctx = step_context(
         deployment, step.config, workdir=workdir, log=writer,
         cancelled=cancelled, plan=_plan_of(deployment, step.order),
         previous_outputs=_previous_outputs(deployment, step.order),
@@ -230,8 +215,6 @@ def _run_step(deployment, step, writer: LogWriter, cancelled: threading.Event) -
 
 def _check_plan_binding(deployment) -> None:
     """Apply only what was approved: the recorded plans must hash to plan_sha256."""
-    from deployments.models import StepRun
-
     plans = StepRun.objects.filter(deployment=deployment, phase="plan").values_list(
         "order", "outputs"
     )
@@ -245,8 +228,6 @@ def superseded_plans(deployment) -> str:
     environment started applying the same Terraform step after they were made
     (Terraform would refuse them: "Saved plan is stale"). Read from our own
     step runs, so it costs no Terraform process."""
-    from deployments.models import StepRun
-
     plans = StepRun.objects.filter(
         deployment=deployment, phase="plan", kind=StepKind.TERRAFORM, finished_at__isnull=False
     ).values_list("order", "finished_at")
@@ -300,16 +281,16 @@ def run_deployment(deployment_id: int) -> str:
         _check_plan_binding(deployment)
         for step in environment.steps.order_by("order"):
             if cancelled.is_set():
-                raise StepCancelled("The deployment was cancelled.")
+                raise Cancelled("The deployment was cancelled.")
             run = _step_run(deployment, step, "deploy")
             writer.set_step(run.pk, step.name)
             writer.write(f"── {step.order}. {step.name} ({step.kind})", Stream.SYSTEM)
             try:
                 outputs = _run_step(deployment, step, writer, cancelled)
-            except StepCancelled:
+            except Cancelled:
                 _end_step(run, StepStatus.CANCELLED, error="Cancelled.")
                 raise
-            except StepFailed as exc:
+            except CloudError as exc:
                 message = masker.mask(exc.message)
                 _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 # A fired alarm rolls back at once; a bake that could not read
@@ -319,9 +300,9 @@ def run_deployment(deployment_id: int) -> str:
                     writer.write(NO_AUTOMATIC_ROLLBACK, Stream.SYSTEM)
                 raise StepFailed(f"{step.name}: {message}") from None
             _end_step(run, StepStatus.SUCCEEDED, outputs)
-    except StepCancelled:
+    except Cancelled:
         status, error = Status.CANCELLED, "Cancelled while running."
-    except StepFailed as exc:
+    except CloudError as exc:
         status, error = Status.FAILED, exc.message
     except Exception:  # a bug, not the user's doing: log it with an id they can quote
         error_id = uuid.uuid4().hex[:12]
@@ -336,8 +317,6 @@ def run_deployment(deployment_id: int) -> str:
     deployment.finish(status, error)
     broadcast_status(deployment.pk, status)
     if alarm_fired and deployment.kind == Kind.DEPLOY:
-        from deployments.models import Deployment
-
         Deployment.request_rollback(
             environment, reason=f"Automatic rollback: #{deployment.pk} failed its bake ({error})",
             undo=deployment,
@@ -350,8 +329,6 @@ def force_unlock_state(step_run_id: int) -> str:
     """Carry out the force-unlock an admin requested for a step run
     (Deployment.request_force_unlock). The run clears the request: a second
     call finds none and does nothing."""
-    from deployments.models import StepRun
-
     step_run = (
         StepRun.objects.select_related("deployment__environment", "unlock_requested_by")
         .filter(pk=step_run_id)
@@ -359,13 +336,11 @@ def force_unlock_state(step_run_id: int) -> str:
     )
     if step_run is None or step_run.unlock_requested_at is None:
         return "no force-unlock requested"
-    return step_run.deployment.force_unlock_state(step_run)
+    return state_lock.force_unlock(step_run.deployment, step_run)
 
 
 def fail_stalled_deployments() -> list[int]:
     """Housekeeping: a run whose worker died (kill -9) is failed, freeing the environment."""
-    from deployments.models import Deployment
-
     failed = Deployment.fail_stalled(STALE_AFTER)
     for pk in failed:
         broadcast_status(pk, Status.FAILED)
@@ -375,8 +350,6 @@ def fail_stalled_deployments() -> list[int]:
 def wake_queued_deployments() -> int:
     """Housekeeping: re-enqueue queued deployments whose environment is free
     (a lost job or a worker restart must not leave them waiting forever)."""
-    from deployments.models import Deployment, wake_next_queued
-
     busy = Deployment.objects.filter(status=Status.RUNNING).values("environment_id")
     environments = (
         Deployment.objects.filter(status=Status.QUEUED)
@@ -394,8 +367,6 @@ def wake_queued_deployments() -> int:
 def expire_stale_requests() -> int:
     """Housekeeping (low queue, every minute): expire requests whose approval
     window has passed, so an old approval can never release a stale change."""
-    from deployments.models import Deployment
-
     expired = 0
     candidates = Deployment.objects.filter(status=Status.AWAITING_APPROVAL).select_related(
         "environment"

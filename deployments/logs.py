@@ -22,8 +22,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from deployments.choices import Stream
-from deployments.runners.masking import Masker
+from deployments.models import LogLine
 from environments.live import LAYER, publish
+from portal.cloud.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
     faster than a multi-row INSERT built by the ORM; elsewhere (SQLite in
     the demo) through bulk_create.
     """
-    from deployments.models import LogLine
-
     if connection.vendor != "postgresql":
         LogLine.objects.bulk_create(
             LogLine(deployment_id=deployment_id, seq=seq, step_id=step_id,
@@ -191,8 +190,6 @@ class LogWriter:
         deployment_id: int,
         masker: Masker | Callable[[str], str] | None = None,
     ) -> None:
-        from deployments.models import LogLine
-
         self.deployment_id = deployment_id
         self.mask = masker or Masker()
         # Safe to run twice: a re-run job continues numbering after the last stored line.

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import boto3
 
+from deployments.fake_kube_api import FakeKubeApi
+
 REGION = "ca-central-1"
 APPLICATION = "fraud-detector"
 SERVICES = ("fraud-api", "fraud-ml", "fraud-worker")
@@ -390,8 +392,6 @@ def start_fake_kube_api(
     """The FAKE API server, with fraud-detector's Deployments in namespace
     `fraud-detector-<environment>` and fintech-ai-platform's in seed 003's
     namespaces (`fintech-ai-staging`, …)."""
-    from deployments.fake_kube_api import FakeKubeApi
-
     api = FakeKubeApi(host=host, port=port).start()
     for environment in environments:
         for service in SERVICES:

@@ -8,6 +8,7 @@ as a 500.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -36,12 +37,7 @@ from deployments.models import Approval, Artifact, Deployment, Release, with_cur
 from deployments.timeline import build_timeline
 from environments import pricing
 from environments.models import Application, Environment, Service
-from environments.views import (
-    decorate_deployments,
-    decorate_environment,
-    paginate,
-    rollback_candidates,
-)
+from environments.views import decorate_environment, paginate
 from portal.core.choices import Role
 from portal.core.roles import (
     Forbidden,
@@ -53,6 +49,21 @@ from portal.core.roles import (
 )
 
 CANCELLABLE = (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED, Status.RUNNING)
+
+
+def decorate_deployments(deployments: Iterable[Deployment]) -> None:
+    for deployment in deployments:
+        deployment.status_colour = STATUS_COLOURS.get(deployment.status, "grey")
+
+
+def rollback_candidates(env: Environment) -> tuple[Deployment | None, Deployment | None]:
+    """(what runs now, what a rollback would bring back), as request_rollback picks them:
+    the latest succeeded deployment, and the latest succeeded one of another release."""
+    succeeded = env.deployments.succeeded_latest_first().select_related("release")
+    current = succeeded.first()
+    if current is None:
+        return None, None
+    return current, succeeded.exclude(release=current.release_id).first()
 
 
 def _artifacts() -> Prefetch:

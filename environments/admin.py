@@ -10,8 +10,6 @@ from django.contrib import admin
 from django.db import transaction
 from django.utils import timezone
 
-from deployments.runners import ConfigError, validate_step_config
-from environments.alarms import validate_alarm_sources
 from environments.choices import OverrideStatus
 from environments.models import (
     Application,
@@ -21,6 +19,7 @@ from environments.models import (
     Service,
     Step,
 )
+from environments.steps import ConfigError, validate_alarm_sources, validate_step_config
 from portal.core import audit
 from portal.core.admin import AuditedAdmin, ReadOnlyAdmin
 

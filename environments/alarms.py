@@ -2,9 +2,11 @@
 history of every change.
 
 `Environment.alarm_sources` has the shape of a bake step's `cloudwatch` and
-`alertmanager` sections (and is validated by the same code); `${environment}`
+`alertmanager` sections (and is validated by the same code,
+environments/steps.py); `${environment}`
 and `${var.NAME}` references work as in steps. The sources are read with the
-bake's own functions, so a bake and the dashboard never disagree.
+bake's own functions (portal/cloud/alarm_sources.py), so a bake and the
+dashboard never disagree.
 
 - CloudWatch: every metric alarm named in `alarm_names` or starting with
   `alarm_prefix`, in its own state (OK / ALARM / INSUFFICIENT_DATA).
@@ -35,7 +37,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,25 +47,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from deployments.runners.bake import (
-    BakeRunner,
-    parse_matcher,
-    read_alertmanager_alerts,
-    read_cloudwatch_alarms,
-)
-from deployments.runners.base import (
-    DEFAULT_REGION,
-    AwsAccess,
-    ConfigError,
-    StepContext,
-    StepFailed,
-    reject_unknown,
-    require_mapping,
-)
-from deployments.runners.masking import Masker
 from environments.choices import ALARM_COLOURS, ALARM_RANK, AlarmSource, AlarmState
 from environments.live import environment_changed
 from environments.models import Alarm, AlarmTransition, Environment
+from environments.steps import ConfigError, References, validate_alarm_sources
+from portal.cloud.alarm_sources import (
+    parse_matchers,
+    read_alertmanager_alerts,
+    read_cloudwatch_alarms,
+)
+from portal.cloud.aws import DEFAULT_REGION, AwsAccess
+from portal.cloud.errors import CloudError
+from portal.cloud.masking import Masker
 from portal.core.signals import announcement
 
 log = logging.getLogger(__name__)
@@ -101,25 +95,12 @@ class SourceReading:
     label: str = ""
 
 
-def validate_alarm_sources(value: object) -> dict:
-    """`{}` (no sources) or bake-shaped `cloudwatch`/`alertmanager` sections;
-    raises ConfigError naming the key. Returns the normalised sections."""
-    if not value:
-        return {}
-    value = require_mapping(value, "alarm_sources")
-    reject_unknown(value, ("cloudwatch", "alertmanager"))
-    config = BakeRunner().validate_config(value)
-    return {key: config[key] for key in ("cloudwatch", "alertmanager") if config[key]}
-
-
 # -- reading ---------------------------------------------------------------------
 
 
-def _context(environment: Environment) -> StepContext:
+def _context(environment: Environment) -> References:
     """Resolves `${environment}` and `${var.…}` in the sources like a step would."""
-    return StepContext(
-        config={},
-        workdir=Path(settings.BASE_DIR),
+    return References(
         environment_name=environment.slug,
         variables=dict(environment.variables or {}),
         secret_values=dict(environment.secret_variables or {}),
@@ -150,7 +131,7 @@ def _cloudwatch_client(region: str, role_arn: str):
     return client
 
 
-def _cloudwatch(environment: Environment, section: dict, ctx: StepContext) -> SourceReading:
+def _cloudwatch(environment: Environment, section: dict, ctx: References) -> SourceReading:
     names = ctx.expand(section["alarm_names"])
     prefix = ctx.expand(section["alarm_prefix"])
     region = environment.region or DEFAULT_REGION
@@ -173,11 +154,11 @@ def _cloudwatch(environment: Environment, section: dict, ctx: StepContext) -> So
     return reading
 
 
-def _alertmanager(section: dict, ctx: StepContext) -> SourceReading:
+def _alertmanager(section: dict, ctx: References) -> SourceReading:
     matchers = ctx.expand(section["matchers"])
     reading = SourceReading(AlarmSource.ALERTMANAGER)
     alerts = read_alertmanager_alerts(
-        ctx.expand(section["url"]), [parse_matcher(m) for m in matchers], SOURCE_TIMEOUT_SECONDS
+        ctx.expand(section["url"]), parse_matchers(matchers), SOURCE_TIMEOUT_SECONDS
     )
     by_name: dict[str, list[dict]] = {}
     for alert in alerts:
@@ -217,7 +198,7 @@ def read_sources(environment: Environment) -> list[SourceReading]:
                 readings.append(_cloudwatch(environment, section, ctx))
             else:
                 readings.append(_alertmanager(section, ctx))
-        except StepFailed as error:
+        except CloudError as error:
             readings.append(
                 SourceReading(source, error=error.message, label=_label(source, section))
             )

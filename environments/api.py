@@ -1,29 +1,17 @@
-"""API endpoints for the catalog: applications and environments."""
+"""API endpoints of the catalog's own: applications, and the alarm states of
+an environment. Endpoints that show what deployments did there are composed
+one level up (portal/catalog_api.py)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, serializers, status
-from rest_framework.request import Request
-from rest_framework.response import Response
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
 
-from deployments.api import visible_deployments
-from deployments.models import Deployment
-from deployments.serializers import DeploymentSerializer
-from environments.costs import current_estimates, month_to_date
 from environments.models import Application, Environment
-from environments.serializers import (
-    ApplicationSerializer,
-    EnvironmentDetailSerializer,
-    RollbackSerializer,
-)
-from portal.core.choices import Role
-from portal.core.roles import Forbidden, has_role, visible_applications, visible_environments
+from environments.serializers import ApplicationSerializer
+from portal.core.roles import visible_applications, visible_environments
 
 
 @extend_schema(summary="Applications you may see, with their services and environments")
@@ -43,132 +31,6 @@ class ApplicationList(generics.ListAPIView):
             "services",
             Prefetch("environments", queryset=environments, to_attr="visible_environments"),
         )
-
-
-@extend_schema(summary="One environment: protection rules, freeze state, current release")
-class EnvironmentDetail(generics.RetrieveAPIView):
-    serializer_class = EnvironmentDetailSerializer
-
-    def get_queryset(self) -> QuerySet[Environment]:
-        return visible_environments(self.request.user).select_related(
-            "application", "approver_group", "second_approver_group"
-        )
-
-    def get_object(self) -> Environment:
-        env = get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
-        env.freeze = env.active_freeze()
-        env.override = env.active_override()
-        latest = env.deployments.succeeded_latest_first().select_related("release").first()
-        env.current_release = latest.release if latest else None
-        return env
-
-
-class EnvironmentRollback(generics.GenericAPIView):
-    """POST-only: bring back the release that ran here before the current one."""
-
-    serializer_class = RollbackSerializer
-
-    def get_queryset(self) -> QuerySet[Environment]:
-        return visible_environments(self.request.user)
-
-    @extend_schema(
-        summary="Roll back to the previous release that succeeded here",
-        description="Approvals needed follow the environment's rollback_required_approvals.",
-        request=RollbackSerializer,
-        responses={
-            201: DeploymentSerializer,
-            400: OpenApiResponse(description="No reason, or nothing to roll back to."),
-            403: OpenApiResponse(description="You need the deployer role here."),
-            404: OpenApiResponse(description="Not found, or not visible to you."),
-            409: OpenApiResponse(description="That release already has an open request here."),
-        },
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        env = get_object_or_404(Environment.objects.filter(pk__in=self.get_queryset()), pk=pk)
-        # Checked first, so someone without the role learns nothing about the history.
-        if not has_role(request.user, env, Role.DEPLOYER):
-            raise Forbidden(f"You need the deployer role in {env} to roll back.")
-        given = RollbackSerializer(data=request.data)
-        given.is_valid(raise_exception=True)
-        deployment = Deployment.request_rollback(env, request.user, given.validated_data["reason"])
-        body = DeploymentSerializer(visible_deployments(request.user).get(pk=deployment.pk)).data
-        return Response(body, status=status.HTTP_201_CREATED)
-
-
-class DailyCostSerializer(serializers.Serializer):
-    day = serializers.DateField()
-    amount_usd = serializers.DecimalField(max_digits=12, decimal_places=4)
-    estimated = serializers.BooleanField(help_text="Cost Explorer may still restate this day.")
-
-
-class BudgetAlertSerializer(serializers.Serializer):
-    month = serializers.DateField(help_text="First day of the month.")
-    threshold_percent = serializers.IntegerField()
-    spent_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
-    forecast_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
-    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
-    created_at = serializers.DateTimeField(help_text="When the alert was sent.")
-
-
-class EnvironmentCostsSerializer(serializers.Serializer):
-    currency = serializers.CharField()
-    month = serializers.DateField(help_text="The month the figures are for (its first day).")
-    month_to_date_usd = serializers.DecimalField(max_digits=12, decimal_places=2)
-    forecast_usd = serializers.DecimalField(
-        max_digits=12, decimal_places=2, allow_null=True,
-        help_text="Linear run-rate: month to date ÷ days reported × days in the month.",
-    )  # fmt: skip
-    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
-    budget_used_percent = serializers.DecimalField(max_digits=12, decimal_places=1, allow_null=True)
-    estimate_monthly_usd = serializers.DecimalField(
-        max_digits=12, decimal_places=2, allow_null=True,
-        help_text="Cost estimate of the latest succeeded deployment (what runs now).",
-    )  # fmt: skip
-    daily = DailyCostSerializer(many=True)
-    alerts = BudgetAlertSerializer(many=True)
-
-
-class CostRangeSerializer(serializers.Serializer):
-    days = serializers.IntegerField(min_value=1, max_value=400, default=30)
-
-
-class EnvironmentCosts(generics.GenericAPIView):
-    """Actual spend of one environment, from the daily Cost Explorer snapshots."""
-
-    serializer_class = EnvironmentCostsSerializer
-
-    def get_queryset(self) -> QuerySet[Environment]:
-        return visible_environments(self.request.user)
-
-    @extend_schema(
-        summary="Actual spend: daily figures, month to date, forecast, budget and alerts",
-        parameters=[CostRangeSerializer],
-        responses={
-            200: EnvironmentCostsSerializer,
-            400: OpenApiResponse(description="`days` is not a number from 1 to 400."),
-            404: OpenApiResponse(description="Not found, or not visible to you."),
-        },
-    )
-    def get(self, request: Request, pk: int) -> Response:
-        env = get_object_or_404(Environment.objects.filter(pk__in=self.get_queryset()), pk=pk)
-        given = CostRangeSerializer(data=request.query_params)
-        given.is_valid(raise_exception=True)
-        today = timezone.now().date()
-        since = today - timedelta(days=given.validated_data["days"])
-        figures = month_to_date([env], today)[env.pk]
-        estimate = current_estimates([env.pk]).get(env.pk)
-        body = {
-            "currency": "USD",
-            "month": figures.month,
-            "month_to_date_usd": figures.spent_usd,
-            "forecast_usd": figures.forecast_usd,
-            "budget_usd": figures.budget_usd,
-            "budget_used_percent": figures.budget_used_percent,
-            "estimate_monthly_usd": estimate.monthly_total_usd if estimate else None,
-            "daily": env.cost_snapshots.filter(day__gte=since, day__lt=today).order_by("day"),
-            "alerts": env.budget_alerts.order_by("-month", "-threshold_percent")[:24],
-        }
-        return Response(EnvironmentCostsSerializer(body).data)
 
 
 # -- alarms ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -35,11 +36,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from deployments.models import CostEstimate, with_current_deployment
-from deployments.runners.base import AwsAccess, StepFailed
-from deployments.runners.ecs import aws_call
 from environments.live import environment_changed
 from environments.models import BudgetAlert, CostSnapshot, Environment
+from portal.cloud.aws import AwsAccess, aws_call
+from portal.cloud.errors import CloudError
 from portal.core import audit
 from portal.core.signals import announcement
 
@@ -77,7 +77,7 @@ def reporting_day(today: date | None = None) -> date:
 
 def daily_costs_by_tag(role_arn: str, start: date, end: date) -> dict[str, dict[date, tuple]]:
     """{tag value: {day: (amount, estimated)}} for one account, from `start`
-    up to (excluding) `end`. Raises StepFailed with a readable message, or
+    up to (excluding) `end`. Raises CloudError with a readable message, or
     boto's own errors when the role cannot be assumed."""
     ce = AwsAccess(region=COST_EXPLORER_REGION, role_arn=role_arn, session_name="gantry-costs")
     client = ce.client("ce")
@@ -149,7 +149,7 @@ def fetch_costs(days: int | None = None, today: date | None = None) -> dict:
     for role_arn, members in by_account.items():
         try:
             costs = daily_costs_by_tag(role_arn, start, today)
-        except (StepFailed, ClientError, BotoCoreError) as exc:
+        except (CloudError, ClientError, BotoCoreError) as exc:
             # One unreachable account (or a role we may not assume) must not
             # hide the others' figures.
             log.warning("costs for account %s: %s", role_arn or "(default)", exc)
@@ -327,16 +327,6 @@ def budget_message(environment: Environment, figures: MonthToDate, threshold: in
     return subject, body
 
 
-def current_estimates(environment_ids: Iterable[int]) -> dict[int, CostEstimate]:
-    """{environment id: the cost estimate of what runs there now}, i.e. of its
-    latest succeeded deployment; environments without one are left out."""
-    running = with_current_deployment(Environment.objects.filter(pk__in=list(environment_ids)))
-    estimates = CostEstimate.objects.filter(
-        deployment__in=running.values("current_deployment_id")
-    ).select_related("deployment")
-    return {estimate.deployment.environment_id: estimate for estimate in estimates}
-
-
 # -- the cost page --------------------------------------------------------------------
 
 CHART_LAYOUT = {
@@ -355,7 +345,9 @@ class EnvironmentCosts:
 
     environment: Environment
     month: MonthToDate
-    estimate: CostEstimate | None
+    # The cost estimate of what runs there now (a deployment's CostEstimate),
+    # which the caller brings: the catalog does not know deployments.
+    estimate: Any
     alerts: list[BudgetAlert]
 
     @property
@@ -376,15 +368,17 @@ def _figure(traces: list, **layout) -> dict:
     return json.loads(figure.to_json())
 
 
-def cost_report(environments: list[Environment], days: int, today: date | None = None) -> dict:
-    """Rows and chart figures for the cost page of these (visible) environments."""
+def cost_report(
+    environments: list[Environment], days: int, estimates: dict, today: date | None = None
+) -> dict:
+    """Rows and chart figures for the cost page of these (visible) environments;
+    `estimates`: {environment id: the cost estimate of what runs there now}."""
     # Imported here: plotly takes a second to import, and the cost job and the
     # API, which import this module too, draw nothing.
     import plotly.graph_objects as go
 
     today = today or timezone.now().date()
     months = month_to_date(environments, today)
-    estimates = current_estimates(e.pk for e in environments)
     alerts = defaultdict(list)
     first = month_start(reporting_day(today))
     this_month = BudgetAlert.objects.filter(environment__in=environments, month=first)

@@ -35,6 +35,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections, transaction
+from django.utils.module_loading import import_string
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,14 @@ def _send(environment_id: int, what: str) -> None:
 
 
 def _update_card(environment_id: int, what: str) -> None:
-    """Build the card, keep it, then tell the dashboards (which re-fetch it)."""
-    from portal.card_cache import rebuild
+    """Build the card, keep it, then tell the dashboards (which re-fetch it).
 
+    The builder is named in settings (DASHBOARD_CARD_BUILDER): cards are the
+    dashboard's, which sits above the catalog and tells it how to build one.
+    """
     close_old_connections()
     try:
-        rebuild(environment_id)
+        import_string(settings.DASHBOARD_CARD_BUILDER)(environment_id)
         _broadcast(environment_id, what)
     except Exception:  # noqa: BLE001 - see environment_changed
         log.warning("dashboard update for environment %s failed", environment_id, exc_info=True)

@@ -19,7 +19,9 @@ from environments.choices import (
     StepKind,
     Tier,
 )
+from portal.core import audit
 from portal.core.crypto import EncryptedJSONField, EncryptedTextField
+from portal.core.roles import PolicyError, has_role
 
 
 class Application(models.Model):
@@ -294,9 +296,6 @@ class FreezeOverride(models.Model):
         )
 
     def _decide(self, user, status: str, action: str) -> None:
-        from portal.core import audit
-        from portal.core.roles import PolicyError, has_role
-
         if user.pk == self.requested_by_id:
             raise PolicyError("The break-glass request needs a second person; you asked for it.")
         if not has_role(user, self.environment, "approver", "admin"):
@@ -328,9 +327,6 @@ class FreezeOverride(models.Model):
 
     @classmethod
     def request(cls, environment: Environment, user, reason: str, duration: timedelta):
-        from portal.core import audit
-        from portal.core.roles import PolicyError, has_role
-
         if not has_role(user, environment, "admin"):
             raise PolicyError("Only admins of this environment may break the glass.")
         if not reason.strip():

@@ -22,14 +22,8 @@ from rest_framework import generics, serializers
 from rest_framework.permissions import IsAuthenticated
 
 from portal.audit_filters import FILTER_NAMES, AuditFilter, filtered_events
+from portal.core.api_params import reject_nul_bytes
 from portal.core.models import AuditEvent
-
-
-def reject_nul_bytes(params, names) -> None:
-    """400 naming the parameter: PostgreSQL refuses NUL in text, which would be a 500."""
-    bad = {name: ["Remove the NUL character."] for name in names if "\x00" in params.get(name, "")}
-    if bad:
-        raise serializers.ValidationError(bad)
 
 
 class HashedTokenScheme(OpenApiAuthenticationExtension):

@@ -6,22 +6,23 @@ from django.urls import path
 from deployments import api as deployments_api
 from environments import api as environments_api
 from portal import api as portal_api
+from portal import catalog_api
 
 urlpatterns = [
     path("applications/", environments_api.ApplicationList.as_view(), name="api-application-list"),
     path(
         "environments/<int:pk>/",
-        environments_api.EnvironmentDetail.as_view(),
+        catalog_api.EnvironmentDetail.as_view(),
         name="api-environment-detail",
     ),
     path(
         "environments/<int:pk>/costs/",
-        environments_api.EnvironmentCosts.as_view(),
+        catalog_api.EnvironmentCosts.as_view(),
         name="api-environment-costs",
     ),
     path(
         "environments/<int:pk>/rollback/",
-        environments_api.EnvironmentRollback.as_view(),
+        catalog_api.EnvironmentRollback.as_view(),
         name="api-environment-rollback",
     ),
     path(

@@ -1,7 +1,7 @@
 """Built dashboard cards, kept in the cache per environment and card version.
 
 A dashboard of 100 cards reads one row per environment and two cache keys
-per card, and builds (portal/dashboard.py) only the cards whose environment
+per card, and builds (portal/cards.py) only the cards whose environment
 changed since they were kept. A card's HTML does not depend on who looks at
 it: which cards someone sees is decided by the environment query, per
 request, never by the cache.
@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from environments.costs import reporting_day
 from environments.live import card_versions
 from environments.models import Environment
+from portal.cards import build_cards, card_environments, render_card
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ class Card:
 def cards_for(environments: list[Environment]) -> list[Card]:
     """Cards for `environments` (already limited to what the user may see),
     from the cache where they are current, built and kept where not."""
-    from portal.dashboard import build_cards, card_environments
-
     ids = [env.pk for env in environments]
     keys = _keys(ids) if settings.DASHBOARD_CARD_SECONDS else {}
     kept = _read(keys)
@@ -61,8 +60,6 @@ def cards_for(environments: list[Environment]) -> list[Card]:
 def rebuild(environment_id: int) -> None:
     """Build the environment's card and keep it under its current version
     (called after a change committed and gave it a new one)."""
-    from portal.dashboard import build_cards, card_environments
-
     keys = _keys([environment_id])
     if not keys:
         return
@@ -72,8 +69,6 @@ def rebuild(environment_id: int) -> None:
 
 def _entry(card) -> tuple:
     """What is kept of a built card: the fields of `Card` after its environment."""
-    from portal.dashboard import render_card
-
     return render_card(card), card.rank, bool(card.problems)
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from portal.core.roles import visible_environments
 from portal.dashboard_hub import hub
 
 
 @database_sync_to_async
 def _visible_environment_ids(user) -> list[int]:
-    from portal.core.roles import visible_environments
-
     if not user.is_authenticated or not user.is_active:
         return []
     return list(visible_environments(user).values_list("pk", flat=True))

@@ -157,6 +157,9 @@ CACHES = {
 # How long a built dashboard card is kept (portal/card_cache.py). Every change
 # replaces it at once, so this only frees memory; 0 builds every card on every load.
 DASHBOARD_CARD_SECONDS = env_int("DASHBOARD_CARD_SECONDS", 24 * 3600)
+# What environments/live.py calls to build a changed environment's card: the
+# dashboard sits above the catalog, so the catalog is told its name.
+DASHBOARD_CARD_BUILDER = "portal.card_cache.rebuild"
 
 CHANNEL_LAYERS = {
     "default": {

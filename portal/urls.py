@@ -1,11 +1,25 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import audit_views, dashboard, views
+from portal import audit_views, catalog_views, dashboard, views
 
 urlpatterns = [
     path("", dashboard.dashboard, name="home"),
     path("dashboard/cards/<int:environment_id>/", dashboard.dashboard_card, name="dashboard-card"),
+    # The catalog; "home" (/) is the dashboard.
+    path("apps/", catalog_views.home, name="catalog"),
+    path("apps/<slug:slug>/", catalog_views.application_detail, name="application-detail"),
+    path("apps/<slug:slug>/costs/", catalog_views.application_costs, name="application-costs"),
+    path(
+        "apps/<slug:slug>/envs/<slug:env_slug>/",
+        catalog_views.environment_detail,
+        name="environment-detail",
+    ),
+    path(
+        "apps/<slug:slug>/envs/<slug:env_slug>/rollback/",
+        catalog_views.environment_rollback,
+        name="environment-rollback",
+    ),
     path("", include("environments.urls")),
     path("", include("deployments.urls")),
     path("login/", views.SignInView.as_view(), name="login"),

@@ -9,11 +9,11 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from deployments.choices import Status
+from deployments.management.commands.seed_demo import DEMO_PASSWORD, image_ref
 from deployments.models import IMAGE_REF_RE, Approval, Deployment, LogLine, Release, StepRun
-from deployments.runners import validate_step_config
 from environments.choices import FreezeKind, StepKind
-from environments.management.commands.seed_demo import DEMO_PASSWORD, image_ref
 from environments.models import Application, Environment, FreezeWindow, Step
+from environments.steps import validate_step_config
 from portal.core.audit_chain import verify_chain
 from portal.core.models import AuditEvent, Membership
 

@@ -1,28 +1,21 @@
 """Step runners of the deploy engine, one module per step kind.
 
 `RUNNERS` maps each `environments.choices.StepKind` value to its runner; the
-engine calls `get_runner(kind).plan/run/rollback(ctx)` and the admin calls
-`validate_step_config(kind, config)`.
+engine calls `get_runner(kind).plan/run/rollback(ctx)`. What a step's config
+may hold is the catalog's (environments/steps.py).
 """
 
 from __future__ import annotations
 
 from deployments.runners.bake import BakeRunner
-from deployments.runners.base import (
-    AwsAccess,
-    ConfigError,
-    KubeAccess,
-    Runner,
-    StepCancelled,
-    StepContext,
-    StepFailed,
-)
+from deployments.runners.base import Runner, StepCancelled, StepContext, StepFailed
 from deployments.runners.command import CommandRunner
 from deployments.runners.ecs import EcsBlueGreenRunner, EcsRollingRunner
 from deployments.runners.http_check import HttpCheckRunner
 from deployments.runners.kubernetes import K8sRollingRunner
 from deployments.runners.rds import RdsSnapshotRunner
 from deployments.runners.terraform import TerraformRunner
+from environments.steps import ConfigError
 
 RUNNERS: dict[str, Runner] = {
     runner.kind: runner
@@ -46,12 +39,4 @@ def get_runner(kind: str) -> Runner:
         raise ConfigError("kind", f"unknown step kind {kind!r}") from None
 
 
-def validate_step_config(kind: str, config: dict) -> dict:
-    """The normalized config, or ConfigError (a ValueError) naming the bad key."""
-    return get_runner(kind).validate_config(config)
-
-
-__all__ = [
-    "RUNNERS", "AwsAccess", "ConfigError", "KubeAccess", "Runner", "StepCancelled",
-    "StepContext", "StepFailed", "get_runner", "validate_step_config",
-]  # fmt: skip
+__all__ = ["RUNNERS", "Runner", "StepCancelled", "StepContext", "StepFailed", "get_runner"]

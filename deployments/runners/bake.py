@@ -16,97 +16,17 @@ Config::
 
 from __future__ import annotations
 
-import json
-import re
-import urllib.error
-import urllib.request
-from urllib.parse import urlencode
-
-from deployments.runners.base import (
-    ConfigError,
-    Deadline,
-    Runner,
-    StepContext,
-    StepFailed,
-    get_number,
-    get_str,
-    get_str_list,
-    nested,
-    reject_unknown,
-    require_mapping,
+from deployments.runners.base import Runner, StepContext, StepFailed
+from portal.cloud.alarm_sources import (
+    parse_matchers,
+    read_alertmanager_alerts,
+    read_cloudwatch_alarms,
 )
-from deployments.runners.ecs import aws_call
-
-MATCHER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\"?(.*?)\"?\s*$")
-
-
-def parse_matcher(text: str) -> tuple[str, str, str]:
-    match = MATCHER_RE.match(text)
-    if not match:
-        raise ConfigError("alertmanager.matchers", f"{text!r} is not label=value, !=, =~ or !~")
-    name, op, value = match.group(1), match.group(2), match.group(3)
-    if op in ("=~", "!~"):
-        # A bad regex must fail when the config is saved, not at every poll.
-        try:
-            re.compile(value)
-        except re.error as error:
-            raise ConfigError("alertmanager.matchers", f"{text!r}: bad regex: {error}") from None
-    return name, op, value
-
-
-def matcher_holds(labels: dict, name: str, op: str, value: str) -> bool:
-    actual = labels.get(name, "")
-    if op == "=":
-        return actual == value
-    if op == "!=":
-        return actual != value
-    found = re.fullmatch(value, actual) is not None  # Alertmanager anchors regexes
-    return found if op == "=~" else not found
+from portal.cloud.process import Deadline
 
 
 class BakeRunner(Runner):
     kind = "bake"
-    keys = ("duration_seconds", "poll_seconds", "cloudwatch", "alertmanager")
-
-    def validate_config(self, config: dict) -> dict:
-        config = require_mapping(config)
-        reject_unknown(config, self.keys)
-        cloudwatch = alertmanager = None
-        if config.get("cloudwatch") is not None:
-            section = config["cloudwatch"]
-            if not isinstance(section, dict):
-                raise ConfigError("cloudwatch", "must be an object")
-            with nested("cloudwatch"):
-                reject_unknown(section, ("alarm_names", "alarm_prefix"))
-                cloudwatch = {
-                    "alarm_names": get_str_list(section, "alarm_names", []),
-                    "alarm_prefix": get_str(section, "alarm_prefix", ""),
-                }
-            if not cloudwatch["alarm_names"] and not cloudwatch["alarm_prefix"]:
-                raise ConfigError("cloudwatch.alarm_names", "give alarm_names or alarm_prefix")
-        if config.get("alertmanager") is not None:
-            section = config["alertmanager"]
-            if not isinstance(section, dict):
-                raise ConfigError("alertmanager", "must be an object with url and matchers")
-            with nested("alertmanager"):
-                reject_unknown(section, ("url", "matchers"))
-                matchers = get_str_list(section, "matchers", [])
-                url = get_str(section, "url").rstrip("/")
-                # Read server-side every 30 s: no file://, ftp:// or other schemes
-                # (a ${…} reference is checked once expanded, when read).
-                if not url.startswith(("http://", "https://", "${")):
-                    raise ConfigError("alertmanager.url", "must be an http:// or https:// URL")
-                alertmanager = {"url": url, "matchers": matchers}
-            for matcher in matchers:
-                parse_matcher(matcher)
-        if cloudwatch is None and alertmanager is None:
-            raise ConfigError("cloudwatch", "watch at least one source: cloudwatch or alertmanager")
-        return {
-            "duration_seconds": get_number(config, "duration_seconds", 600, 0),
-            "poll_seconds": get_number(config, "poll_seconds", 15, 0.05, 600),
-            "cloudwatch": cloudwatch,
-            "alertmanager": alertmanager,
-        }
 
     def run(self, ctx: StepContext) -> dict:
         config = self.config(ctx)
@@ -150,7 +70,7 @@ class BakeRunner(Runner):
         return len(alarms)
 
     def _check_alertmanager(self, ctx: StepContext, section: dict) -> None:
-        matchers = [parse_matcher(m) for m in ctx.expand(section["matchers"])]
+        matchers = parse_matchers(ctx.expand(section["matchers"]))
         try:
             alerts = read_alertmanager_alerts(ctx.expand(section["url"]), matchers)
         except StepFailed as error:
@@ -167,64 +87,3 @@ class BakeRunner(Runner):
                 alarm=name,
                 source="alertmanager",
             )
-
-
-# -- reading the sources: shared by bake steps and the alarm poller ---------------
-
-# AWS caps AlarmNames at 100 per describe_alarms call.
-NAMES_PER_CALL = 100
-
-
-def read_cloudwatch_alarms(cloudwatch, names: list[str], prefix: str) -> list[dict]:
-    """The metric alarms with these names or this name prefix, each once, every
-    page read. AWS errors become StepFailed naming the call."""
-
-    def pages(**selection) -> list[dict]:
-        paginator = cloudwatch.get_paginator("describe_alarms")
-        return [page for page in paginator.paginate(**selection)]
-
-    selections = [
-        {"AlarmNames": names[i : i + NAMES_PER_CALL]} for i in range(0, len(names), NAMES_PER_CALL)
-    ]
-    if prefix:
-        selections.append({"AlarmNamePrefix": prefix})
-    alarms: dict[str, dict] = {}
-    for selection in selections:
-        for page in aws_call("Reading CloudWatch alarms", pages, **selection):
-            for alarm in page.get("MetricAlarms", []):
-                alarms.setdefault(alarm["AlarmName"], alarm)
-    return list(alarms.values())
-
-
-def read_alertmanager_alerts(
-    url: str, matchers: list[tuple[str, str, str]], timeout: float = 10
-) -> list[dict]:
-    """The active (not silenced, not inhibited) alerts of Alertmanager's
-    `/api/v2/alerts` that match every matcher. Anything but a JSON list of
-    alerts (refused, timed out, HTTP error, bad JSON) raises StepFailed."""
-    query = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
-    query += [("filter", f'{n}{op}"{v}"') for n, op, v in matchers]
-    base = url.rstrip("/")
-    if not base.startswith(("http://", "https://")):  # after ${…} expansion
-        raise StepFailed(f"Cannot read Alertmanager at {base}: not an http(s) URL.")
-    try:
-        with urllib.request.urlopen(
-            f"{base}/api/v2/alerts?{urlencode(query)}", timeout=timeout
-        ) as response:
-            alerts = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise StepFailed(f"Cannot read Alertmanager at {base}: {error}.") from None
-    if not isinstance(alerts, list) or not all(
-        isinstance(a, dict)
-        and isinstance(a.get("labels", {}), dict)
-        and isinstance(a.get("status", {}), dict)
-        for a in alerts
-    ):
-        raise StepFailed(f"Cannot read Alertmanager at {base}: the answer is not a list of alerts.")
-    return [
-        alert
-        for alert in alerts
-        # Filter here too: the query filters are a hint some proxies drop.
-        if alert.get("status", {}).get("state", "active") == "active"
-        and all(matcher_holds(alert.get("labels", {}), n, op, v) for n, op, v in matchers)
-    ]

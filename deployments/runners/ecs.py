@@ -28,22 +28,10 @@ Config::
 
 from __future__ import annotations
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from deployments.runners.base import (
-    ConfigError,
-    Deadline,
-    Runner,
-    StepContext,
-    StepFailed,
-    get_number,
-    get_str,
-    get_str_list,
-    get_str_map,
-    nested,
-    reject_unknown,
-    require_mapping,
-)
+from deployments.runners.base import Runner, StepContext, StepFailed
+from environments.steps import COLOURS
+from portal.cloud.aws import aws_call
+from portal.cloud.process import Deadline
 
 # What `register_task_definition` accepts back from `describe_task_definition`.
 REGISTRATION_FIELDS = (
@@ -52,20 +40,6 @@ REGISTRATION_FIELDS = (
     "ipcMode", "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage",
     "runtimePlatform",
 )  # fmt: skip
-COLOURS = ("blue", "green")
-
-
-def aws_call(what: str, method, **kwargs):
-    """Call AWS; turn its errors into a message naming what we were doing."""
-    try:
-        return method(**kwargs)
-    except ClientError as error:
-        detail = error.response.get("Error", {})
-        raise StepFailed(
-            f"{what} failed: {detail.get('Code', 'error')}: {detail.get('Message', error)}"
-        ) from None
-    except BotoCoreError as error:
-        raise StepFailed(f"{what} failed: {error}") from None
 
 
 def describe_service(ecs, cluster: str, service: str) -> dict:
@@ -183,29 +157,8 @@ def wait_stable(
         ctx.sleep(poll)
 
 
-def _wait_settings(config: dict) -> dict:
-    return {
-        "timeout_seconds": get_number(config, "timeout_seconds", 900, 1),
-        "poll_seconds": get_number(config, "poll_seconds", 10, 0.05, 300),
-    }
-
-
 class EcsRollingRunner(Runner):
     kind = "ecs_rolling"
-    keys = ("cluster", "services", "container_artifacts", "timeout_seconds", "poll_seconds")
-
-    def validate_config(self, config: dict) -> dict:
-        config = require_mapping(config)
-        reject_unknown(config, self.keys)
-        services = get_str_list(config, "services")
-        if not services:
-            raise ConfigError("services", "name at least one ECS service")
-        return {
-            "cluster": get_str(config, "cluster"),
-            "services": services,
-            "container_artifacts": get_str_map(config, "container_artifacts"),
-            **_wait_settings(config),
-        }
 
     def run(self, ctx: StepContext) -> dict:
         config = self.config(ctx)
@@ -263,50 +216,6 @@ class EcsRollingRunner(Runner):
 
 class EcsBlueGreenRunner(Runner):
     kind = "ecs_blue_green"
-    keys = ("cluster", "service", "blue", "green", "load_balancer", "listener_port",
-            "listener_arn", "weights", "pause_seconds", "container_artifacts",
-            "timeout_seconds", "poll_seconds")  # fmt: skip
-
-    def validate_config(self, config: dict) -> dict:
-        config = require_mapping(config)
-        reject_unknown(config, self.keys)
-        colours = {}
-        for colour in COLOURS:
-            value = config.get(colour)
-            if not isinstance(value, dict):
-                raise ConfigError(colour, "must be an object with service and target_group")
-            with nested(colour):
-                reject_unknown(value, ("service", "target_group"))
-                colours[colour] = {
-                    "service": get_str(value, "service"),
-                    "target_group": get_str(value, "target_group"),
-                }
-        if "listener_arn" not in config and "load_balancer" not in config:
-            raise ConfigError("listener_arn", "give listener_arn, or load_balancer and port")
-        weights = config.get("weights", [100])
-        if (
-            not isinstance(weights, list)
-            or not weights
-            or not all(isinstance(w, int) and not isinstance(w, bool) for w in weights)
-            or not all(0 < w <= 100 for w in weights)
-            or weights != sorted(weights)
-            or weights[-1] != 100
-        ):
-            raise ConfigError(
-                "weights", "must be rising percentages ending at 100, e.g. [10, 50, 100]"
-            )
-        return {
-            "cluster": get_str(config, "cluster"),
-            "service": get_str(config, "service", ""),
-            **colours,
-            "listener_arn": get_str(config, "listener_arn", ""),
-            "load_balancer": get_str(config, "load_balancer", ""),
-            "listener_port": int(get_number(config, "listener_port", 80, 1, 65535)),
-            "weights": weights,
-            "pause_seconds": get_number(config, "pause_seconds", 60, 0),
-            "container_artifacts": get_str_map(config, "container_artifacts"),
-            **_wait_settings(config),
-        }
 
     def run(self, ctx: StepContext) -> dict:
         config = self.config(ctx)

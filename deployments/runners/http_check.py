@@ -17,26 +17,16 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from deployments.runners.base import (
-    ConfigError,
-    Deadline,
-    Runner,
-    StepContext,
-    StepFailed,
-    get_number,
-    get_str,
-    get_str_list,
-    nested,
-    reject_unknown,
-    require_mapping,
-)
+from deployments.runners.base import Runner, StepContext, StepFailed
+from portal.cloud.process import Deadline
 
 USER_AGENT = "gantry-deploy/1 (http_check)"
 
 
 def _check_url(key: str, url: str) -> str:
+    """Checked once `${…}` references are filled in, so at run time: a step failure."""
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise ConfigError(key, f"{url!r} is not an http(s) URL")
+        raise StepFailed(f"{key}: {url!r} is not an http(s) URL")
     return url
 
 
@@ -58,35 +48,6 @@ def fetch(url: str, timeout: float, method: str = "GET", body: dict | None = Non
 
 class HttpCheckRunner(Runner):
     kind = "http_check"
-    keys = ("urls", "timeout_seconds", "interval_seconds", "request_timeout_seconds", "smoke")
-
-    def validate_config(self, config: dict) -> dict:
-        config = require_mapping(config)
-        reject_unknown(config, self.keys)
-        urls = get_str_list(config, "urls", [])
-        smoke = config.get("smoke")
-        if smoke is not None:
-            if not isinstance(smoke, dict):
-                raise ConfigError("smoke", "must be an object with url, method, json")
-            with nested("smoke"):
-                reject_unknown(smoke, ("url", "method", "json", "expect_status", "expect_keys"))
-                method = get_str(smoke, "method", "POST").upper()
-                if method not in ("GET", "POST", "PUT"):
-                    raise ConfigError("method", "must be GET, POST or PUT")
-                smoke = {
-                    "url": get_str(smoke, "url"),
-                    "method": method,
-                    "json": smoke.get("json"),
-                    "expect_status": int(get_number(smoke, "expect_status", 200, 100, 599)),
-                    "expect_keys": get_str_list(smoke, "expect_keys", []),
-                }
-        return {
-            "urls": urls,
-            "timeout_seconds": get_number(config, "timeout_seconds", 120, 0.1),
-            "interval_seconds": get_number(config, "interval_seconds", 5, 0.05, 300),
-            "request_timeout_seconds": get_number(config, "request_timeout_seconds", 5, 0.1, 300),
-            "smoke": smoke,
-        }
 
     def run(self, ctx: StepContext) -> dict:
         config = self.config(ctx)

@@ -18,19 +18,8 @@ from __future__ import annotations
 import urllib3
 from kubernetes.client import ApiException, AppsV1Api
 
-from deployments.runners.base import (
-    ConfigError,
-    Deadline,
-    Runner,
-    StepContext,
-    StepFailed,
-    get_number,
-    get_str,
-    get_str_list,
-    get_str_map,
-    reject_unknown,
-    require_mapping,
-)
+from deployments.runners.base import Runner, StepContext, StepFailed
+from portal.cloud.process import Deadline
 
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
@@ -64,21 +53,6 @@ def rollout_status(deployment) -> tuple[str, bool]:
 
 class K8sRollingRunner(Runner):
     kind = "k8s_rolling"
-    keys = ("namespace", "deployments", "container_artifacts", "timeout_seconds", "poll_seconds")
-
-    def validate_config(self, config: dict) -> dict:
-        config = require_mapping(config)
-        reject_unknown(config, self.keys)
-        deployments = get_str_list(config, "deployments")
-        if not deployments:
-            raise ConfigError("deployments", "name at least one Deployment")
-        return {
-            "namespace": get_str(config, "namespace", "${environment}"),
-            "deployments": deployments,
-            "container_artifacts": get_str_map(config, "container_artifacts"),
-            "timeout_seconds": get_number(config, "timeout_seconds", 600, 1),
-            "poll_seconds": get_number(config, "poll_seconds", 2, 0.05, 300),
-        }
 
     def run(self, ctx: StepContext) -> dict:
         config = self.config(ctx)

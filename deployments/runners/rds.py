@@ -15,17 +15,9 @@ from __future__ import annotations
 import re
 import time
 
-from deployments.runners.base import (
-    Deadline,
-    Runner,
-    StepContext,
-    StepFailed,
-    get_number,
-    get_str,
-    reject_unknown,
-    require_mapping,
-)
-from deployments.runners.ecs import aws_call
+from deployments.runners.base import Runner, StepContext, StepFailed
+from portal.cloud.aws import aws_call
+from portal.cloud.process import Deadline
 
 
 def snapshot_identifier(db_instance: str, environment: str, version: str) -> str:
@@ -40,16 +32,6 @@ def snapshot_identifier(db_instance: str, environment: str, version: str) -> str
 
 class RdsSnapshotRunner(Runner):
     kind = "rds_snapshot"
-    keys = ("db_instance", "timeout_seconds", "poll_seconds")
-
-    def validate_config(self, config: dict) -> dict:
-        config = require_mapping(config)
-        reject_unknown(config, self.keys)
-        return {
-            "db_instance": get_str(config, "db_instance"),
-            "timeout_seconds": get_number(config, "timeout_seconds", 1800, 1),
-            "poll_seconds": get_number(config, "poll_seconds", 15, 0.05, 300),
-        }
 
     def run(self, ctx: StepContext) -> dict:
         config = self.config(ctx)

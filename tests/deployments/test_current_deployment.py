@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from deployments.choices import Kind, Status
 from deployments.models import Deployment, Release, with_current_deployment
+from deployments.views import rollback_candidates
 from environments.models import Environment
-from environments.views import rollback_candidates
 from tests.conftest import env, image
 
 pytestmark = pytest.mark.django_db

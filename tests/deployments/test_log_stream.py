@@ -18,8 +18,8 @@ from django.utils import timezone
 from deployments import consumers, logs
 from deployments.logs import LogWriter, broadcast_status
 from deployments.models import Deployment, LogLine
-from deployments.runners.masking import Masker
 from environments.live import publish
+from portal.cloud.masking import Masker
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env
 from tests.live import subscribed

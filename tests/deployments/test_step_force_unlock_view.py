@@ -30,9 +30,9 @@ from deployments import jobs
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, LogLine
 from deployments.runners.base import StepFailed
-from deployments.runners.masking import Masker
-from deployments.runners.terraform import terraform_binary
 from environments.models import Step
+from portal.cloud.masking import Masker
+from portal.cloud.terraform import terraform_binary
 from portal.core.models import AuditEvent
 from portal.core.roles import PolicyError
 from tests.conftest import env, work

@@ -20,11 +20,11 @@ from rq import SimpleWorker
 
 from deployments.choices import Channel, NotificationEvent
 from deployments.models import Notification
-from deployments.runners.base import ConfigError
 from environments import alarms
 from environments.alarms import poll_alarms, poll_environment, validate_alarm_sources
 from environments.choices import AlarmState
 from environments.models import Alarm, AlarmTransition, Environment
+from environments.steps import ConfigError
 from portal.core.models import AuditEvent
 from tests.admin.conftest import admin_client, admin_form_data, root  # noqa: F401 (fixtures)
 from tests.conftest import env
@@ -478,7 +478,7 @@ def test_the_admin_saves_good_sources_audited(admin_client, change_url, catalog)
 
 
 def test_the_demo_sources_are_valid():
-    from environments.management.commands.seed_demo import FRAUD_ALARMS, PLATFORM_ALARMS
+    from deployments.management.commands.seed_demo import FRAUD_ALARMS, PLATFORM_ALARMS
 
     assert validate_alarm_sources(FRAUD_ALARMS)["cloudwatch"]["alarm_prefix"] == (
         "fraud-detector-${environment}-"

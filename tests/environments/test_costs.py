@@ -18,10 +18,15 @@ from rq.cron import CronScheduler
 
 from deployments import sandbox
 from deployments.choices import Channel, NotificationEvent, Status
-from deployments.models import CostEstimate, Deployment, Notification, with_current_deployment
+from deployments.models import (
+    CostEstimate,
+    Deployment,
+    Notification,
+    current_estimates,
+    with_current_deployment,
+)
 from environments.costs import (
     check_budgets,
-    current_estimates,
     fetch_costs,
     month_to_date,
     tag_value,

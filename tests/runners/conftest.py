@@ -17,7 +17,9 @@ import pytest
 
 from deployments import sandbox
 from deployments.fake_kube_api import FakeKubeApi
-from deployments.runners.base import AwsAccess, KubeAccess, StepContext
+from deployments.runners.base import StepContext
+from portal.cloud.aws import AwsAccess
+from portal.cloud.kube import KubeAccess
 
 IMAGES = {
     service: f"123456789012.dkr.ecr.ca-central-1.amazonaws.com/{service}@sha256:{char * 64}"

@@ -1,11 +1,12 @@
 """AwsAccess against the moto server: a role that cannot be assumed is a
-StepFailed naming the role and the reason, never botocore's own error."""
+CloudError naming the role and the reason, never botocore's own error."""
 
 from __future__ import annotations
 
 import pytest
 
-from deployments.runners.base import AwsAccess, StepFailed
+from portal.cloud.aws import AwsAccess
+from portal.cloud.errors import CloudError
 from tests.runners.conftest import moto_endpoint  # noqa: F401 (a fixture)
 
 
@@ -13,7 +14,7 @@ def test_it_names_the_role_and_the_reason_of_a_malformed_arn(moto_endpoint, monk
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEACCESS")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-example-key")
     access = AwsAccess(role_arn="gantry-deploy", endpoint_url=moto_endpoint)
-    with pytest.raises(StepFailed) as failed:
+    with pytest.raises(CloudError) as failed:
         access.client("ecs")
     message = str(failed.value)
     assert message.startswith("Assuming role gantry-deploy failed: Parameter validation failed")
@@ -27,5 +28,5 @@ def test_it_says_so_when_there_are_no_credentials(moto_endpoint, monkeypatch, tm
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     arn = "arn:aws:iam::123456789012:role/gantry-deploy"
-    with pytest.raises(StepFailed, match=f"Assuming role {arn} failed: Unable to locate cred"):
+    with pytest.raises(CloudError, match=f"Assuming role {arn} failed: Unable to locate cred"):
         AwsAccess(role_arn=arn, endpoint_url=moto_endpoint)()

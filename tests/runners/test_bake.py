@@ -11,8 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from deployments.runners.bake import BakeRunner, matcher_holds
-from deployments.runners.base import ConfigError, StepFailed
+from deployments.runners.bake import BakeRunner
+from environments.steps import ConfigError
+from portal.cloud.alarm_sources import matcher_holds
+from portal.cloud.errors import CloudError
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +99,7 @@ def test_it_fails_when_an_alarm_fires_during_the_bake(make_ctx, demo_aws, moto_e
     )
     threading.Timer(0.5, set_alarm, (moto_endpoint, alarm, "ALARM")).start()
 
-    with pytest.raises(StepFailed, match=f"CloudWatch alarm {alarm} is in ALARM") as failure:
+    with pytest.raises(CloudError, match=f"CloudWatch alarm {alarm} is in ALARM") as failure:
         BakeRunner().run(ctx)
 
     assert failure.value.details == {"alarm": alarm, "source": "cloudwatch"}
@@ -118,21 +120,21 @@ def test_it_fails_on_a_firing_alertmanager_alert_that_matches(make_ctx, alertman
         }
     )
 
-    with pytest.raises(StepFailed, match="Alertmanager alert FraudApiErrorRate is firing"):
+    with pytest.raises(CloudError, match="Alertmanager alert FraudApiErrorRate is firing"):
         BakeRunner().run(ctx)
 
 
 def test_it_fails_when_alertmanager_cannot_be_read(make_ctx):
     ctx = make_ctx({"duration_seconds": 5, "alertmanager": {"url": "http://127.0.0.1:9"}})
 
-    with pytest.raises(StepFailed, match="Cannot read Alertmanager"):
+    with pytest.raises(CloudError, match="Cannot read Alertmanager"):
         BakeRunner().run(ctx)
 
 
 def test_it_fails_naming_alarms_that_do_not_exist(make_ctx):
     ctx = make_ctx({"duration_seconds": 1, "cloudwatch": {"alarm_names": ["no-such-alarm"]}})
 
-    with pytest.raises(StepFailed, match="not found: no-such-alarm"):
+    with pytest.raises(CloudError, match="not found: no-such-alarm"):
         BakeRunner().run(ctx)
 
 
@@ -156,9 +158,9 @@ def test_it_names_the_bad_key_in_the_config():
 
 
 def test_it_reads_only_http_alertmanagers():
-    from deployments.runners.bake import read_alertmanager_alerts
+    from portal.cloud.alarm_sources import read_alertmanager_alerts
 
     with pytest.raises(ConfigError, match="http:// or https://"):
         BakeRunner().validate_config({"alertmanager": {"url": "file:///etc/passwd"}})
-    with pytest.raises(StepFailed, match="not an http"):
+    with pytest.raises(CloudError, match="not an http"):
         read_alertmanager_alerts("file:///etc/passwd", [])

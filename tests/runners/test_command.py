@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deployments.runners.base import StepCancelled, StepFailed
-from deployments.runners.command import MAX_LINE_BYTES, CommandRunner, _LineSplitter
+from deployments.runners.command import CommandRunner
+from portal.cloud.errors import Cancelled, CloudError
+from portal.cloud.process import MAX_LINE_BYTES, _LineSplitter
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def test_it_fails_on_a_non_zero_exit_with_the_last_error_line(make_ctx):
     )
     ctx = make_ctx({"argv": [PY, "-c", script]})
 
-    with pytest.raises(StepFailed, match="exited with code 3: ERROR: relation fraud_scores"):
+    with pytest.raises(CloudError, match="exited with code 3: ERROR: relation fraud_scores"):
         CommandRunner().run(ctx)
 
 
@@ -102,7 +103,7 @@ def test_it_stops_a_command_that_runs_past_its_timeout(make_ctx):
     )
     started = time.monotonic()
 
-    with pytest.raises(StepFailed, match="did not finish within 1 s"):
+    with pytest.raises(CloudError, match="did not finish within 1 s"):
         CommandRunner().run(ctx)
 
     # Stopped, not slept out (30 s); the margin is for a loaded machine.
@@ -128,7 +129,7 @@ def test_cancel_terminates_the_subprocess_and_its_children(make_ctx, tmp_path):
 
     ctx.log = log
 
-    with pytest.raises(StepCancelled):
+    with pytest.raises(Cancelled):
         CommandRunner().run(ctx)
 
     child = int(pid_file.read_text())
@@ -140,7 +141,7 @@ def test_cancel_terminates_the_subprocess_and_its_children(make_ctx, tmp_path):
 
 
 def test_it_reports_a_program_that_does_not_exist(make_ctx):
-    with pytest.raises(StepFailed, match="Could not start no-such-tool"):
+    with pytest.raises(CloudError, match="Could not start no-such-tool"):
         CommandRunner().run(make_ctx({"argv": ["no-such-tool", "--help"]}))
 
 

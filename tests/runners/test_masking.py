@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployments.runners.masking import MASK, Masker, mask
+from portal.cloud.masking import MASK, Masker, mask
 
 
 def test_it_masks_the_environments_secret_values():

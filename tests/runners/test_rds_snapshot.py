@@ -5,8 +5,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from deployments.runners.base import StepFailed
 from deployments.runners.rds import RdsSnapshotRunner, snapshot_identifier
+from portal.cloud.errors import CloudError
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_it_snapshots_the_database_and_waits_until_available(make_ctx, demo_aws,
 
 
 def test_it_fails_naming_an_unknown_database(make_ctx):
-    with pytest.raises(StepFailed, match="Snapshotting fraud-nope-db failed: DBInstanceNotFound"):
+    with pytest.raises(CloudError, match="Snapshotting fraud-nope-db failed: DBInstanceNotFound"):
         RdsSnapshotRunner().run(make_ctx({"db_instance": "fraud-nope-db"}))
 
 

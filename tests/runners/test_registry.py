@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.runners import RUNNERS, ConfigError, get_runner, validate_step_config
+from deployments.runners import RUNNERS, get_runner
 from environments.choices import StepKind
+from environments.steps import ConfigError, validate_step_config
 
 
 def test_it_has_a_runner_for_every_step_kind():

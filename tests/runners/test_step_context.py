@@ -1,4 +1,5 @@
-"""StepContext: what a runner sees of a real deployment, and `${…}` references."""
+"""StepContext: what a runner sees of a real deployment (deployments/engine.py),
+and `${…}` references."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from deployments.engine import step_context
 from deployments.models import Deployment
-from deployments.runners.base import StepContext, StepFailed
+from deployments.runners.base import StepContext
+from portal.cloud.errors import CloudError
 from tests.conftest import env, image
 
 
@@ -23,7 +26,7 @@ def test_it_fills_the_context_from_a_deployment(release, tmp_path):
     deployment = Deployment(release=release, environment=staging, reason="test")
     lines = []
 
-    ctx = StepContext.for_deployment(
+    ctx = step_context(
         deployment, {"k": "v"}, workdir=tmp_path, log=lambda t, s="stdout": lines.append(t)
     )
 
@@ -56,7 +59,7 @@ def test_it_resolves_references_recursively():
 def test_it_names_an_unknown_reference():
     ctx = StepContext(config={}, workdir=Path("/tmp"))
 
-    with pytest.raises(StepFailed, match=r"\$\{secret.nope\}: there is no secret named 'nope'"):
+    with pytest.raises(CloudError, match=r"\$\{secret.nope\}: there is no secret named 'nope'"):
         ctx.expand("${secret.nope}")
-    with pytest.raises(StepFailed, match="unknown reference"):
+    with pytest.raises(CloudError, match="unknown reference"):
         ctx.expand("${release.__class__}")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deployments.runners.base import StepCancelled, StepFailed
-from deployments.runners.masking import Masker
-from deployments.runners.terraform import TerraformRunner, file_sha256
+from deployments.runners.terraform import TerraformRunner
+from portal.cloud.errors import Cancelled, CloudError
+from portal.cloud.masking import Masker
+from portal.cloud.terraform import file_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def test_it_plans_shows_the_diff_and_applies_exactly_that_plan(make_ctx, tf_conf
     outputs = runner.run(apply_ctx)
 
     assert outputs["plan_sha256"] == plan["plan_sha256"]
-    assert outputs["resources"] == 2  # the for_each resource and the release resource
+    # Read back through `terraform output -json` (a remote backend works the same).
     assert outputs["outputs"]["images"]["fraud-api"] == ctx.artifacts["fraud-api"]
     state = json.loads(state_file(tf_config).read_text())
     assert {r["name"] for r in state["resources"]} == {"service", "release"}
@@ -87,7 +88,7 @@ def test_it_refuses_a_plan_file_that_is_not_the_approved_one(make_ctx, tf_config
     plan = runner.plan(make_ctx(tf_config))
     Path(plan["plan_path"]).write_bytes(b"tampered")
 
-    with pytest.raises(StepFailed, match="request a new plan") as failure:
+    with pytest.raises(CloudError, match="request a new plan") as failure:
         runner.run(make_ctx(tf_config, plan=plan))
 
     assert plan["plan_sha256"] in failure.value.message
@@ -106,7 +107,7 @@ def test_it_refuses_a_plan_made_before_the_state_changed_saying_so(make_ctx, tf_
     plans = runner.plan(first), runner.plan(second)
     runner.run(make_ctx(tf_config, workdir=tmp_path / "first", plan=plans[0]))
 
-    with pytest.raises(StepFailed, match="changed since this plan was made, outside Gantry"):
+    with pytest.raises(CloudError, match="changed since this plan was made, outside Gantry"):
         runner.run(make_ctx(tf_config, workdir=tmp_path / "second", plan=plans[1]))
 
     state = json.loads(state_file(tf_config).read_text())
@@ -140,7 +141,7 @@ def test_it_fails_on_a_held_state_lock_naming_its_id_holder_and_time(make_ctx, t
     tf_config["plan_lock_wait_seconds"] = 1
     with state.open("r+") as handle:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(StepFailed) as failure:
+        with pytest.raises(CloudError) as failure:
             runner.plan(make_ctx(tf_config))
 
     message = failure.value.message
@@ -234,7 +235,7 @@ def test_it_stops_terraform_when_the_deployment_is_cancelled(make_ctx, tf_config
 
     ctx.log = log
 
-    with pytest.raises(StepCancelled):
+    with pytest.raises(Cancelled):
         runner.run(ctx)
 
     assert "Stopping" in record.text
@@ -337,5 +338,5 @@ def test_it_names_the_git_command_that_failed(make_ctx, tf_config, module_repo):
     del tf_config["path"]
     tf_config["git"] = {"url": f"file://{module_repo}", "ref": "no-such-tag"}
 
-    with pytest.raises(StepFailed, match="^git fetch failed: "):
+    with pytest.raises(CloudError, match="^git fetch failed: "):
         TerraformRunner().plan(make_ctx(tf_config))

@@ -19,8 +19,8 @@ from pathlib import Path
 import boto3
 from django.core.management.base import BaseCommand, CommandError
 
-from deployments.runners.base import AwsAccess
 from environments.pricing import CATALOG_PATH
+from portal.cloud.aws import AwsAccess
 
 # Usage types carry a region prefix; EC2's own (instances, EBS, NAT) have none in us-east-1.
 USAGE_PREFIX = {"us-east-1": "USE1-", "ca-central-1": "CAN1-"}

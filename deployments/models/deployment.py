@@ -1,9 +1,10 @@
-"""Releases, deployments and their approvals: the four-eyes rules live here.
+"""Deployments and their approvals: the four-eyes rules live here.
 
 State changes go through the methods on Deployment. Each one takes the row
 lock or makes a conditional UPDATE, checks the rules again under that lock,
 and writes its audit event in the same transaction, so two people clicking at
-once can never double-count an approval or skip a rule.
+once can never double-count an approval or skip a rule. Jobs are enqueued by
+dotted path after the transaction commits (django-rq's on-commit mode).
 """
 
 from __future__ import annotations
@@ -11,177 +12,38 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
+import django_rq
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, models, transaction
 from django.utils import timezone
 
 from deployments.choices import (
     OPEN_STATUSES,
-    Channel,
     Decision,
-    DeliveryStatus,
     Kind,
     NotificationEvent,
     Status,
-    StepStatus,
-    Stream,
 )
+from deployments.models.notification import announce
+from deployments.models.release import Release
+from deployments.models.run import CostEstimate, StepRun
 from environments.choices import StepKind
 from environments.live import environment_changed
-from environments.models import Application, Environment, FreezeOverride, Service
+from environments.models import Environment, FreezeOverride
 from portal.core import audit
 from portal.core.choices import Role
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
 
-# An image pinned by digest: anything before "@sha256:" and exactly 64 hex digits.
-IMAGE_REF_RE = re.compile(
-    r"^(?P<repository>[a-z0-9][a-z0-9._\-/:]*)@sha256:(?P<digest>[0-9a-f]{64})$"
-)
 # PostgreSQL's SQLSTATE for a NOWAIT lock that another transaction holds.
 LOCK_NOT_AVAILABLE = "55P03"
-COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}$")
-
-
-class Release(models.Model):
-    """A version of an application with one pinned image per service. Immutable."""
-
-    application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="releases")
-    version = models.CharField(max_length=64)
-    notes = models.TextField(blank=True)
-    commit = models.CharField(max_length=40, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["application", "version"], name="release_unique_version"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.application.slug} {self.version}"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None and not kwargs.get("force_insert"):
-            raise PolicyError("Releases are immutable; register a new version instead.")
-        super().save(*args, **kwargs)
-
-    def artifact_map(self) -> dict[str, str]:
-        return {a.service.slug: a.image_ref for a in self.artifacts.all()}
-
-    @classmethod
-    def register(
-        cls,
-        application: Application,
-        version: str,
-        artifacts: dict[str, str],
-        user,
-        notes: str = "",
-        commit: str = "",
-    ) -> Release:
-        """Validate and store a release; every problem names the field it is about."""
-        if not any(has_role(user, env, Role.DEPLOYER) for env in application.environments.all()):
-            raise Forbidden("You need the deployer role in this application to register releases.")
-        version = (version or "").strip()
-        if not VERSION_RE.match(version):
-            raise PolicyError(
-                "Use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
-                field="version",
-            )
-        commit = (commit or "").strip().lower()
-        if commit and not COMMIT_RE.match(commit):
-            raise PolicyError("A commit is 7 to 40 hexadecimal digits.", field="commit")
-        if not isinstance(artifacts, dict):
-            raise PolicyError("Give an object mapping service slug to image.", field="artifacts")
-        services = {s.slug: s for s in application.services.all()}
-        unknown = sorted(set(artifacts) - set(services))
-        if unknown:
-            raise PolicyError(
-                f"Unknown service(s) for {application.slug}: {', '.join(unknown)}.",
-                field="artifacts",
-            )
-        missing = sorted(set(services) - set(artifacts))
-        if missing:
-            raise PolicyError(
-                f"Missing an image for service(s): {', '.join(missing)}.", field="artifacts"
-            )
-        for slug, ref in artifacts.items():
-            if not isinstance(ref, str) or not IMAGE_REF_RE.match(ref.strip()):
-                raise PolicyError(
-                    f"{slug}: pin the image by digest, as repository@sha256:<64 hex digits>.",
-                    field=f"artifacts.{slug}",
-                )
-        with transaction.atomic():
-            if cls.objects.filter(application=application, version=version).exists():
-                raise Conflict(
-                    f"{application.slug} {version} is already registered; releases are immutable.",
-                    field="version",
-                )
-            try:
-                with transaction.atomic():
-                    release = cls.objects.create(
-                        application=application,
-                        version=version,
-                        notes=notes or "",
-                        commit=commit,
-                        created_by=user,
-                    )
-            except Exception as exc:  # the unique constraint lost a race
-                from django.db import IntegrityError
-
-                if isinstance(exc, IntegrityError):
-                    raise Conflict(
-                        f"{application.slug} {version} is already registered.", field="version"
-                    ) from None
-                raise
-            Artifact.objects.bulk_create(
-                Artifact(release=release, service=services[slug], image_ref=ref.strip())
-                for slug, ref in sorted(artifacts.items())
-            )
-            audit.record(
-                "release.registered",
-                release,
-                actor=user,
-                application=application,
-                after={"version": version, "artifacts": artifacts, "commit": commit},
-            )
-        return release
-
-
-class Artifact(models.Model):
-    """The image a release pins for one service."""
-
-    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="artifacts")
-    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="+")
-    image_ref = models.CharField(max_length=300)
-
-    class Meta:
-        ordering = ["service__slug"]
-        constraints = [
-            models.UniqueConstraint(fields=["release", "service"], name="artifact_one_per_service")
-        ]
-
-    def __str__(self) -> str:
-        return self.image_ref
-
-    @property
-    def repository(self) -> str:
-        return self.image_ref.split("@", 1)[0]
-
-    @property
-    def digest(self) -> str:
-        return self.image_ref.split("@", 1)[1]
+PLAN_JOB = "deployments.jobs.plan_deployment"
+RUN_JOB = "deployments.jobs.run_deployment"
+FORCE_UNLOCK_JOB = "deployments.jobs.force_unlock_state"
 
 
 def approval_digest(artifacts: dict[str, str], plan_sha256: str) -> str:
@@ -493,11 +355,9 @@ class Deployment(models.Model):
                     detail={"approvers": sorted(a.user.get_username() for a in valid)},
                     queued_at=timezone.now(),
                 )
-                from deployments import notifications
-
                 # The run job first: on-commit hooks enqueue in this order.
                 self.dispatch()
-                notifications.announce(self, NotificationEvent.APPROVED)
+                announce(self, NotificationEvent.APPROVED)
         return approval
 
     def reject(self, user, comment: str = "") -> Approval:
@@ -526,9 +386,7 @@ class Deployment(models.Model):
                 detail={"comment": comment, "digest": approval.digest},
                 finished_at=timezone.now(),
             )
-            from deployments import notifications
-
-            notifications.announce(self, NotificationEvent.REJECTED)
+            announce(self, NotificationEvent.REJECTED)
         return approval
 
     def cancel(self, user, comment: str = "") -> None:
@@ -579,16 +437,13 @@ class Deployment(models.Model):
 
     def dispatch(self) -> None:
         """Hand the deployment to whoever acts next; jobs enqueue after commit."""
-        import django_rq
-
-        from deployments import jobs, notifications
-
+        # Jobs by name: the jobs stand on the models, not under them.
         if self.status == Status.PLANNING:
-            django_rq.get_queue(self.queue_name).enqueue(jobs.plan_deployment, self.pk)
+            django_rq.get_queue(self.queue_name).enqueue(PLAN_JOB, self.pk)
         elif self.status == Status.QUEUED:
-            django_rq.get_queue(self.queue_name).enqueue(jobs.run_deployment, self.pk)
+            django_rq.get_queue(self.queue_name).enqueue(RUN_JOB, self.pk)
         elif self.status == Status.AWAITING_APPROVAL:
-            notifications.announce(self, NotificationEvent.APPROVAL_NEEDED)
+            announce(self, NotificationEvent.APPROVAL_NEEDED)
         # After the enqueue: on commit, the job goes first, then the card is built.
         environment_changed(self.environment_id, "deployment")  # e.g. a new pending request
 
@@ -720,10 +575,6 @@ class Deployment(models.Model):
         queue runs Terraform, whose `init` can take minutes. Refused while any
         deployment runs in the environment (its lock would be live) and while
         an earlier request for the step is in progress."""
-        import django_rq
-
-        from deployments import jobs
-
         environment = self.environment
         if not has_role(user, environment, Role.ADMIN):
             raise Forbidden(f"Only admins of {environment} may force-unlock its Terraform state.")
@@ -736,7 +587,7 @@ class Deployment(models.Model):
                 # at once rather than keep a web worker waiting on Terraform.
                 lock_environment(self.environment_id, nowait=True)
                 step_run = StepRun.objects.select_related("unlock_requested_by").get(pk=step_run.pk)
-                lock = self._held_state_lock(step_run)
+                lock = self.held_state_lock(step_run)
                 if step_run.unlock_in_progress:
                     since = timezone.localtime(step_run.unlock_requested_at)
                     raise Conflict(
@@ -744,8 +595,8 @@ class Deployment(models.Model):
                         f"{lock['id']} at {since:%H:%M:%S %Z}; it is in progress and its "
                         "result will appear on this page."
                     )
-                self._terraform_step(step_run)
-                self._refuse_while_running()
+                self.terraform_step_of(step_run)
+                self.refuse_while_running()
                 StepRun.objects.filter(pk=step_run.pk).update(
                     unlock_requested_by=user, unlock_requested_at=timezone.now(),
                     unlock_reason=reason,
@@ -757,7 +608,7 @@ class Deployment(models.Model):
                     after={"step": step_run.name, "lock_id": lock["id"], "lock": lock,
                            "reason": reason},
                 )  # fmt: skip
-                django_rq.get_queue("high").enqueue(jobs.force_unlock_state, step_run.pk)
+                django_rq.get_queue("high").enqueue(FORCE_UNLOCK_JOB, step_run.pk)
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
@@ -766,84 +617,14 @@ class Deployment(models.Model):
                 "is starting); try again in a minute."
             ) from None
 
-    def force_unlock_state(self, step_run: StepRun) -> str:
-        """Carry out the force-unlock an admin requested for `step_run` (the
-        force_unlock_state job). `terraform init` runs outside any transaction;
-        then the checks are made again under the environment row lock, held
-        through `terraform force-unlock` and the audit event, so no deployment
-        starts in between. Written to the log and audited either way; the request's
-        mark is cleared either way."""
-        from deployments.jobs import step_workdir
-        from deployments.logs import LogWriter
-        from deployments.runners.base import StepContext, StepFailed
-        from deployments.runners.masking import Masker
-        from deployments.runners.terraform import StateUnlock
-
-        user, reason = step_run.unlock_requested_by, step_run.unlock_reason
-        requested_at = step_run.unlock_requested_at
-        environment = self.environment
-        masker = Masker(environment.secret_variables)
-        recorded = (step_run.outputs or {}).get("lock") or {}
-        lock = {key: value for key, value in recorded.items() if key != "unlock_error"}
-        lock_id = lock.get("id", "")
-        detail = {"step": step_run.name, "lock_id": lock_id, "lock": lock, "reason": reason}
-        name = user.get_username() if user is not None else "?"
-
-        writer = LogWriter(self.pk, masker)
-        writer.set_step(step_run.pk, step_run.name)
-        writer.write(
-            f"{name} force-unlocks Terraform state lock {lock_id} "
-            f"(held by {lock.get('who', '?')} since {lock.get('created', '?')}): {reason}",
-            Stream.SYSTEM,
-        )
-        try:
-            error = ""
-            try:
-                step = self._terraform_step(step_run)
-                workdir = step_workdir(self.pk, step_run.order)
-                ctx = StepContext.for_deployment(self, step.config, workdir=workdir, log=writer)
-                unlock = StateUnlock(ctx)
-                with transaction.atomic():
-                    lock_environment(self.environment_id)  # held until the transaction ends
-                    self._held_state_lock(StepRun.objects.get(pk=step_run.pk))
-                    self._refuse_while_running()
-                    unlock.release(lock_id)
-                    StepRun.objects.filter(pk=step_run.pk).update(
-                        outputs={**step_run.outputs, "lock": {**lock, "released_by": name}},
-                        unlock_requested_by=None, unlock_requested_at=None, unlock_reason="",
-                    )  # fmt: skip
-                    audit.record("terraform.force_unlocked", self, actor=user, after=detail)
-            except (PolicyError, StepFailed) as exc:
-                error = masker.mask(exc.message)
-            except Exception:  # a bug, not the admin's doing: logged with an id to quote
-                error_id = uuid.uuid4().hex[:12]
-                log.exception("force-unlock of step run %s failed (error id %s)",
-                              step_run.pk, error_id)  # fmt: skip
-                error = f"Internal error (id {error_id}); see the worker log."
-            if not error:
-                writer.write(f"State lock {lock_id} released.", Stream.SYSTEM)
-                return "unlocked"
-            writer.write(f"Force-unlock failed: {error}", Stream.SYSTEM)
-            with transaction.atomic():
-                # Only this request's mark: a later request may have replaced a lost one.
-                StepRun.objects.filter(pk=step_run.pk, unlock_requested_at=requested_at).update(
-                    outputs={**step_run.outputs, "lock": {**lock, "unlock_error": error}},
-                    unlock_requested_by=None, unlock_requested_at=None, unlock_reason="",
-                )  # fmt: skip
-                audit.record("terraform.force_unlock_failed", self, actor=user,
-                             after={**detail, "error": error})  # fmt: skip
-            return "failed"
-        finally:
-            writer.close()  # its threads must not outlive the job
-
-    def _terraform_step(self, step_run: StepRun):
+    def terraform_step_of(self, step_run: StepRun):
         """The environment's Terraform step `step_run` ran (the config to unlock with)."""
         step = self.environment.steps.filter(order=step_run.order, kind=StepKind.TERRAFORM).first()
         if step is None:
             raise PolicyError("The environment no longer has this Terraform step.")
         return step
 
-    def _held_state_lock(self, step_run: StepRun) -> dict:
+    def held_state_lock(self, step_run: StepRun) -> dict:
         """The Terraform state lock `step_run` failed on, if nobody released it yet."""
         lock = (step_run.outputs or {}).get("lock") or {}
         lock_id = lock.get("id", "")
@@ -853,7 +634,7 @@ class Deployment(models.Model):
             raise PolicyError(f"Lock {lock_id} was already released by {lock['released_by']}.")
         return lock
 
-    def _refuse_while_running(self) -> None:
+    def refuse_while_running(self) -> None:
         """The caller holds the environment row lock, which Deployment.start takes too."""
         if Deployment.objects.filter(
             environment_id=self.environment_id, status=Status.RUNNING
@@ -940,6 +721,16 @@ def with_current_deployment(environments: models.QuerySet) -> models.QuerySet:
     )
 
 
+def current_estimates(environment_ids: Iterable[int]) -> dict[int, CostEstimate]:
+    """{environment id: the cost estimate of what runs there now}, i.e. of its
+    latest succeeded deployment; environments without one are left out."""
+    running = with_current_deployment(Environment.objects.filter(pk__in=list(environment_ids)))
+    estimates = CostEstimate.objects.filter(
+        deployment__in=running.values("current_deployment_id")
+    ).select_related("deployment")
+    return {estimate.deployment.environment_id: estimate for estimate in estimates}
+
+
 class Approval(models.Model):
     """One person's decision on a deployment, bound to what they saw."""
 
@@ -969,155 +760,3 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.decision} #{self.deployment_id}"
-
-
-class Notification(models.Model):
-    """One message to one channel; a row per delivery job.
-
-    About a deployment (approvals), or about an environment (an alarm
-    transition, a budget threshold) or the portal itself (a broken audit
-    chain), whose text is then stored in `subject`/`body`.
-    """
-
-    deployment = models.ForeignKey(
-        Deployment, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
-    )
-    environment = models.ForeignKey(
-        Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
-    )
-    subject = models.CharField(max_length=200, blank=True)
-    body = models.TextField(blank=True)
-    event = models.CharField(max_length=20, choices=NotificationEvent.choices)
-    channel = models.CharField(max_length=8, choices=Channel.choices)
-    recipients = models.JSONField(default=list, blank=True)
-    status = models.CharField(
-        max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
-    )
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        about = f"#{self.deployment_id}" if self.deployment_id else (self.subject or "portal")
-        return f"{self.event} via {self.channel} for {about}"
-
-
-class StepRun(models.Model):
-    """One step of one deployment's run."""
-
-    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="step_runs")
-    order = models.PositiveSmallIntegerField()
-    name = models.CharField(max_length=100)
-    kind = models.CharField(max_length=16)
-    phase = models.CharField(max_length=8, default="deploy")  # plan | deploy
-    status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    outputs = models.JSONField(default=dict, blank=True)
-    # An admin's force-unlock of the state lock in `outputs`, accepted and not
-    # yet carried out by its job (Deployment.request_force_unlock).
-    unlock_requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-        related_name="+",
-    )  # fmt: skip
-    unlock_requested_at = models.DateTimeField(null=True, blank=True)
-    unlock_reason = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["deployment", "phase", "order"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["deployment", "phase", "order"], name="steprun_unique_order"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"#{self.deployment_id} {self.order}. {self.name}"
-
-    @property
-    def unlock_in_progress(self) -> bool:
-        """A force-unlock was requested and its job has not ended. Past the high
-        queue's job timeout no job can still be at it (it was lost): the
-        request may be made again."""
-        if self.unlock_requested_at is None:
-            return False
-        timeout = settings.RQ_QUEUES["high"].get("DEFAULT_TIMEOUT", 180)
-        return timezone.now() - self.unlock_requested_at < timedelta(seconds=timeout)
-
-
-class LogLine(models.Model):
-    """A line of a deployment's output, numbered so viewers never miss or repeat one.
-
-    The references carry no database FOREIGN KEY constraint (db_constraint=False):
-    PostgreSQL would check each one per inserted row, which was more than half
-    the cost of storing a batch, and the check's KEY SHARE lock on the
-    deployment row made every batch wait while the row was locked for a state
-    change. Lines are written only by the engine for rows it has just loaded,
-    and deployments and step runs are never deleted.
-
-    The primary key is the natural one, (deployment, seq): a surrogate id
-    meant a sequence value and a second index written for every line, a third
-    of what storing a line cost the database (docs/PERFORMANCE.md).
-    """
-
-    pk = models.CompositePrimaryKey("deployment", "seq")
-    # No index of their own either: the primary key serves every read, and
-    # each extra index is written for every line.
-    deployment = models.ForeignKey(
-        Deployment,
-        on_delete=models.CASCADE,
-        related_name="log_lines",
-        db_constraint=False,
-        db_index=False,
-    )
-    seq = models.PositiveIntegerField()
-    step = models.ForeignKey(
-        StepRun,
-        null=True,
-        on_delete=models.CASCADE,
-        related_name="+",
-        db_constraint=False,
-        db_index=False,
-    )
-    stream = models.CharField(max_length=6, choices=Stream.choices, default=Stream.STDOUT)
-    text = models.TextField()
-    at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["deployment", "seq"]
-
-    def __str__(self) -> str:
-        return f"#{self.deployment_id}:{self.seq} {self.text[:60]}"
-
-
-class CostEstimate(models.Model):
-    """The monthly cost of what a deployment's Terraform plan leaves running,
-    priced from the bundled catalog, and its difference to what runs now.
-
-    `resources`: [{"address", "type", "monthly_usd", "previous_monthly_usd",
-    "components": [{"name", "unit", "quantity", "unit_price_usd", "monthly_usd",
-    "usage_assumed"}]}]; `not_priced`: [{"address", "type", "reason"}].
-    """
-
-    deployment = models.OneToOneField(
-        Deployment, on_delete=models.CASCADE, related_name="cost_estimate"
-    )
-    region = models.CharField(max_length=32)
-    monthly_total_usd = models.DecimalField(max_digits=12, decimal_places=2)
-    previous_monthly_usd = models.DecimalField(max_digits=12, decimal_places=2)
-    resources = models.JSONField(default=list)
-    not_priced = models.JSONField(default=list)
-    catalog_version = models.CharField(max_length=64)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.deployment}: ${self.monthly_total_usd}/month"
-
-    @property
-    def delta_usd(self):
-        return self.monthly_total_usd - self.previous_monthly_usd

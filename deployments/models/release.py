@@ -1,0 +1,153 @@
+"""Releases: a version of an application with one digest-pinned image per
+service. Immutable once registered."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from environments.models import Application, Service
+from portal.core import audit
+from portal.core.choices import Role
+from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
+
+# An image pinned by digest: anything before "@sha256:" and exactly 64 hex digits.
+IMAGE_REF_RE = re.compile(
+    r"^(?P<repository>[a-z0-9][a-z0-9._\-/:]*)@sha256:(?P<digest>[0-9a-f]{64})$"
+)
+COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}$")
+
+
+class Release(models.Model):
+    """A version of an application with one pinned image per service. Immutable."""
+
+    application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="releases")
+    version = models.CharField(max_length=64)
+    notes = models.TextField(blank=True)
+    commit = models.CharField(max_length=40, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "version"], name="release_unique_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application.slug} {self.version}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise PolicyError("Releases are immutable; register a new version instead.")
+        super().save(*args, **kwargs)
+
+    def artifact_map(self) -> dict[str, str]:
+        return {a.service.slug: a.image_ref for a in self.artifacts.all()}
+
+    @classmethod
+    def register(
+        cls,
+        application: Application,
+        version: str,
+        artifacts: dict[str, str],
+        user,
+        notes: str = "",
+        commit: str = "",
+    ) -> Release:
+        """Validate and store a release; every problem names the field it is about."""
+        if not any(has_role(user, env, Role.DEPLOYER) for env in application.environments.all()):
+            raise Forbidden("You need the deployer role in this application to register releases.")
+        version = (version or "").strip()
+        if not VERSION_RE.match(version):
+            raise PolicyError(
+                "Use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
+                field="version",
+            )
+        commit = (commit or "").strip().lower()
+        if commit and not COMMIT_RE.match(commit):
+            raise PolicyError("A commit is 7 to 40 hexadecimal digits.", field="commit")
+        if not isinstance(artifacts, dict):
+            raise PolicyError("Give an object mapping service slug to image.", field="artifacts")
+        services = {s.slug: s for s in application.services.all()}
+        unknown = sorted(set(artifacts) - set(services))
+        if unknown:
+            raise PolicyError(
+                f"Unknown service(s) for {application.slug}: {', '.join(unknown)}.",
+                field="artifacts",
+            )
+        missing = sorted(set(services) - set(artifacts))
+        if missing:
+            raise PolicyError(
+                f"Missing an image for service(s): {', '.join(missing)}.", field="artifacts"
+            )
+        for slug, ref in artifacts.items():
+            if not isinstance(ref, str) or not IMAGE_REF_RE.match(ref.strip()):
+                raise PolicyError(
+                    f"{slug}: pin the image by digest, as repository@sha256:<64 hex digits>.",
+                    field=f"artifacts.{slug}",
+                )
+        with transaction.atomic():
+            if cls.objects.filter(application=application, version=version).exists():
+                raise Conflict(
+                    f"{application.slug} {version} is already registered; releases are immutable.",
+                    field="version",
+                )
+            try:
+                with transaction.atomic():
+                    release = cls.objects.create(
+                        application=application,
+                        version=version,
+                        notes=notes or "",
+                        commit=commit,
+                        created_by=user,
+                    )
+            except IntegrityError:  # the unique constraint lost a race
+                raise Conflict(
+                    f"{application.slug} {version} is already registered.", field="version"
+                ) from None
+            Artifact.objects.bulk_create(
+                Artifact(release=release, service=services[slug], image_ref=ref.strip())
+                for slug, ref in sorted(artifacts.items())
+            )
+            audit.record(
+                "release.registered",
+                release,
+                actor=user,
+                application=application,
+                after={"version": version, "artifacts": artifacts, "commit": commit},
+            )
+        return release
+
+
+class Artifact(models.Model):
+    """The image a release pins for one service."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="artifacts")
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="+")
+    image_ref = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["service__slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["release", "service"], name="artifact_one_per_service")
+        ]
+
+    def __str__(self) -> str:
+        return self.image_ref
+
+    @property
+    def repository(self) -> str:
+        return self.image_ref.split("@", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.image_ref.split("@", 1)[1]

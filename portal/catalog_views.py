@@ -1,0 +1,217 @@
+"""The catalog as people browse it: applications, their environments, what
+runs where, the rollback page and the cost page. These pages compose the
+catalog (environments) with what deployments ran there, so they sit in the
+shell, above both apps.
+
+Users only ever see environments they hold a role in; any other environment
+is a 404, so its existence is not revealed.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch, prefetch_related_objects
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_safe
+
+from deployments.forms import RollbackForm
+from deployments.models import Artifact, Deployment, current_estimates, with_current_deployment
+from deployments.views import decorate_deployments, rollback_candidates
+from environments.alarms import alarm_panel
+from environments.choices import OVERRIDE_COLOURS, OverrideStatus
+from environments.costs import cost_report
+from environments.forms import BreakGlassForm
+from environments.models import Environment
+from environments.views import decorate_environment, paginate
+from environments.views import visible_environment as environment_page
+from portal.core.choices import Role
+from portal.core.roles import (
+    Forbidden,
+    PolicyError,
+    has_role,
+    prime_roles,
+    visible_applications,
+    visible_environments,
+)
+
+
+def attach_current_releases(environments: list[Environment]) -> None:
+    """Set `current_deployment` and `current_release` on environments annotated by
+    `with_current_deployment`; three queries however many environments."""
+    ids = [e.current_deployment_id for e in environments if e.current_deployment_id]
+    artifacts = Artifact.objects.select_related("service")
+    deployments = {
+        d.pk: d
+        for d in Deployment.objects.filter(pk__in=ids)
+        .select_related("release")
+        .prefetch_related(Prefetch("release__artifacts", queryset=artifacts))
+    }
+    for env in environments:
+        env.current_deployment = deployments.get(env.current_deployment_id)
+        env.current_release = env.current_deployment.release if env.current_deployment else None
+
+
+def visible_environment(request: HttpRequest, slug: str, env_slug: str) -> Environment:
+    """The environment, annotated with what runs there now, or a 404."""
+    environments = with_current_deployment(visible_environments(request.user))
+    return environment_page(request, slug, env_slug, environments)
+
+
+# -- pages -----------------------------------------------------------------------
+
+
+@login_required
+@require_safe
+def home(request: HttpRequest) -> HttpResponse:
+    """The catalog: every application the user may see, environments in promotion order."""
+    environments = (
+        visible_environments(request.user).order_by("order").prefetch_related("freeze_windows")
+    )
+    applications = list(
+        visible_applications(request.user).prefetch_related(
+            "services", Prefetch("environments", queryset=environments, to_attr="visible_envs")
+        )
+    )
+    now = timezone.now()
+    for application in applications:
+        for env in application.visible_envs:
+            decorate_environment(env, now)
+    return render(request, "environments/home.html", {"applications": applications})
+
+
+@login_required
+@require_safe
+def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """Services × environments: what runs where, and each environment's rules."""
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    environments = list(
+        with_current_deployment(visible_environments(request.user).filter(application=application))
+        .select_related("approver_group", "second_approver_group")
+        .prefetch_related("freeze_windows")
+        .order_by("order")
+    )
+    attach_current_releases(environments)
+    now = timezone.now()
+    for env in environments:
+        decorate_environment(env, now)
+    services = list(application.services.all())
+    running = []  # one row per service: (service, [(environment, artifact or None)])
+    for service in services:
+        cells = []
+        for env in environments:
+            artifact = None
+            if env.current_release is not None:
+                artifact = next(
+                    (a for a in env.current_release.artifacts.all() if a.service_id == service.pk),
+                    None,
+                )
+            cells.append((env, artifact))
+        running.append((service, cells))
+    prime_roles(request.user, [e.pk for e in environments])
+    can_register = any(has_role(request.user, e, Role.DEPLOYER) for e in environments)
+    context = {
+        "application": application,
+        "environments": environments,
+        "services": services,
+        "running": running,
+        "can_register": can_register,
+    }
+    return render(request, "environments/application_detail.html", context)
+
+
+@login_required
+@require_safe
+def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
+    """Rules, freezes, break-glass overrides, what runs now, and recent deployments."""
+    env = visible_environment(request, slug, env_slug)
+    attach_current_releases([env])
+    decorate_environment(env)
+    user = request.user
+    overrides = list(env.freeze_overrides.select_related("requested_by", "decided_by")[:10])
+    can_decide_overrides = has_role(user, env, Role.APPROVER, Role.ADMIN)
+    for override in overrides:
+        override.status_colour = OVERRIDE_COLOURS.get(override.status, "grey")
+        override.user_may_decide = (
+            override.status == OverrideStatus.PENDING
+            and can_decide_overrides
+            and override.requested_by_id != user.pk
+        )
+    deployments = paginate(
+        request, env.deployments.select_related("release", "requested_by").order_by("-created_at")
+    )
+    decorate_deployments(deployments)
+    context = {
+        "application": env.application,
+        "environment": env,
+        "previous": env.previous(),
+        "active_override": next((o for o in overrides if o.is_active), None),
+        "overrides": overrides,
+        "page_obj": deployments,
+        "is_admin": has_role(user, env, Role.ADMIN),
+        "can_deploy": has_role(user, env, Role.DEPLOYER),
+        "can_roll_back": has_role(user, env, Role.DEPLOYER) and rollback_candidates(env)[1],
+        "break_glass_form": BreakGlassForm(),
+        **alarm_panel(env),
+    }
+    return render(request, "environments/environment_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
+    """Confirm a rollback: show what comes back and what runs now, ask for a reason."""
+    env = visible_environment(request, slug, env_slug)
+    if not has_role(request.user, env, Role.DEPLOYER):
+        raise PermissionDenied(f"You need the deployer role in {env} to roll back.")
+    current, target = rollback_candidates(env)
+    form = RollbackForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deployment = Deployment.request_rollback(env, request.user, form.cleaned_data["reason"])
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from None
+        except PolicyError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"Rollback #{deployment.pk} requested.")
+            return redirect("deployment-detail", pk=deployment.pk)
+    if target is not None:
+        prefetch_related_objects([target.release], "artifacts__service")
+    decorate_environment(env)
+    context = {
+        "application": env.application,
+        "environment": env,
+        "current": current,
+        "target": target,
+        "form": form,
+        "required_approvals": env.rollback_required_approvals,
+    }
+    status = 400 if form.errors else 200
+    return render(request, "environments/rollback_form.html", context, status=status)
+
+
+COST_RANGES = (30, 90)
+
+
+@login_required
+@require_safe
+def application_costs(request: HttpRequest, slug: str) -> HttpResponse:
+    """Actual spend of the environments the user may see: daily, against budget
+    and against the estimate of what runs there, as plotly charts."""
+    application = get_object_or_404(visible_applications(request.user), slug=slug)
+    # An unknown range falls back to the default rather than failing the page.
+    days = next((d for d in COST_RANGES if request.GET.get("days") == str(d)), COST_RANGES[0])
+    environments = list(
+        visible_environments(request.user)
+        .filter(application=application)
+        .select_related("application")
+        .order_by("order")
+    )
+    estimates = current_estimates(e.pk for e in environments)
+    report = cost_report(environments, days, estimates)
+    context = {"application": application, "days": days, "ranges": COST_RANGES, **report}
+    return render(request, "environments/cost_page.html", context)
