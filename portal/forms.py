@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
+
+# With LOCAL_LOGIN=0 the password backend (portal.sso.PasswordBackend) lets in
+# superusers only; everyone else is told where to go instead.
+LOCAL_LOGIN_OFF = (
+    "Password sign-in is switched off: use “Sign in with SSO”. Only the break-glass "
+    "administrator signs in with a password here."
+)
 
 
 class SignInForm(AuthenticationForm):
@@ -11,6 +19,8 @@ class SignInForm(AuthenticationForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if not settings.LOCAL_LOGIN:
+            self.error_messages = {**self.error_messages, "invalid_login": LOCAL_LOGIN_OFF}
         self.fields["username"].widget.attrs.update(autocomplete="username", autofocus=True)
         self.fields["password"].widget.attrs.update(autocomplete="current-password")
 
