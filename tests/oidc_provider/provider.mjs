@@ -77,6 +77,9 @@ const provider = new Provider(issuer, {
   },
 });
 
+// The provider's own failures go to the log (tests/oidc.py keeps it in test-results/).
+provider.on('server_error', (ctx, error) => console.error('server_error', error));
+
 function readBody(req) {
   return new Promise((resolve, reject) => {
     const chunks = [];
