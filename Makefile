@@ -66,7 +66,13 @@ check: $(DEV_STAMP)
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: lint check
+# The SSO tests' OpenID provider (tests/oidc_provider): node-oidc-provider, pinned
+# in its package-lock.json. npm ci leaves node_modules/.package-lock.json behind.
+OIDC_PROVIDER := tests/oidc_provider/node_modules/.package-lock.json
+$(OIDC_PROVIDER): tests/oidc_provider/package-lock.json
+	cd tests/oidc_provider && npm ci --no-audit --no-fund
+
+test: lint check $(OIDC_PROVIDER)
 	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)

@@ -30,6 +30,7 @@ class HashedTokenScheme(OpenApiAuthenticationExtension):
     """Describes `Authorization: Token <key>` in the schema (registered on import)."""
 
     target_class = "portal.core.api_auth.HashedTokenAuthentication"
+    match_subclasses = True  # the SSO-checked variant (portal.sso) too
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):

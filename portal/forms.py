@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
+
+from portal.core.backends import LOCAL_LOGIN_OFF
 
 
 class SignInForm(AuthenticationForm):
@@ -11,6 +14,8 @@ class SignInForm(AuthenticationForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if not settings.LOCAL_LOGIN:
+            self.error_messages = {**self.error_messages, "invalid_login": LOCAL_LOGIN_OFF}
         self.fields["username"].widget.attrs.update(autocomplete="username", autofocus=True)
         self.fields["password"].widget.attrs.update(autocomplete="current-password")
 

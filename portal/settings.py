@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -48,6 +49,28 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_positive_int(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name}={value} must be a positive number of seconds.")
+    return value
+
+
+def env_issuer_url(name: str) -> str:
+    """An OpenID issuer: https, or plain http on this machine only (tests, demos)."""
+    value = env_str(name, "").strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an http(s) URL.")
+    if parts.scheme == "http" and parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        raise ImproperlyConfigured(f"{name}={value!r} must use https (http only on localhost).")
+    if parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"{name}={value!r} must not have a query or fragment.")
+    return value
 
 
 def env_secret(name: str, default: str | None = None) -> str:
@@ -107,6 +130,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Sessions opened through SSO are re-checked with the IdP (portal/sso.py).
+    "portal.sso.SsoRecheckMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -212,6 +237,31 @@ LOGOUT_REDIRECT_URL = "login"
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
 LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 15 * 60)
 
+# Single sign-on through OpenID Connect (portal/sso.py): on when OIDC_ISSUER is
+# set. Endpoints come from the issuer's discovery document.
+OIDC_ISSUER = env_issuer_url("OIDC_ISSUER")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID") if OIDC_ISSUER else ""
+OIDC_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET") if OIDC_ISSUER else ""
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+if "openid" not in OIDC_SCOPES.split():
+    raise ImproperlyConfigured(f"OIDC_SCOPES={OIDC_SCOPES!r} must include openid.")
+# The claim (ID token or userinfo) listing the user's groups; a dotted path
+# such as realm_access.roles reaches into an object.
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups").strip()
+if not OIDC_GROUPS_CLAIM:
+    raise ImproperlyConfigured("OIDC_GROUPS_CLAIM must name a claim (default: groups).")
+# How often a signed-in user (or their API token) is confirmed with the IdP.
+OIDC_RECHECK_SECONDS = env_positive_int("OIDC_RECHECK_SECONDS", 900)
+OIDC_TIMEOUT = env_positive_int("OIDC_TIMEOUT", 5)
+# LOCAL_LOGIN=0: passwords only for superusers (the break-glass administrator).
+LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
+if not LOCAL_LOGIN and not OIDC_ISSUER:
+    raise ImproperlyConfigured("LOCAL_LOGIN=0 needs OIDC_ISSUER: only superusers could sign in.")
+AUTHENTICATION_BACKENDS = [
+    "portal.core.backends.PasswordBackend",
+    "portal.core.backends.SsoBackend",
+]
+
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
@@ -268,7 +318,7 @@ COST_TAG_KEY = env_str("COST_TAG_KEY", "Environment")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "portal.core.api_auth.HashedTokenAuthentication",
+        "portal.sso.SsoCheckedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

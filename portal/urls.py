@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import audit_views, catalog_views, dashboard, views
+from portal import audit_views, catalog_views, dashboard, sso, views
 
 urlpatterns = [
     path("", dashboard.dashboard, name="home"),
@@ -23,6 +23,8 @@ urlpatterns = [
     path("", include("environments.urls")),
     path("", include("deployments.urls")),
     path("login/", views.SignInView.as_view(), name="login"),
+    path("login/sso/", sso.sso_start, name="sso-login"),
+    path("login/sso/callback/", sso.sso_callback, name="sso-callback"),
     path("logout/", views.sign_out, name="logout"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),

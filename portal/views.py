@@ -81,6 +81,12 @@ class SignInView(LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["sso_enabled"] = bool(settings.OIDC_ISSUER)
+        context["local_login"] = settings.LOCAL_LOGIN
+        return context
+
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         username = request.POST.get("username", "")[:150]
         keys = throttle_keys(username, client_ip(request))

@@ -15,7 +15,8 @@ from environments.choices import FreezeKind, StepKind
 from environments.models import Application, Environment, FreezeWindow, Step
 from environments.steps import validate_step_config
 from portal.core.audit_chain import verify_chain
-from portal.core.models import AuditEvent, Membership
+from portal.core.group_roles import sync_memberships
+from portal.core.models import AuditEvent, GroupRoleMapping, Membership
 
 pytestmark = pytest.mark.django_db
 
@@ -27,8 +28,8 @@ def seed() -> str:
 
 
 def snapshot() -> dict[str, int]:
-    models = (User, Application, Environment, Step, FreezeWindow, Membership, Release,
-              Deployment, Approval, StepRun, LogLine, AuditEvent)  # fmt: skip
+    models = (User, Application, Environment, Step, FreezeWindow, Membership, GroupRoleMapping,
+              Release, Deployment, Approval, StepRun, LogLine, AuditEvent)  # fmt: skip
     return {model.__name__: model.objects.count() for model in models}
 
 
@@ -86,6 +87,22 @@ def test_it_creates_the_demo_users_with_their_roles():
     for name, role in (("alice", "deployer"), ("bob", "approver"), ("carol", "approver"),
                        ("dave", "viewer")):  # fmt: skip
         assert Membership.objects.filter(user__username=name, role=role).count() == envs
+
+
+def test_it_maps_the_demo_idp_groups_on_every_demo_environment():
+    seed()
+    mappings = GroupRoleMapping.objects.all()
+    assert {(m.group, m.role) for m in mappings} == {
+        ("gantry-deployers", "deployer"), ("gantry-approvers", "approver"),
+        ("gantry-viewers", "viewer"),
+    }  # fmt: skip
+    assert AuditEvent.objects.filter(action="group_role_mapping.created").count() == len(mappings)
+    # A user the IdP puts in the groups gets the roles in every demo environment.
+    sso_user = User.objects.create_user("sso-user")
+    sync_memberships(sso_user, ["gantry-deployers", "gantry-approvers"])
+    envs = Environment.objects.count()
+    assert Membership.objects.filter(user=sso_user, role="deployer").count() == envs
+    assert Membership.objects.filter(user=sso_user, role="approver").count() == envs
 
 
 def test_it_builds_the_history_through_the_domain_rules():

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth.models import Group, User
 from django.core.paginator import Paginator
@@ -18,11 +20,20 @@ from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils.functional import cached_property
 
-from portal.core import audit, tokens
-from portal.core.models import ApiToken, AuditEvent, Membership
+from portal.core import audit, group_roles, tokens
+from portal.core.backends import LOCAL_LOGIN_OFF
+from portal.core.models import (
+    ApiToken,
+    AuditEvent,
+    GroupRoleMapping,
+    Membership,
+    SsoIdentity,
+)
 
 # Fields whose values must never reach the trail, whatever model they are on.
-SECRET_FIELDS = frozenset({"password", "webhook_url", "secret_variables"})
+SECRET_FIELDS = frozenset(
+    {"password", "webhook_url", "secret_variables", "access_token", "refresh_token"}
+)
 
 
 def _plain(value: Any) -> Any:
@@ -217,16 +228,62 @@ class EstimatedCountPaginator(Paginator):
 
 @admin.register(Membership)
 class MembershipAdmin(AuditedAdmin):
-    list_display = ["user", "environment", "role"]
-    list_filter = ["role", "environment__application", "environment"]
+    """Roles granted by hand; rows with a group (`via_group`) come and go with
+    the user's IdP groups (portal/group_roles.py)."""
+
+    list_display = ["user", "environment", "role", "via_group"]
+    list_filter = ["role", "environment__application", "environment", "via_group"]
     search_fields = ["user__username", "environment__slug", "environment__application__slug"]
     list_select_related = ["user", "environment__application"]
     autocomplete_fields = ["user"]
 
 
+@admin.register(GroupRoleMapping)
+class GroupRoleMappingAdmin(AuditedAdmin):
+    """IdP group → role, on all environments, one application or one
+    environment (leave both empty for all). Saving or deleting re-syncs the
+    group's known members at once, each grant and loss audited."""
+
+    list_display = ["group", "role", "application", "environment", "created_at"]
+    list_filter = ["role", "application"]
+    search_fields = ["group"]
+    list_select_related = ["application", "environment__application"]
+    fields = ["group", "role", "application", "environment"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        old_group = form.initial.get("group") if change else None
+        super().save_model(request, obj, form, change)
+        group_roles.resync_members_of(*{obj.group, old_group} - {None})
+
+    def delete_model(self, request, obj) -> None:
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            group_roles.resync_members_of(obj.group)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            groups = set(queryset.values_list("group", flat=True))
+            super().delete_queryset(request, queryset)
+            group_roles.resync_members_of(*groups)
+
+
+@admin.register(SsoIdentity)
+class SsoIdentityAdmin(ReadOnlyAdmin):
+    """Who signed in through SSO, their groups at the last check and whether
+    the IdP still vouches for them. The tokens are never shown."""
+
+    list_display = ["user", "subject", "issuer", "checked_at", "withdrawn_at"]
+    list_filter = ["withdrawn_at"]
+    search_fields = ["user__username", "subject"]
+    list_select_related = ["user"]
+    fields = ["user", "issuer", "subject", "groups", "signed_in_at", "checked_at",
+              "withdrawn_at", "withdrawn_reason"]  # fmt: skip
+    readonly_fields = fields
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(AuditedAdmin):
-    """Tokens are issued by ApiToken.issue (the key is shown once); here they can
+    """Tokens are issued by portal.core.tokens.issue (the key is shown once); here they can
     only be renamed, revoked or deleted."""
 
     list_display = ["name", "user", "hint", "created_at", "last_used_at", "revoked_at"]
@@ -281,6 +338,16 @@ class UserAdmin(AuditedAdmin, auth_admin.UserAdmin):
         return super().log_change(request, obj, message)
 
 
+class AdminSignInForm(AdminAuthenticationForm):
+    """The admin's sign-in: with LOCAL_LOGIN=0 it says why a password fails."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not settings.LOCAL_LOGIN:
+            self.error_messages = {**self.error_messages, "invalid_login": LOCAL_LOGIN_OFF}
+
+
+admin.site.login_form = AdminSignInForm
 admin.site.unregister(User)
 admin.site.unregister(Group)
 admin.site.register(User, UserAdmin)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from portal.core.choices import Role
+from portal.core.crypto import EncryptedTextField
 
 
 class Membership(models.Model):
@@ -19,6 +22,10 @@ class Membership(models.Model):
         "environments.Environment", on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=16, choices=Role.choices)
+    # The IdP group whose mapping grants this row; empty for a role granted by
+    # hand. Syncing a user's groups (portal/group_roles.py) only touches rows
+    # that name a group, so a hand-made grant never disappears with a group.
+    via_group = models.CharField(max_length=255, blank=True, default="", editable=False)
 
     class Meta:
         constraints = [
@@ -30,6 +37,121 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} is {self.role} in {self.environment}"
+
+
+class GroupRoleMapping(models.Model):
+    """An IdP group's role in every environment, in one application's
+    environments, or in one environment (neither, `application` or
+    `environment` set). Members of the group hold the role through memberships
+    marked with the group, granted and withdrawn at sign-in and at each re-check."""
+
+    group = models.CharField(max_length=255)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    application = models.ForeignKey(
+        "environments.Application",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="group_role_mappings",
+    )
+    environment = models.ForeignKey(
+        "environments.Environment",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="group_role_mappings",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["group", "role", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(application__isnull=True) | models.Q(environment__isnull=True),
+                name="grouprolemapping_one_scope",
+                violation_error_message="Map a group on one application or one environment, "
+                "not both.",
+            ),
+            # NULLs are distinct in a unique index: one partial index per scope.
+            models.UniqueConstraint(
+                fields=["group", "role"],
+                condition=models.Q(application__isnull=True, environment__isnull=True),
+                name="grouprolemapping_unique_all",
+            ),
+            models.UniqueConstraint(
+                fields=["group", "role", "application"],
+                condition=models.Q(environment__isnull=True),
+                name="grouprolemapping_unique_application",
+            ),
+            models.UniqueConstraint(
+                fields=["group", "role", "environment"], name="grouprolemapping_unique_environment"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} → {self.role} on {self.scope_label}"
+
+    @property
+    def scope_label(self) -> str:
+        if self.environment_id:
+            return f"environment {self.environment}"
+        if self.application_id:
+            return f"application {self.application.slug}"
+        return "all environments"
+
+    def covers(self, environment_id: int, application_id: int) -> bool:
+        """True if the mapping's scope takes in this environment."""
+        if self.environment_id:
+            return self.environment_id == environment_id
+        if self.application_id:
+            return self.application_id == application_id
+        return True
+
+    def describe(self) -> dict[str, str]:
+        return {"group": self.group, "role": self.role, "scope": self.scope_label}
+
+
+class SsoIdentity(models.Model):
+    """A user's account at the OpenID provider: who they are there (issuer and
+    subject), their groups at the last check, and the tokens the portal
+    re-checks them with, encrypted at rest. `withdrawn_at` is set when the
+    provider stops vouching for them; their API tokens are refused until they
+    sign in through the provider again."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    groups = models.JSONField(default=list, blank=True)
+    access_token = EncryptedTextField(blank=True, default="", editable=False)
+    access_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    refresh_token = EncryptedTextField(blank=True, default="", editable=False)
+    signed_in_at = models.DateTimeField(default=timezone.now)
+    checked_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "SSO identity"
+        verbose_name_plural = "SSO identities"
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="ssoidentity_unique_subject")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.subject} at {self.issuer})"
+
+    def keep_tokens(self, token: dict) -> None:
+        """Take the tokens of a token-endpoint answer (not saved here). A
+        refresh answer without a refresh token keeps the one we have."""
+        self.access_token = token.get("access_token", "") or ""
+        expires_at = token.get("expires_at")
+        self.access_token_expires_at = (
+            datetime.fromtimestamp(int(expires_at), tz=UTC) if expires_at else None
+        )
+        if token.get("refresh_token"):
+            self.refresh_token = token["refresh_token"]
 
 
 class ApiToken(models.Model):

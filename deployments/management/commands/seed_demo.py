@@ -28,7 +28,7 @@ from deployments.models import Deployment, LogLine, Release
 from environments.choices import FreezeKind, StepKind, Tier
 from environments.costs import fetch_costs
 from environments.models import Application, Environment, FreezeWindow, Service, Step
-from portal.core import audit
+from portal.core import audit, group_roles
 from portal.core.choices import Role
 from portal.core.models import Membership
 
@@ -39,6 +39,13 @@ DEMO_ROLES = {
     "bob": Role.APPROVER,
     "carol": Role.APPROVER,
     "dave": Role.VIEWER,
+}
+# Roles for users who sign in through SSO (OIDC_ISSUER), from their IdP groups:
+# the demo works with any IdP that sends these groups.
+DEMO_GROUP_ROLES = {
+    "gantry-deployers": Role.DEPLOYER,
+    "gantry-approvers": Role.APPROVER,
+    "gantry-viewers": Role.VIEWER,
 }
 ECR = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"
 TORONTO = "America/Toronto"
@@ -368,6 +375,7 @@ class Command(BaseCommand):
                 application = self.ensure_application(spec, users["admin"])
                 self.ensure_sandbox_api(spec, application, users["admin"])
                 self.ensure_memberships(application, users)
+                self.ensure_group_roles(application, users["admin"])
                 self.ensure_history(spec, application, users)
                 # Steps after the recorded history (which ran nothing), before
                 # the open requests: those are planned for real by the worker.
@@ -503,6 +511,14 @@ class Command(BaseCommand):
                             environment=environment,
                             after={"user": username, "role": role},
                         )
+
+    def ensure_group_roles(self, application: Application, admin: User) -> None:
+        """Map the demo IdP groups on every environment of the application."""
+        for group, role in DEMO_GROUP_ROLES.items():
+            with acting_as(admin):
+                _, created = group_roles.add_mapping(group, role, application=application)
+            if created:
+                self.created.append(f"{application.slug} {group} → {role}")
 
     def ensure_history(
         self, spec: ApplicationSpec, application: Application, users: dict[str, User]

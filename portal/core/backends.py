@@ -1,0 +1,31 @@
+"""Who may sign in with a password: Django's check, narrowed by LOCAL_LOGIN.
+
+With LOCAL_LOGIN=0 the company IdP is the way in (portal/sso.py); the
+password form lets in superusers only, the break-glass administrator, on the
+sign-in page and the admin's alike.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
+
+LOCAL_LOGIN_OFF = (
+    "Password sign-in is switched off: use “Sign in with SSO”. Only the break-glass "
+    "administrator signs in with a password here."
+)
+
+
+class PasswordBackend(ModelBackend):
+    """Django's password check; with LOCAL_LOGIN=0 it lets in superusers only
+    (the break-glass administrator), on the sign-in page and the admin's alike."""
+
+    def user_can_authenticate(self, user) -> bool:
+        return super().user_can_authenticate(user) and (settings.LOCAL_LOGIN or user.is_superuser)
+
+
+class SsoBackend(ModelBackend):
+    """Names the sessions `sso_callback` opens; it never checks a password."""
+
+    def authenticate(self, request, **credentials) -> None:
+        return None
