@@ -67,6 +67,14 @@ class AuditFilter:
         return {k: v for k, v in values.items() if v}
 
 
+def action_matches(action: str) -> Q:
+    """An action, or every action under a prefix: "deployment." (or "deployment")
+    finds deployment.requested, deployment.approved, …; "deployment.approved"
+    finds exactly that."""
+    prefix = action if action.endswith(".") else action + "."
+    return Q(action__startswith=prefix) | Q(action=action.rstrip("."))
+
+
 def visible_events(user) -> QuerySet:
     """Superusers see the whole trail; others the events of their environments
     and applications, and their own sign-ins and tokens."""
@@ -85,13 +93,14 @@ def visible_events(user) -> QuerySet:
 def filtered_events(user, audit_filter: AuditFilter) -> QuerySet:
     events = visible_events(user)
     if audit_filter.actor:
-        events = events.filter(actor_name=audit_filter.actor)
+        # Case-insensitive: people type "Alice" for alice (a functional index serves it).
+        events = events.filter(actor_name__iexact=audit_filter.actor)
     if audit_filter.application:
         events = events.filter(application__slug=audit_filter.application)
     if audit_filter.environment:
         events = events.filter(environment_id=audit_filter.environment)
     if audit_filter.action:
-        events = events.filter(action=audit_filter.action)
+        events = events.filter(action_matches(audit_filter.action))
     tz = timezone.get_current_timezone()
     if audit_filter.since:
         events = events.filter(at__gte=datetime.combine(audit_filter.since, time.min, tz))

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from portal.core.choices import Role
@@ -230,7 +232,12 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-seq"]
         indexes = [
-            models.Index(fields=["actor_name", "-seq"]),
+            # The audit page's actor filter is case-insensitive (UPPER(actor_name) = UPPER(…)),
+            # its action filter takes prefixes ("deployment." → LIKE 'deployment.%').
+            models.Index(Upper("actor_name"), F("seq").desc(), name="auditevent_actor_ci"),
+            models.Index(
+                fields=["action"], opclasses=["varchar_pattern_ops"], name="auditevent_action_prefix"
+            ),
             models.Index(fields=["environment", "-seq"]),
             models.Index(fields=["application", "-seq"]),
             # One object's events in chain order: a deployment's timeline and evidence.

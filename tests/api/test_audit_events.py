@@ -41,6 +41,9 @@ def test_it_filters_like_the_audit_page(api, release, users):
     body = client.get(URL, {"action": "release.registered", "application": "fraud-detector"})
     assert body.json()["count"] == 1
     assert client.get(URL, {"since": "2999-01-01"}).json()["count"] == 0
+    # The same prefix and case rules as the page.
+    assert client.get(URL, {"action": "deployment."}).json()["count"] == 2
+    assert client.get(URL, {"actor": "ALICE", "action": "release."}).json()["count"] == 1
 
 
 def test_it_names_the_actor_of_api_calls(api, release):

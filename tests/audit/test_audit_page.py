@@ -75,6 +75,37 @@ def test_it_filters_by_action_actor_and_environment(client, users, trail, catalo
     assert f"export.csv?environment={staging.pk}&amp;since=2000-01-01" in page
 
 
+def test_an_action_ending_in_a_dot_finds_every_action_of_its_kind(client, users, trail, catalog):
+    staging = env(catalog, "staging")
+    audit.record("deployment.approved", trail["deployment"], environment=staging,
+                 actor=users["bob"])  # fmt: skip
+    audit.record("deploymentx.other", ("x", 1, "x"), environment=staging)  # not of the kind
+    client.force_login(users["erin"])
+
+    for prefix in ("deployment.", "deployment"):
+        response = client.get(URL, {"action": prefix})
+        actions = [e.action for e in response.context["events"]]
+        assert actions == ["deployment.approved", "deployment.requested"], prefix
+    # A whole action still means exactly that one.
+    response = client.get(URL, {"action": "deployment.approved"})
+    assert [e.action for e in response.context["events"]] == ["deployment.approved"]
+
+
+def test_the_actor_filter_ignores_case(client, users, trail):
+    client.force_login(users["erin"])
+
+    for typed in ("alice", "Alice", "ALICE"):
+        response = client.get(URL, {"actor": typed})
+        assert {e.actor_name for e in response.context["events"]} == {"alice"}, typed
+        assert response.context["events"]
+
+
+def test_the_table_scrolls_inside_its_own_box(client, users, trail):
+    client.force_login(users["dave"])
+    page = client.get(URL).content.decode()
+    assert '<div class="table-scroll">\n<table class="table audit-table"' in page
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
