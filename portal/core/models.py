@@ -236,7 +236,9 @@ class AuditEvent(models.Model):
             # its action filter takes prefixes ("deployment." → LIKE 'deployment.%').
             models.Index(Upper("actor_name"), F("seq").desc(), name="auditevent_actor_ci"),
             models.Index(
-                fields=["action"], opclasses=["varchar_pattern_ops"], name="auditevent_action_prefix"
+                fields=["action"],
+                opclasses=["varchar_pattern_ops"],
+                name="auditevent_action_prefix",
             ),
             models.Index(fields=["environment", "-seq"]),
             models.Index(fields=["application", "-seq"]),
