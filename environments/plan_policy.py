@@ -37,6 +37,9 @@ import regorus
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 # The rule that gathers every policy's answer (policies/gantry.rego).
 DECISION_RULE = "data.gantry.decision"
+NO_DECISION = (
+    f"{DECISION_RULE} is undefined: the policy directory needs gantry.rego, which defines it"
+)
 # Kept equal to environments.choices.Tier (a test checks it); not imported,
 # so this module stays plain Python.
 TIERS = ("development", "staging", "production")
@@ -441,6 +444,8 @@ def _build_engine(bundle: PolicyBundle) -> regorus.Engine:
             engine.add_policy(relative, source)
         except RuntimeError as exc:
             raise PolicyBundleError(f"{relative} does not parse: {_engine_message(exc)}") from None
+    if "data.gantry" not in engine.get_packages():
+        raise PolicyBundleError(NO_DECISION)
     return engine
 
 
@@ -453,9 +458,10 @@ def _decide(bundle: PolicyBundle, document: dict) -> object:
     try:
         return engine.eval_rule(DECISION_RULE)
     except RuntimeError as exc:
-        raise PolicyBundleError(
-            f"the policies failed on this plan: {_engine_message(exc)}"
-        ) from None
+        message = _engine_message(exc)
+        if message == "not a valid rule path":  # regorus' words for a rule nobody defines
+            raise PolicyBundleError(NO_DECISION) from None
+        raise PolicyBundleError(f"the policies failed on this plan: {message}") from None
     finally:
         # Plans carry secrets (a database password in after): keep none
         # in memory past the call.
@@ -515,9 +521,7 @@ def _policy_name(entry: dict) -> str:
 
 def _entries(decision: object, key: str) -> list[dict]:
     if decision is None:
-        raise PolicyBundleError(
-            f"{DECISION_RULE} is undefined: the policy directory needs gantry.rego"
-        )
+        raise PolicyBundleError(NO_DECISION)
     entries = decision.get(key) if isinstance(decision, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise PolicyBundleError(f"{DECISION_RULE}.{key} must be a list of objects")
