@@ -6,9 +6,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# A fixed uid so that secret files on the host can be given to it (chown 10001).
+# A fixed uid so that secret files on the host can be given to it (chown 10001),
+# and Kubernetes can check it is not root (deploy/kubernetes runs it as 10001).
+# HOME outside /app: with a read-only root filesystem it is a writable volume
+# there, for the tools deployment steps run (terraform, ansible, git).
 RUN groupadd --system --gid 10001 gantry \
-    && useradd --system --uid 10001 --gid gantry --home-dir /app --shell /usr/sbin/nologin gantry
+    && useradd --system --uid 10001 --gid gantry --home-dir /home/gantry --create-home \
+        --shell /usr/sbin/nologin gantry
 
 WORKDIR /app
 # Pinned dependencies first: this layer is rebuilt only when a pin changes.
@@ -23,7 +27,8 @@ RUN DEBUG=0 SECRET_KEY=collectstatic-only AUDIT_KEY=collectstatic-only \
     && mkdir -p /app/var \
     && chown gantry:gantry /app/var
 
-USER gantry
+# Numeric, so that runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
 EXPOSE 8000
 
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
