@@ -1,6 +1,7 @@
-"""Alarm polling: CloudWatch alarms in the real moto server, a FAKE Alertmanager
-(tests/fakes/alertmanager.py: no Alertmanager can run here), unreachable
-sources, concurrent pollers and the job."""
+"""Alarm polling: CloudWatch alarms in the real moto server, the FAKE
+Alertmanager (deployments/fake_alertmanager.py: it can be told to answer
+badly or late; tests/test_alertmanager_sandbox.py reads Debian's real one),
+unreachable sources, concurrent pollers and the job."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django.urls import reverse
 from rq import SimpleWorker
 
 from deployments.choices import Channel, NotificationEvent
+from deployments.fake_alertmanager import FakeAlertmanager, alert
 from deployments.models import Notification
 from deployments.runners.base import ConfigError
 from environments import alarms
@@ -28,7 +30,6 @@ from environments.models import Alarm, AlarmTransition, Environment
 from portal.core.models import AuditEvent
 from tests.admin.conftest import admin_client, admin_form_data, root  # noqa: F401 (fixtures)
 from tests.conftest import env
-from tests.fakes.alertmanager import FakeAlertmanager, alert
 from tests.live import broadcast_heard
 from tests.runners.conftest import demo_aws, moto_endpoint  # noqa: F401 (fixtures)
 
