@@ -79,6 +79,7 @@ class DeploymentSummary:
     release_id: int
     finished_at: datetime | None
     estimate_usd: Decimal | None
+    estimate_recorded: bool | None  # priced from a saved plan, not Gantry's own
     approvers: list[str] = field(default_factory=list)
     steps: list[StepSummary] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (service, image ref)
@@ -132,6 +133,10 @@ class EnvironmentCard:
     @property
     def estimate_usd(self) -> Decimal | None:
         return self.current.estimate_usd if self.current else None
+
+    @property
+    def estimate_recorded(self) -> bool:
+        return bool(self.current and self.current.estimate_recorded)
 
     @property
     def rank(self) -> int:
@@ -241,7 +246,7 @@ def _deployments(ids: set[int], current_ids: set[int], finished_ids: set[int]):
     runs), images (of what runs now) and step runs: four queries."""
     rows = Deployment.objects.filter(pk__in=ids).values_list(
         "pk", "status", "release__version", "release_id", "finished_at",
-        "cost_estimate__monthly_total_usd",
+        "cost_estimate__monthly_total_usd", "cost_estimate__recorded",
     )  # fmt: skip
     summaries = {row[0]: DeploymentSummary(*row) for row in rows}
     approvals = (
