@@ -206,7 +206,7 @@ def _card_sql(count: int) -> str:
     )
     return f"""
         SELECT e.id, e.application_id, e.slug, e.name, e.{connection.ops.quote_name("order")},
-               e.tier, e.monthly_budget_usd, e.alarm_sources,
+               e.tier, e.monthly_budget_usd, e.alarm_sources, e.alarms_checked_at,
                a.slug AS application_slug, a.name AS application_name,
                {latest},
                (SELECT d.id FROM {d} d WHERE d.environment_id = e.id AND d.status = %s
@@ -331,8 +331,13 @@ def _health(card: EnvironmentCard) -> None:
 
 def _alarm_state(card: EnvironmentCard, alarms: list[tuple[str, str]]) -> None:
     if not alarms:
-        # Sources configured but nothing stored yet: not polled, so not known.
-        card.alarm_state = AlarmState.UNKNOWN if card.environment.alarm_sources else NO_SOURCES
+        if not card.environment.alarm_sources:
+            card.alarm_state = NO_SOURCES
+        elif card.environment.alarms_checked_at is None:
+            card.alarm_state = AlarmState.UNKNOWN  # not polled yet, so not known
+        else:
+            # Read, and nothing to report: an Alertmanager lists only what fires.
+            card.alarm_state = AlarmState.OK
         return
     worst = min((state for _, state in alarms), key=lambda state: ALARM_RANK.get(state, 1))
     card.alarm_state = worst
