@@ -25,14 +25,12 @@ from environments.choices import AlarmSource, AlarmState, Tier
 from environments.management.commands.seed_demo import PLATFORM_ALARMS
 from environments.models import Alarm, Application, Environment
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.access(sandbox.BINARY, os.X_OK),
-        reason=f"Debian's prometheus-alertmanager is not installed ({sandbox.BINARY}); "
-        "`apt-get install prometheus-alertmanager` (.ci/run and `make run` do)",
-    ),
-]
+pytestmark = pytest.mark.slow
+real_binary = pytest.mark.skipif(
+    not os.access(sandbox.BINARY, os.X_OK),
+    reason=f"Debian's prometheus-alertmanager is not installed ({sandbox.BINARY}); "
+    "`apt-get install prometheus-alertmanager` (.ci/run and `make run` do)",
+)
 
 NAMESPACES = {"dev": "fintech-ai-dev", "staging": "fintech-ai-staging",
               "production": "fintech-ai-prod"}  # fmt: skip
@@ -57,20 +55,27 @@ def alertmanager(tmp_path):
 
 
 @pytest.fixture
-def platform(db, alertmanager) -> dict[str, Environment]:
-    """fintech-ai-platform's environments, reading the test's Alertmanager with
-    the demo's own matchers."""
+def platform(db) -> dict[str, Environment]:
+    """fintech-ai-platform's environments with the demo's Alertmanager matchers;
+    `point_at` gives them the test's Alertmanager."""
     app = Application.objects.create(slug="fintech-ai-platform", name="FinTech AI Platform")
-    sources = {"alertmanager": {**PLATFORM_ALARMS["alertmanager"], "url": alertmanager.url}}
     return {
         slug: Environment.objects.create(
             application=app, slug=slug, name=slug.title(), order=order, tier=tier,
-            variables={"namespace": NAMESPACES[slug]}, alarm_sources=sources,
+            variables={"namespace": NAMESPACES[slug]},
         )
         for order, (slug, tier) in enumerate(
             (("dev", Tier.DEVELOPMENT), ("staging", Tier.STAGING),
              ("production", Tier.PRODUCTION)), start=1)
     }  # fmt: skip
+
+
+def point_at(platform: dict[str, Environment], url: str) -> None:
+    for environment in platform.values():
+        environment.alarm_sources = {
+            "alertmanager": {**PLATFORM_ALARMS["alertmanager"], "url": url}
+        }
+        environment.save(update_fields=["alarm_sources"])
 
 
 def states(environment: Environment) -> dict[str, tuple[str, str]]:
@@ -87,6 +92,7 @@ def api(url: str, path: str, body: object | None = None) -> object:
     return json.loads(text) if text else None
 
 
+@real_binary
 def test_it_runs_with_the_sandbox_config_and_keeps_its_data_in_the_given_directory(alertmanager):
     config = alertmanager.directory / "alertmanager.yml"
     assert 'receiver: "null"' in config.read_text()
@@ -98,7 +104,9 @@ def test_it_runs_with_the_sandbox_config_and_keeps_its_data_in_the_given_directo
     assert (alertmanager.directory / "data").is_dir()
 
 
+@real_binary
 def test_gantry_reads_the_demo_alerts_with_the_seeds_matchers(alertmanager, platform):
+    point_at(platform, alertmanager.url)
     started = datetime.now(UTC)
     sandbox.post_alerts(alertmanager.url, sandbox.demo_payload(started))
 
@@ -118,7 +126,9 @@ def test_gantry_reads_the_demo_alerts_with_the_seeds_matchers(alertmanager, plat
     assert abs(firing.since - (started - timedelta(minutes=42))) < timedelta(seconds=1)
 
 
+@real_binary
 def test_a_resolved_or_silenced_alert_turns_ok(alertmanager, platform):
+    point_at(platform, alertmanager.url)
     staging = platform["staging"]
     now = datetime.now(UTC)
     sandbox.post_alerts(alertmanager.url, sandbox.demo_payload(now))
@@ -155,6 +165,7 @@ def test_a_resolved_or_silenced_alert_turns_ok(alertmanager, platform):
     assert states(staging) == {"HighErrorRate": (AlarmState.OK, "Resolved: no longer firing.")}
 
 
+@real_binary
 def test_the_sandbox_process_starts_it_feeds_it_and_stops_it(tmp_path, platform):
     """What `make run` starts: `python -m deployments.sandbox_alertmanager`."""
     port = free_port()
@@ -166,10 +177,8 @@ def test_the_sandbox_process_starts_it_feeds_it_and_stops_it(tmp_path, platform)
     try:
         line = process.stdout.readline()
         assert line.startswith("Alertmanager up: Debian's prometheus-alertmanager"), line
+        point_at(platform, f"http://127.0.0.1:{port}")
         staging = platform["staging"]
-        staging.alarm_sources = {"alertmanager": {
-            **PLATFORM_ALARMS["alertmanager"], "url": f"http://127.0.0.1:{port}"}}  # fmt: skip
-        staging.save(update_fields=["alarm_sources"])
         poll_environment(staging)
         assert states(staging)["HighErrorRate"][0] == AlarmState.ALARM
         assert Path(tmp_path / "am" / "alertmanager.yml").exists()
@@ -181,6 +190,7 @@ def test_the_sandbox_process_starts_it_feeds_it_and_stops_it(tmp_path, platform)
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+@real_binary
 def test_it_refuses_to_start_on_a_port_someone_else_holds(tmp_path, alertmanager):
     port = int(alertmanager.url.rsplit(":", 1)[1])
     answer = subprocess.run(
@@ -190,3 +200,22 @@ def test_it_refuses_to_start_on_a_port_someone_else_holds(tmp_path, alertmanager
     )  # fmt: skip
     assert answer.returncode == 3
     assert f"127.0.0.1:{port} is in use by another process" in answer.stdout
+
+
+def test_without_the_binary_the_stand_in_answers_and_says_so(tmp_path, platform):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployments.sandbox_alertmanager", "--dir", str(tmp_path),
+         "--port", str(port), "--binary", str(tmp_path / "no-such-alertmanager")],
+        cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("Alertmanager up: STAND-IN"), line
+        point_at(platform, f"http://127.0.0.1:{port}")
+        staging = platform["staging"]
+        poll_environment(staging)
+        assert states(staging) == {"HighErrorRate": (AlarmState.ALARM, "High error rate detected")}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
