@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run the Gantry demo on this machine: embedded Redis, SQLite, the deployment
 # sandbox (moto, a fake Kubernetes API, a stub API, Alertmanager), one RQ
-# worker (restarted if it dies), uvicorn in the foreground. Called by `make run` once the venv
-# is installed. Safe to run again; Ctrl-C (or SIGTERM) stops everything this
-# script started.
+# worker (restarted if it dies), uvicorn in the foreground. Called by `make
+# run` once the venv is installed. Safe to run again; Ctrl-C (or SIGTERM)
+# stops everything this script started.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
