@@ -129,6 +129,7 @@ def _cost_section(deployment: Deployment) -> dict[str, Any]:
         "resources": estimate.resources,
         "not_priced": estimate.not_priced,
         "catalog_version": estimate.catalog_version,
+        "recorded": estimate.recorded,
         "estimated_at": iso(estimate.created_at),
     }
 

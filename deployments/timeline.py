@@ -21,6 +21,7 @@ LABELS = {
     "deployment.requested": "Requested",
     "deployment.rollback_started": "Automatic rollback requested",
     "deployment.planned": "Planned",
+    "deployment.cost_recorded": "Cost estimate recorded (from a saved plan)",
     "deployment.awaiting_approval": "Awaiting approval",
     "deployment.approved": "Approved",
     "deployment.rejected": "Rejected",

@@ -301,6 +301,7 @@ def _store(environment: Environment, key: tuple[str, str], reading: Reading, now
 def poll_environment(environment: Environment) -> list[AlarmTransition]:
     """Read the environment's sources, store the states, and return the new
     transitions (notified, and broadcast to open dashboards after commit)."""
+    first_poll = environment.alarms_checked_at is None
     readings = read_sources(environment)  # network first: no transaction held open meanwhile
     now = timezone.now()
     with transaction.atomic():
@@ -331,6 +332,10 @@ def poll_environment(environment: Environment) -> list[AlarmTransition]:
     # written only when they change. Outside the transaction: the environment
     # row is locked by deployment requests, and needs holding only this long.
     Environment.objects.filter(pk=environment.pk).update(alarms_checked_at=now)
+    if first_poll and not (transitions or dropped):
+        # Sources that answered with nothing: the card goes from "not polled
+        # yet" to "nothing firing", a change no alarm row announces.
+        environment_changed(environment.pk, "alarms")
     return transitions
 
 

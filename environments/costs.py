@@ -428,7 +428,8 @@ def cost_report(
         )  # fmt: skip
     drifting = [r for r in rows if r.drift_percent is not None]
     if drifting:
-        names = [r.environment.name for r in drifting]
+        names = [r.environment.name + (" (recorded)" if r.estimate.recorded else "")
+                 for r in drifting]  # fmt: skip
         charts["drift"] = _figure(
             [
                 go.Bar(name="Estimate of what runs now", x=names,
@@ -498,6 +499,8 @@ def biggest_resources(rows: list[EnvironmentCosts]) -> list[dict]:
             monthly = resource.get("monthly_usd")
             if isinstance(monthly, int | float | str) and float(monthly) > 0:
                 label = f"{row.environment.name}: {resource.get('address', '?')}"
+                if row.estimate.recorded:
+                    label += " (recorded)"
                 items.append({"label": label, "monthly_usd": round(float(monthly), 2)})
     items.sort(key=lambda item: item["monthly_usd"], reverse=True)
     return items[:BIGGEST_RESOURCES]

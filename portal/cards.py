@@ -73,6 +73,7 @@ class DeploymentSummary:
     release_id: int
     finished_at: datetime | None
     estimate_usd: Decimal | None
+    estimate_recorded: bool | None  # priced from a saved plan, not Gantry's own
     approvers: list[str] = field(default_factory=list)
     steps: list[StepSummary] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (service, image ref)
@@ -128,6 +129,10 @@ class EnvironmentCard:
         return self.current.estimate_usd if self.current else None
 
     @property
+    def estimate_recorded(self) -> bool:
+        return bool(self.current and self.current.estimate_recorded)
+
+    @property
     def rank(self) -> int:
         return min((PROBLEMS.index(p) for p in self.problems), default=len(PROBLEMS))
 
@@ -180,7 +185,7 @@ def _card_sql(count: int) -> str:
     )
     return f"""
         SELECT e.id, e.application_id, e.slug, e.name, e.{connection.ops.quote_name("order")},
-               e.tier, e.monthly_budget_usd, e.alarm_sources,
+               e.tier, e.monthly_budget_usd, e.alarm_sources, e.alarms_checked_at,
                a.slug AS application_slug, a.name AS application_name,
                {latest},
                (SELECT d.id FROM {d} d WHERE d.environment_id = e.id AND d.status = %s
@@ -220,7 +225,7 @@ def _deployments(ids: set[int], current_ids: set[int], finished_ids: set[int]):
     runs), images (of what runs now) and step runs: four queries."""
     rows = Deployment.objects.filter(pk__in=ids).values_list(
         "pk", "status", "release__version", "release_id", "finished_at",
-        "cost_estimate__monthly_total_usd",
+        "cost_estimate__monthly_total_usd", "cost_estimate__recorded",
     )  # fmt: skip
     summaries = {row[0]: DeploymentSummary(*row) for row in rows}
     approvals = (
@@ -305,8 +310,13 @@ def _health(card: EnvironmentCard) -> None:
 
 def _alarm_state(card: EnvironmentCard, alarms: list[tuple[str, str]]) -> None:
     if not alarms:
-        # Sources configured but nothing stored yet: not polled, so not known.
-        card.alarm_state = AlarmState.UNKNOWN if card.environment.alarm_sources else NO_SOURCES
+        if not card.environment.alarm_sources:
+            card.alarm_state = NO_SOURCES
+        elif card.environment.alarms_checked_at is None:
+            card.alarm_state = AlarmState.UNKNOWN  # not polled yet, so not known
+        else:
+            # Read, and nothing to report: an Alertmanager lists only what fires.
+            card.alarm_state = AlarmState.OK
         return
     worst = min((state for _, state in alarms), key=lambda state: ALARM_RANK.get(state, 1))
     card.alarm_state = worst

@@ -103,6 +103,10 @@ class EnvironmentCostsSerializer(serializers.Serializer):
         max_digits=12, decimal_places=2, allow_null=True,
         help_text="Cost estimate of the latest succeeded deployment (what runs now).",
     )  # fmt: skip
+    estimate_recorded = serializers.BooleanField(
+        help_text="The estimate was priced from a saved `terraform show -json`, not from a "
+        "plan Gantry ran for that deployment.",
+    )
     daily = DailyCostSerializer(many=True)
     alerts = BudgetAlertSerializer(many=True)
 
@@ -144,6 +148,7 @@ class EnvironmentCosts(generics.GenericAPIView):
             "budget_usd": figures.budget_usd,
             "budget_used_percent": figures.budget_used_percent,
             "estimate_monthly_usd": estimate.monthly_total_usd if estimate else None,
+            "estimate_recorded": bool(estimate and estimate.recorded),
             "daily": env.cost_snapshots.filter(day__gte=since, day__lt=today).order_by("day"),
             "alerts": env.budget_alerts.order_by("-month", "-threshold_percent")[:24],
         }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run the Gantry demo on this machine: embedded Redis, SQLite, the deployment
-# sandbox (moto, a fake Kubernetes API, a stub API), one RQ worker (restarted
-# if it dies), uvicorn in the foreground. Called by `make run` once the venv
-# is installed. Safe to run again; Ctrl-C (or SIGTERM) stops everything this
-# script started.
+# sandbox (moto, a fake Kubernetes API, a stub API, Alertmanager), one RQ
+# worker (restarted if it dies), uvicorn in the foreground. Called by `make
+# run` once the venv is installed. Safe to run again; Ctrl-C (or SIGTERM)
+# stops everything this script started.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -64,8 +64,10 @@ stop_pidfile() {
 REDIS_PID="$VAR/redis.pid"
 REDIS_SOCK="$VAR/redis.sock"
 SANDBOX_PID="$VAR/sandbox.pid"
+ALERTMANAGER_PID="$VAR/alertmanager.pid"
 OWN_REDIS=0
 OWN_SANDBOX=0
+OWN_ALERTMANAGER=0
 WORKER_PID="$VAR/worker.pid"
 SUPERVISOR_PID="$VAR/worker-supervisor.pid"
 CRON_PID="$VAR/cron.pid"
@@ -79,6 +81,7 @@ cleanup() {
   if [[ -n "$SERVER_PID" ]]; then stop_pid "$SERVER_PID"; fi
   stop_pidfile "$CRON_PID"
   stop_pidfile "$WORKER_PID"
+  if ((OWN_ALERTMANAGER)); then stop_pidfile "$ALERTMANAGER_PID"; fi
   if ((OWN_SANDBOX)); then stop_pidfile "$SANDBOX_PID"; fi
   if ((OWN_REDIS)); then
     stop_pidfile "$REDIS_PID"
@@ -150,6 +153,41 @@ if [[ -z "${AWS_ENDPOINT_URL:-}" && "${GANTRY_SANDBOX:-1}" != 0 ]]; then
     "STUB service API at $SANDBOX_API_URL"
 fi
 
+# -- Alertmanager: fintech-ai-platform's environments read their alarms (seed
+# 003's Prometheus rules) from 127.0.0.1:9093. Debian's prometheus-alertmanager,
+# installed here when missing (as .ci/run installs chromium), started by
+# deployments/sandbox_alertmanager.py with its config and data in
+# var/alertmanager/, and fed the demo's firing alerts; where apt cannot install
+# it, the STAND-IN of deployments/fake_alertmanager.py takes its place.
+ALERTMANAGER_BIN=/usr/bin/prometheus-alertmanager
+ALERTMANAGER_LOG="$VAR/alertmanager.log"
+if ((OWN_SANDBOX)); then
+  if [[ ! -x "$ALERTMANAGER_BIN" ]]; then
+    if ((EUID == 0)) && command -v apt-get >/dev/null; then
+      say "installing Debian's prometheus-alertmanager (log var/alertmanager-install.log)"
+      { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus-alertmanager; } \
+        >"$VAR/alertmanager-install.log" 2>&1 ||
+        say "apt-get could not install prometheus-alertmanager: the STAND-IN will answer"
+    else
+      say "prometheus-alertmanager is missing and only root can apt-get it: the STAND-IN will answer"
+    fi
+  fi
+  stop_pidfile "$ALERTMANAGER_PID"
+  "$PY" -m deployments.sandbox_alertmanager --dir "$VAR/alertmanager" >"$ALERTMANAGER_LOG" 2>&1 &
+  echo $! >"$ALERTMANAGER_PID"
+  OWN_ALERTMANAGER=1
+  for _ in $(seq 1 60); do
+    grep -q "^Alertmanager" "$ALERTMANAGER_LOG" 2>/dev/null && break
+    pid_alive "$ALERTMANAGER_PID" || break
+    sleep 0.5
+  done
+  if grep -q "^Alertmanager up" "$ALERTMANAGER_LOG"; then
+    say "$(grep -m1 "^Alertmanager up" "$ALERTMANAGER_LOG")"
+  else
+    say "no Alertmanager of ours: $(tail -n 1 "$ALERTMANAGER_LOG") (var/alertmanager.log)"
+  fi
+fi
+
 # -- database, static files, demo data --
 manage() { "$PY" manage.py "$@"; }
 if [[ -z "${DATABASE_URL:-}" ]]; then
@@ -206,7 +244,7 @@ cat <<EOF
     dave    viewer       read-only
     admin   superuser    /admin/, break-glass overrides
 
-  Press Ctrl-C to stop the server, the worker, the sandbox and Redis.
+  Press Ctrl-C to stop the server, the worker, the sandbox, Alertmanager and Redis.
 
 EOF
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from deployments.choices import StepStatus, Stream
+from environments.live import environment_changed
+from portal.core import audit
 
 
 class StepRun(models.Model):
@@ -121,10 +123,40 @@ class CostEstimate(models.Model):
     resources = models.JSONField(default=list)
     not_priced = models.JSONField(default=list)
     catalog_version = models.CharField(max_length=64)
+    # Pages label such an estimate "recorded": nobody should take it for what
+    # Gantry's own plan of this deployment said.
+    recorded = models.BooleanField(
+        default=False,
+        help_text="Priced from a saved `terraform show -json`, not from a plan Gantry ran "
+        "for this deployment.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"{self.deployment}: ${self.monthly_total_usd}/month"
+
+    @classmethod
+    def record_saved_plan(cls, deployment, cost: dict, plan: str) -> CostEstimate:
+        """Attach the estimate of a saved plan (`plan` names the file; `cost` is
+        `environments.pricing.estimate_plan(...).as_json()`) to a deployment
+        that has none, marked `recorded` and audited. An estimate already
+        there, from Gantry's own plan or an earlier call, is kept."""
+        with transaction.atomic():
+            estimate, created = cls.objects.get_or_create(deployment=deployment, defaults={
+                "region": cost["region"], "catalog_version": cost["catalog_version"],
+                "monthly_total_usd": cost["monthly_total_usd"],
+                "previous_monthly_usd": cost["previous_monthly_usd"],
+                "resources": cost["resources"], "not_priced": cost["not_priced"],
+                "recorded": True,
+            })  # fmt: skip
+            if created:
+                audit.record("deployment.cost_recorded", deployment, after={
+                    "plan": plan, "region": cost["region"],
+                    "monthly_total_usd": cost["monthly_total_usd"],
+                    "catalog_version": cost["catalog_version"],
+                })  # fmt: skip
+                environment_changed(deployment.environment_id, "cost")
+        return estimate
 
     @property
     def delta_usd(self):

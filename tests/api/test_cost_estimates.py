@@ -12,7 +12,7 @@ from deployments.models import CostEstimate
 from portal.core.models import AuditEvent
 
 URL = "/api/v1/cost-estimates/"
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "seed002_production_plan.json"
+FIXTURE = Path(__file__).resolve().parents[2] / "infra" / "plans" / "seed002-production.json"
 
 
 @pytest.fixture

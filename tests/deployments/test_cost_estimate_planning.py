@@ -28,7 +28,7 @@ from tests.environments.ui import browser as signed_in
 from tests.runners.conftest import terraform_cli_config  # noqa: F401
 
 MODULE = str(Path(settings.BASE_DIR) / "infra" / "terraform" / "fraud-detector")
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "seed002_production_plan.json"
+FIXTURE = Path(__file__).resolve().parents[2] / "infra" / "plans" / "seed002-production.json"
 SECOND_NAT = ("aws_nat_gateway.main[1]", "aws_eip.nat[1]")
 
 

@@ -1,6 +1,7 @@
-"""Alarm polling: CloudWatch alarms in the real moto server, a FAKE Alertmanager
-(tests/fakes/alertmanager.py: no Alertmanager can run here), unreachable
-sources, concurrent pollers and the job."""
+"""Alarm polling: CloudWatch alarms in the real moto server, the FAKE
+Alertmanager (deployments/fake_alertmanager.py: it can be told to answer
+badly or late; tests/test_alertmanager_sandbox.py reads Debian's real one),
+unreachable sources, concurrent pollers and the job."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django.urls import reverse
 from rq import SimpleWorker
 
 from deployments.choices import Channel, NotificationEvent
+from deployments.fake_alertmanager import FakeAlertmanager, alert
 from deployments.models import Notification
 from environments import alarms
 from environments.alarms import poll_alarms, poll_environment, validate_alarm_sources
@@ -28,7 +30,6 @@ from environments.steps import ConfigError
 from portal.core.models import AuditEvent
 from tests.admin.conftest import admin_client, admin_form_data, root  # noqa: F401 (fixtures)
 from tests.conftest import env
-from tests.fakes.alertmanager import FakeAlertmanager, alert
 from tests.live import broadcast_heard
 from tests.runners.conftest import demo_aws, moto_endpoint  # noqa: F401 (fixtures)
 
@@ -493,8 +494,14 @@ def test_the_demo_shows_the_sandbox_alarms_and_an_honest_unknown(monkeypatch):
     from django.core.management import call_command
 
     from deployments import sandbox
+    from deployments.management.commands import seed_demo
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # The demo's Alertmanager address, 9093, is held by any `make run` on this
+    # machine: the seeded sources point at a port nothing listens on instead.
+    silent = f"http://127.0.0.1:{closed_port()}"
+    platform_alarms = {"alertmanager": {**seed_demo.PLATFORM_ALARMS["alertmanager"], "url": silent}}
+    monkeypatch.setattr(seed_demo, "PLATFORM_ALARMS", platform_alarms)
     call_command("seed_demo", stdout=io.StringIO())
     # Only the alarms: moto keeps one state per process, shared by every
     # server in it, and the demo's other resources (fraud-detector-staging-…
@@ -515,4 +522,4 @@ def test_the_demo_shows_the_sandbox_alarms_and_an_honest_unknown(monkeypatch):
     [(name, (state, reason))] = states(platform).items()
     assert name == "alertmanager: namespace=${var.namespace}, severity=~critical|warning"
     assert state == "unknown"
-    assert reason.startswith("Cannot read Alertmanager at http://127.0.0.1:9093")
+    assert reason.startswith(f"Cannot read Alertmanager at {silent}")

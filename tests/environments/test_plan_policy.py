@@ -38,7 +38,7 @@ from environments.plan_policy import (
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
-SEED002 = FIXTURES / "seed002_production_plan.json"
+SEED002 = ROOT / "infra" / "plans" / "seed002-production.json"
 
 
 def plan(name: str) -> dict:

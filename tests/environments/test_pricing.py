@@ -17,7 +17,7 @@ import pytest
 from environments import pricing
 from environments.pricing import PlanError, UnknownRegion, estimate_plan
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "seed002_production_plan.json"
+FIXTURE = Path(__file__).resolve().parents[2] / "infra" / "plans" / "seed002-production.json"
 SEED_002_TOTAL = Decimal(185)
 
 

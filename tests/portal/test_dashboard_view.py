@@ -13,7 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.choices import Decision, Status, StepStatus
+from deployments.fake_alertmanager import FakeAlertmanager
 from deployments.models import Approval, CostEstimate, Deployment, Release, StepRun
+from environments.alarms import poll_environment
 from environments.choices import AlarmSource, AlarmState, Tier
 from environments.costs import reporting_day
 from environments.models import (
@@ -169,6 +171,31 @@ def test_it_shows_the_worst_alarm_state_with_names(users, catalog):
     assert "ServiceDown" not in prod_card  # only the alarms in the worst state are named
     assert 'data-state="unknown"' in card_html(html, staging)  # sources, never polled
     assert "no alarm sources" in card_html(html, dev)
+
+
+def test_it_shows_sources_that_answered_with_nothing_as_ok(
+    users, catalog, django_capture_on_commit_callbacks
+):
+    """An Alertmanager lists only what fires: a quiet one is OK once polled."""
+    production = env(catalog, "production")
+    quiet = FakeAlertmanager().start()
+    try:
+        Environment.objects.filter(pk=production.pk).update(
+            alarm_sources={"alertmanager": {"url": quiet.url, "matchers": ["namespace=prod"]}}
+        )
+        page = browser(users["dave"])
+        before = card_html(page.get(reverse("home")).content.decode(), production)
+        assert 'data-state="unknown"' in before and "not polled yet" in before
+        with django_capture_on_commit_callbacks(execute=True):
+            assert poll_environment(Environment.objects.get(pk=production.pk)) == []
+        # No alarm row changed, yet the kept card was rebuilt.
+        after = card_html(page.get(reverse("home")).content.decode(), production)
+    finally:
+        quiet.stop()
+    assert 'data-state="OK"' in after and "nothing firing" in after
+    assert "alarms unknown" not in after
+    panel = page.get(reverse("environment-detail", args=[catalog.slug, "production"]))
+    assert 'data-testid="nothing-firing"' in panel.content.decode()
 
 
 def test_it_shows_month_to_date_spend_and_the_estimate_against_the_budget(users, catalog, release):

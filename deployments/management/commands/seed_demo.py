@@ -1,36 +1,46 @@
-"""Load the demo catalog, users and a short, fully audited release history.
+"""Load the demo catalog, users and eight weeks of fully audited release history.
 
 The systems are the ones whose manual runbooks Gantry replaces: `fraud-detector`
 (ECS Fargate in ca-central-1) and `fintech-ai-platform` (Kubernetes, one
-namespace per environment). Safe to run again: anything already present is
-left as it is and no audit event is written twice.
+namespace per environment). The history is made with the domain methods of
+real use (Release.register, Deployment.request/approve/start/finish, rollbacks)
+while a controlled clock (time-machine) walks through the weeks, so every row
+and audit event carries the time it would have had and the chain stays in
+order: the clock never goes back before the trail's last event, nor past now.
+Safe to run again: anything already present is left as it is and no audit
+event is written twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import time_machine
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from deployments.choices import Status, Stream
-from deployments.models import Deployment, LogLine, Release
+from deployments.models import CostEstimate, Deployment, LogLine, Release
+from environments import pricing
 from environments.choices import FreezeKind, StepKind, Tier
 from environments.costs import fetch_costs
 from environments.models import Application, Environment, FreezeWindow, Service, Step
 from portal.core import audit, group_roles
 from portal.core.choices import Role
-from portal.core.models import Membership
+from portal.core.models import AuditEvent, Membership
 
 # Printed by `make run` too. Demo only: never reuse it for a real installation.
 DEMO_PASSWORD = "gantry-demo"
@@ -65,11 +75,28 @@ SMOKE_TRANSACTION = {
 DEMO_BAKE_SECONDS = 30
 # The dashboard's alarms: the CloudWatch alarms the sandbox creates per
 # environment (…-5xx, -latency, -4xx), and seed 003's Prometheus rules through
-# Alertmanager. The demo runs no Alertmanager: its environments show `unknown`
-# ("Connection refused") until one answers on this address.
+# the Alertmanager `make run` starts on this address
+# (deployments/sandbox_alertmanager.py); without one they show `unknown`.
 FRAUD_ALARMS = {"cloudwatch": {"alarm_prefix": "fraud-detector-${environment}-"}}
 PLATFORM_ALARMS = {"alertmanager": {"url": "http://127.0.0.1:9093", "matchers": [
     "namespace=${var.namespace}", "severity=~critical|warning"]}}  # fmt: skip
+
+
+# The history runs over the eight weeks before this one (Toronto time, where
+# the teams work): day 0 is the Monday eight weeks ago.
+HISTORY_WEEKS = 8
+# Seed 002's production configuration as `terraform show -json` gives it (its
+# provenance: docs/COSTS.md). Priced and attached, labelled "recorded", to the
+# production deployment of fraud-detector that runs now: the demo ran no plan of it.
+RECORDED_PLAN = Path(settings.BASE_DIR) / "infra" / "plans" / "seed002-production.json"
+# How long the recorded runs took, by tier (a bake makes staging and production longer).
+RUN_MINUTES = {Tier.DEVELOPMENT: 7, Tier.STAGING: 16, Tier.PRODUCTION: 24}
+APPROVAL_MINUTES = 25  # between a request and each approval
+QUEUE_MINUTES = 2  # between the last approval and the worker starting
+SEED_WORKER = "seed_demo (recorded history: nothing was run)"
+APPROVAL_COMMENT = "Checked the diff and the runbook."
+BOTH = ("bob", "carol")  # production's two approvals
+ECS_UNSTABLE = "ECS rolling update: fraud-worker did not become stable within 900 s."
 
 
 def api_base_url(application: str, environment: str, real_url: str) -> str:
@@ -98,18 +125,25 @@ class EnvironmentSpec:
 
 @dataclass(frozen=True)
 class Rollout:
-    """One deployment of a release in the history: who approves, and how it ends."""
+    """One deployment of a release in the history: when (day of the history,
+    Toronto time), who approves, and how it ends."""
 
     environment: str
     reason: str
+    day: int
+    at: str = "10:00"
     approvers: tuple[str, ...] = ()
-    succeeded: bool = True  # False: left awaiting the remaining approvals
+    error: str = ""  # the run failed with this error
+    rollback: bool = False  # a rollback of what runs there to the release before
+    left_open: bool = False  # requested now, awaiting its approvals
+    recorded_cost: bool = False  # gets the estimate of RECORDED_PLAN
 
 
 @dataclass(frozen=True)
 class ReleaseSpec:
     version: str
     notes: str
+    day: int  # registered at 09:00 on this day of the history
     rollouts: tuple[Rollout, ...]
 
 
@@ -227,37 +261,75 @@ def fraud_detector() -> ApplicationSpec:
         registry=ECR,
         services=FRAUD_SERVICES,
         environments=environments,
-        history=(
-            ReleaseSpec(
-                "1.3.0",
-                "Model v7 (precision +2.1 pts); async scoring for batch jobs.",
-                (
-                    Rollout("dev", "Model v7 candidate"),
-                    Rollout("staging", "Model v7 validation with replayed traffic", ("bob",)),
-                    Rollout("production", "Model v7 rollout, CAB-2291", ("bob", "carol")),
-                ),
-            ),
-            ReleaseSpec(
-                "1.4.0",
-                "Bedrock timeout raised to 5 s; fraud-worker retries on 429.",
-                (
-                    Rollout("dev", "Timeout fix for INC-4412"),
-                    Rollout("staging", "Timeout fix soak test", ("carol",)),
-                    Rollout(
-                        "production",
-                        "Fix for INC-4412 (scoring timeouts at peak)",
-                        ("carol",),
-                        succeeded=False,
-                    ),
-                ),
-            ),
-            ReleaseSpec(
-                "1.5.0",
-                "Feature store client upgrade.",
-                (Rollout("dev", "Feature store client upgrade"),),
-            ),
-        ),
+        history=fraud_detector_history(),
     )
+
+
+def fraud_detector_history() -> tuple[ReleaseSpec, ...]:
+    """Eight weeks of fraud-detector (day 0 is a Monday): a release a week
+    through dev → staging → production, with what real weeks bring: a
+    production failure restored by a hotfix the next day, a staging failure
+    retried, a rollback, a dev deployment that failed and was run again.
+    1.4.0 waits for production."""
+    return (
+        ReleaseSpec("1.3.0", "Model v7 (precision +2.1 pts); async scoring for batch jobs.", 0, (
+            Rollout("dev", "Model v7 candidate", 0, "09:30"),
+            Rollout("staging", "Model v7 validation with replayed traffic", 1, "11:00", ("bob",)),
+            Rollout("production", "Model v7 rollout, CAB-2291", 3, "14:00", BOTH),
+        )),
+        ReleaseSpec("1.3.1", "Batch scoring retries throttled Bedrock calls.", 7, (
+            Rollout("dev", "Bedrock retries", 7, "09:30"),
+            Rollout("staging", "Bedrock retries under load", 8, "10:30", ("carol",)),
+            Rollout("production", "Bedrock retries, CAB-2304", 9, "15:00", BOTH,
+                    error="Health check: /health/ready answered 503 for 120 s "
+                          "(fraud-ml could not load model v7.1)."),
+        )),
+        ReleaseSpec("1.3.2", "Hotfix: fraud-ml loads the model from its volume again.", 10, (
+            Rollout("dev", "Hotfix for the failed 1.3.1 rollout", 10, "09:15"),
+            Rollout("staging", "Hotfix smoke test", 10, "10:30", ("bob",)),
+            Rollout("production", "Hotfix: restore scoring after 1.3.1, INC-4371", 10, "14:00",
+                    BOTH),
+        )),
+        ReleaseSpec("1.3.3", "Merchant category features from the feature store.", 14, (
+            Rollout("dev", "Merchant category features", 14, "09:30"),
+            Rollout("staging", "Merchant features with replayed traffic", 15, "10:00",
+                    ("carol",), error="Smoke test: POST /predict answered 500 "
+                                      "(feature store lookup timed out)."),
+            Rollout("staging", "Merchant features, feature store timeout raised", 15, "15:00",
+                    ("carol",)),
+            Rollout("production", "Merchant category features, CAB-2318", 16, "14:00", BOTH),
+            Rollout("production", "False positives doubled for online retail (INC-4398)", 17,
+                    "09:30", ("bob",), rollback=True),
+        )),
+        ReleaseSpec("1.3.4", "Merchant features behind a flag; online retail thresholds fixed.",
+                    21, (
+            Rollout("dev", "Merchant features behind a flag", 21, "10:00"),
+            Rollout("staging", "Flagged merchant features", 22, "11:00", ("bob",)),
+            Rollout("production", "Merchant features again, flag off, CAB-2330", 23, "14:00",
+                    BOTH),
+        )),
+        ReleaseSpec("1.3.5", "Model v7.2: recalibrated thresholds for card-not-present.", 28, (
+            Rollout("dev", "Model v7.2 candidate", 28, "10:00"),
+            Rollout("staging", "Model v7.2 validation", 29, "11:00", ("carol",)),
+            Rollout("production", "Model v7.2 rollout, CAB-2342", 30, "14:00", BOTH),
+        )),
+        ReleaseSpec("1.3.6", "fraud-worker drains its queue before shutdown.", 35, (
+            Rollout("dev", "Graceful worker shutdown", 35, "10:00", error=ECS_UNSTABLE),
+            Rollout("dev", "Graceful worker shutdown, stop timeout raised", 35, "13:30"),
+            Rollout("staging", "Graceful worker shutdown", 36, "11:00", ("bob",)),
+            Rollout("production", "Graceful worker shutdown, CAB-2351", 37, "14:00", BOTH,
+                    recorded_cost=True),
+        )),
+        ReleaseSpec("1.4.0", "Bedrock timeout raised to 5 s; fraud-worker retries on 429.", 42, (
+            Rollout("dev", "Timeout fix for INC-4412", 42, "10:00"),
+            Rollout("staging", "Timeout fix soak test", 43, "11:00", ("carol",)),
+            Rollout("production", "Fix for INC-4412 (scoring timeouts at peak)", 0,
+                    approvers=("carol",), left_open=True),
+        )),
+        ReleaseSpec("1.5.0", "Feature store client upgrade.", 49, (
+            Rollout("dev", "Feature store client upgrade", 50, "10:00"),
+        )),
+    )  # fmt: skip
 
 
 def fintech_ai_platform() -> ApplicationSpec:
@@ -298,17 +370,56 @@ def fintech_ai_platform() -> ApplicationSpec:
         environments=environments,
         history=(
             ReleaseSpec(
-                "2.1.0",
-                "Risk scoring v2 behind the API gateway.",
+                "2.0.0",
+                "Platform baseline: API gateway, ML service and frontend.",
+                1,
                 (
-                    Rollout("dev", "Risk scoring v2"),
-                    Rollout("staging", "Risk scoring v2 acceptance", ("bob",)),
+                    Rollout("dev", "Platform baseline", 1, "09:30"),
+                    Rollout("staging", "Platform baseline acceptance", 2, "10:00", ("bob",)),
+                    Rollout("production", "Platform go-live, CAB-2295", 4, "11:00", BOTH),
                 ),
             ),
             ReleaseSpec(
-                "2.2.0", "Frontend: case review screen.", (Rollout("dev", "Case review screen"),)
+                "2.0.1",
+                "ml-service: readiness waits for the model to load.",
+                21,
+                (
+                    Rollout("dev", "Readiness probe fix", 21, "09:30"),
+                    Rollout(
+                        "staging",
+                        "Readiness probe fix",
+                        22,
+                        "14:00",
+                        ("carol",),
+                        error="Rollout of ml-service in fintech-ai-staging exceeded its "
+                        "progress deadline (600 s).",
+                    ),
+                    Rollout(
+                        "staging",
+                        "Readiness probe fix, memory limit raised",
+                        23,
+                        "10:00",
+                        ("carol",),
+                    ),
+                    Rollout("production", "Readiness probe fix, CAB-2333", 24, "11:00", BOTH),
+                ),
             ),
-        ),
+            ReleaseSpec(
+                "2.1.0",
+                "Risk scoring v2 behind the API gateway.",
+                35,
+                (
+                    Rollout("dev", "Risk scoring v2", 35, "09:30"),
+                    Rollout("staging", "Risk scoring v2 acceptance", 37, "10:00", ("bob",)),
+                ),
+            ),
+            ReleaseSpec(
+                "2.2.0",
+                "Frontend: case review screen.",
+                49,
+                (Rollout("dev", "Case review screen", 51, "10:00"),),
+            ),
+        ),  # fmt: skip
     )
 
 
@@ -322,42 +433,79 @@ def acting_as(user: User | None) -> Iterator[None]:
         audit.reset_context(token)
 
 
-def record_successful_run(deployment: Deployment) -> None:
-    """Mark a queued deployment as run and succeeded, as the deploy job does.
+class HistoryClock:
+    """The time the history is written at. The domain methods read
+    `timezone.now()` (and the models' defaults): the seed moves that clock
+    instead of editing rows afterwards, so rows and audit events carry their
+    moment, in order. It only ever moves forward, starts no earlier than the
+    audit trail's last event and stops at the real now: a history written into
+    a trail that already has recent events is squeezed into what is left."""
+
+    def __init__(self, first: datetime) -> None:
+        self.until = timezone.now()
+        latest = AuditEvent.objects.aggregate(latest=Max("at"))["latest"]
+        self.now = min(max(first, latest or first), self.until)
+        self._travel = time_machine.travel(self.now, tick=False)
+
+    def __enter__(self) -> HistoryClock:
+        self._traveller = self._travel.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._travel.stop()
+
+    def move_to(self, moment: datetime) -> None:
+        self.now = min(max(moment, self.now), self.until)
+        self._traveller.move_to(self.now)
+
+    def advance(self, minutes: float) -> None:
+        self.move_to(self.now + timedelta(minutes=minutes))
+
+
+def history_start(today: datetime | None = None) -> datetime:
+    """Day 0 of the history: the Monday HISTORY_WEEKS weeks before this week's, 00:00 Toronto."""
+    local = (today or timezone.now()).astimezone(ZoneInfo(TORONTO))
+    monday = local.date() - timedelta(days=local.weekday() + 7 * HISTORY_WEEKS)
+    return datetime.combine(monday, time(0, 0), tzinfo=ZoneInfo(TORONTO))
+
+
+def moment(start: datetime, day: int, at: str) -> datetime:
+    hours, minutes = (int(part) for part in at.split(":"))
+    return datetime.combine(start.date() + timedelta(days=day), time(hours, minutes),
+                            tzinfo=start.tzinfo)  # fmt: skip
+
+
+def record_run(
+    deployment: Deployment, clock: HistoryClock, minutes: float, error: str = ""
+) -> None:
+    """Take a queued deployment through its run as the deploy job does:
+    Deployment.start, then Deployment.finish (succeeded, or failed with
+    `error`) `minutes` later, with the same audit events.
 
     The demo history needs finished deployments, but nothing must really be
-    deployed while seeding. This helper stands in for the deploy engine: it
-    makes the same transitions (queued → running → succeeded) with the same
-    audit events. Real deployments are carried out by the engine's RQ job.
+    deployed while seeding: the run's one log line says so. Real deployments
+    are carried out by the engine's RQ job.
     """
-    with acting_as(None), transaction.atomic():
-        started = timezone.now()
-        if not Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(
-            status=Status.RUNNING, started_at=started
-        ):
+    with acting_as(None):
+        if not deployment.start(SEED_WORKER):
             raise CommandError(f"Deployment {deployment} is not queued; cannot record its run.")
-        audit.record(
-            "deployment.started",
-            deployment,
-            before={"status": Status.QUEUED},
-            after={"status": Status.RUNNING},
-        )
+        outcome = "failed" if error else "succeeded"
         LogLine.objects.create(
             deployment=deployment,
             seq=1,
             stream=Stream.SYSTEM,
-            text="Recorded as succeeded by the demo seed (nothing was run).",
+            text=f"Recorded as {outcome} by the demo seed (nothing was run).",
         )
-        Deployment.objects.filter(pk=deployment.pk, status=Status.RUNNING).update(
-            status=Status.SUCCEEDED, finished_at=timezone.now()
-        )
-        audit.record(
-            "deployment.succeeded",
-            deployment,
-            before={"status": Status.RUNNING},
-            after={"status": Status.SUCCEEDED},
-        )
+        clock.advance(minutes)
+        deployment.finish(Status.FAILED if error else Status.SUCCEEDED, error)
     deployment.refresh_from_db()
+
+
+def recorded_plan_cost() -> dict:
+    """RECORDED_PLAN priced in the region its configuration deploys to."""
+    plan = json.loads(RECORDED_PLAN.read_text())
+    region = plan.get("variables", {}).get("aws_region", {}).get("value") or "us-east-1"
+    return pricing.estimate_plan(plan, region).as_json()
 
 
 class Command(BaseCommand):
@@ -367,22 +515,32 @@ class Command(BaseCommand):
         self.created: list[str] = []
         self.new_environments: list = []
         self.open_requests: list = []
+        self.new_applications: set[int] = set()
+        specs = (fraud_detector(), fintech_ai_platform())
         # One transaction: a failure leaves nothing half-seeded, and jobs the
         # domain methods enqueue on commit find every row already final.
         with transaction.atomic():
-            users = self.ensure_users()
-            for spec in (fraud_detector(), fintech_ai_platform()):
-                application = self.ensure_application(spec, users["admin"])
+            start = history_start()
+            # The catalog and the history at their time, from the morning of
+            # day 0 on; everything after them at the real now.
+            with HistoryClock(moment(start, 0, "08:00")) as clock:
+                users = self.ensure_users()
+                applications = []
+                for spec in specs:
+                    application = self.ensure_application(spec, users["admin"])
+                    self.ensure_memberships(application, users)
+                    self.ensure_group_roles(application, users["admin"])
+                    applications.append((spec, application))
+                self.ensure_history(applications, users, clock, start)
+            for spec, application in applications:
                 self.ensure_sandbox_api(spec, application, users["admin"])
-                self.ensure_memberships(application, users)
-                self.ensure_group_roles(application, users["admin"])
-                self.ensure_history(spec, application, users)
-                # Steps after the recorded history (which ran nothing), before
-                # the open requests: those are planned for real by the worker.
-                self.ensure_steps()
-                self.ensure_open_requests(users)
-                # Freezes last: the history above must not fall into a freeze
-                # that happens to be in force while seeding.
+            # Steps after the recorded history (which ran nothing), before the
+            # open requests: those are planned for real by the worker.
+            self.ensure_steps()
+            self.ensure_open_requests(users)
+            # Freezes last: the open requests must not fall into a freeze
+            # that happens to be in force while seeding.
+            for spec, application in applications:
                 self.ensure_freezes(spec, application, users["admin"])
         # The sandbox's Cost Explorer holds 60 days of demo spend: fetch it now,
         # so the cost page and the dashboard have figures at first start.
@@ -444,6 +602,7 @@ class Command(BaseCommand):
             elif env_spec.alarm_sources and not environment.alarm_sources:
                 self.ensure_alarm_sources(environment, env_spec, admin)
         if created:
+            self.new_applications.add(application.pk)
             self.created.append(f"application {spec.slug}")
             with acting_as(admin):
                 audit.record(
@@ -521,42 +680,84 @@ class Command(BaseCommand):
                 self.created.append(f"{application.slug} {group} → {role}")
 
     def ensure_history(
-        self, spec: ApplicationSpec, application: Application, users: dict[str, User]
+        self,
+        applications: list[tuple[ApplicationSpec, Application]],
+        users: dict[str, User],
+        clock: HistoryClock,
+        start: datetime,
     ) -> None:
-        """Register each release and walk it through its rollouts with the domain methods."""
-        alice = users["alice"]
-        environments = {env.slug: env for env in application.environments.all()}
-        for release_spec in spec.history:
-            if Release.objects.filter(
-                application=application, version=release_spec.version
-            ).exists():
+        """Register the releases of the applications created in this run and
+        walk them through their rollouts with the domain methods, all events in
+        the order of their time. An application already there keeps the
+        history it has: a history added to it would be squeezed into the
+        present, after its last audit event, and could meet its freeze."""
+        events = []  # (when, order of writing, application spec, application, release, rollout)
+        for spec, application in applications:
+            if application.pk not in self.new_applications:
                 continue
-            artifacts = {
-                service: image_ref(spec.registry, service, release_spec.version)
-                for service in spec.services
-            }
-            with acting_as(alice):
-                release = Release.register(
-                    application,
-                    release_spec.version,
-                    artifacts,
-                    alice,
-                    notes=release_spec.notes,
-                    commit=commit_of(spec.slug, release_spec.version),
-                )
-            for rollout in release_spec.rollouts:
-                environment = environments[rollout.environment]
-                if not rollout.succeeded:
-                    self.open_requests.append((release, environment, rollout))
-                    continue
-                with acting_as(alice):
-                    deployment = Deployment.request(release, environment, alice, rollout.reason)
-                for username in rollout.approvers:
-                    with acting_as(users[username]):
-                        deployment.approve(users[username], "Checked the diff and the runbook.")
-                if rollout.succeeded:
-                    record_successful_run(deployment)
-            self.created.append(f"{spec.slug} {release_spec.version}")
+            environments = {env.slug: env for env in application.environments.all()}
+            for release in spec.history:
+                registered_at = moment(start, release.day, "09:00")
+                events.append((registered_at, len(events), spec, application, release, None))
+                for rollout in release.rollouts:
+                    if rollout.left_open:
+                        environment = environments[rollout.environment]
+                        self.open_requests.append((application, release, environment, rollout))
+                        continue
+                    when = moment(start, rollout.day, rollout.at)
+                    events.append((when, len(events), spec, application, release, rollout))
+                self.created.append(f"{spec.slug} {release.version}")
+        registered: dict[tuple[int, str], Release] = {}
+        for when, _, spec, application, release, rollout in sorted(events, key=lambda e: e[:2]):
+            clock.move_to(when)
+            key = (application.pk, release.version)
+            if rollout is None:
+                registered[key] = self.register(spec, application, release, users["alice"])
+                continue
+            environment = application.environments.get(slug=rollout.environment)
+            deployment = self.request(registered[key], environment, rollout, users, clock)
+            record_run(deployment, clock, RUN_MINUTES[environment.tier], rollout.error)
+            if rollout.recorded_cost:
+                with acting_as(None):
+                    CostEstimate.record_saved_plan(
+                        deployment, recorded_plan_cost(),
+                        str(RECORDED_PLAN.relative_to(settings.BASE_DIR)),
+                    )  # fmt: skip
+
+    def register(
+        self, spec: ApplicationSpec, application: Application, release_spec: ReleaseSpec,
+        alice: User,
+    ) -> Release:  # fmt: skip
+        artifacts = {
+            service: image_ref(spec.registry, service, release_spec.version)
+            for service in spec.services
+        }
+        with acting_as(alice):
+            return Release.register(
+                application,
+                release_spec.version,
+                artifacts,
+                alice,
+                notes=release_spec.notes,
+                commit=commit_of(spec.slug, release_spec.version),
+            )
+
+    def request(self, release: Release, environment: Environment, rollout: Rollout,
+                users: dict[str, User], clock: HistoryClock) -> Deployment:  # fmt: skip
+        """Request as alice (a rollback: of what runs there now) and approve as
+        the rollout says, each approval a while after the one before."""
+        alice = users["alice"]
+        with acting_as(alice):
+            if rollout.rollback:
+                deployment = Deployment.request_rollback(environment, alice, rollout.reason)
+            else:
+                deployment = Deployment.request(release, environment, alice, rollout.reason)
+        for username in rollout.approvers:
+            clock.advance(APPROVAL_MINUTES)
+            with acting_as(users[username]):
+                deployment.approve(users[username], APPROVAL_COMMENT)
+        clock.advance(QUEUE_MINUTES)
+        return deployment
 
     def ensure_steps(self) -> None:
         for environment, env_spec in self.new_environments:
@@ -567,17 +768,18 @@ class Command(BaseCommand):
         self.new_environments = []
 
     def ensure_open_requests(self, users: dict[str, User]) -> None:
-        """Requests still under review: with Terraform steps they start in
-        `planning`, and the worker plans them against the sandbox."""
+        """Requests still under review, made now: with Terraform steps they
+        start in `planning`, and the worker plans them against the sandbox."""
         alice = users["alice"]
-        for release, environment, rollout in self.open_requests:
+        for application, release_spec, environment, rollout in self.open_requests:
+            release = application.releases.get(version=release_spec.version)
             with acting_as(alice):
                 deployment = Deployment.request(release, environment, alice, rollout.reason)
             for username in rollout.approvers:
                 if deployment.status != Status.AWAITING_APPROVAL:
                     break  # approvals wait for the plan
                 with acting_as(users[username]):
-                    deployment.approve(users[username], "Checked the diff and the runbook.")
+                    deployment.approve(users[username], APPROVAL_COMMENT)
         self.open_requests = []
 
     def ensure_freezes(self, spec: ApplicationSpec, application: Application, admin: User) -> None:
