@@ -24,7 +24,6 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import time_machine
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
@@ -445,6 +444,15 @@ class HistoryClock:
         self.until = timezone.now()
         latest = AuditEvent.objects.aggregate(latest=Max("at"))["latest"]
         self.now = min(max(first, latest or first), self.until)
+        try:
+            # A demo-only dependency (requirements-dev.txt, which `make run`
+            # installs): production images have no demo to seed.
+            import time_machine
+        except ImportError:
+            raise CommandError(
+                "seed_demo needs the development requirements (time-machine): "
+                "pip install -r requirements-dev.txt, or use `make run`."
+            ) from None
         self._travel = time_machine.travel(self.now, tick=False)
 
     def __enter__(self) -> HistoryClock:
