@@ -83,3 +83,12 @@ def test_it_answers_malformed_json_with_400(api, catalog):
     )
     assert response.status_code == 400
     assert "JSON" in response.json()["detail"]
+
+
+def test_it_accepts_the_bearer_scheme_the_tokens_page_shows(users, catalog):
+    _, key = tokens.issue(users["alice"], "ci")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert [a["slug"] for a in response.json()] == ["fraud-detector"]
