@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -87,6 +88,38 @@ def env_secret(name: str, default: str | None = None) -> str:
     return value
 
 
+def env_secret_list(name: str) -> list[str]:
+    """Secrets from NAME (comma-separated) or NAME_FILE (one per line); may be empty."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}") from None
+        return [line.strip() for line in lines if line.strip()]
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def env_fernet_keys(name: str) -> list[str]:
+    """Fernet keys from NAME or NAME_FILE (comma-separated or one per line),
+    each checked here so a typo stops start-up instead of the first decryption."""
+    raw = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        raw = env_secret(name)
+    keys = [key.strip() for key in raw.replace("\n", ",").split(",") if key.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: key {position} is not a Fernet key (32 url-safe base64 bytes; "
+                "make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')."
+            ) from None
+    return keys
+
+
 DEBUG = env_bool("DEBUG", False)
 # HTTPS-only cookies, HSTS and redirects are on unless explicitly turned off for
 # a plain-HTTP local demo (make run sets HTTPS=0).
@@ -96,8 +129,14 @@ SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-key" if DEBUG else None
 # The audit chain's HMAC key. It must not live in the database: whoever can
 # write the database must not be able to re-sign an edited chain.
 AUDIT_KEY = env_secret("AUDIT_KEY", "dev-only-audit-key" if DEBUG else None).encode()
-# Encrypts webhook URLs and secret variables at rest; derived from SECRET_KEY when unset.
-FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
+# Older signing keys, still accepted (sessions, signed values, and the field
+# encryption keys derived from them) while SECRET_KEY is rotated. Comma-separated
+# in SECRET_KEY_FALLBACKS, one per line in SECRET_KEY_FALLBACKS_FILE.
+SECRET_KEY_FALLBACKS = env_secret_list("SECRET_KEY_FALLBACKS")
+# Encrypts webhook URLs, secret variables, IdP tokens and TOTP keys at rest
+# (portal/core/crypto.py): comma-separated Fernet keys, the first encrypts and
+# all decrypt. Unset: derived from SECRET_KEY and each of SECRET_KEY_FALLBACKS.
+FIELD_ENCRYPTION_KEY = env_fernet_keys("FIELD_ENCRYPTION_KEY")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
