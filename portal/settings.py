@@ -10,6 +10,7 @@ in a process listing or a compose file.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -153,6 +154,10 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "channels",
+    # Before portal.core: axes's receivers count a failure (and flag a lock-out)
+    # before the audit receivers read the request (portal/core/signals.py).
+    "axes",
+    "django_otp",
     "portal.core",
     "environments",
     "deployments",
@@ -171,6 +176,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Sessions opened through SSO are re-checked with the IdP (portal/sso.py).
     "portal.sso.SsoRecheckMiddleware",
+    # Turns a locked-out sign-in into the 429 page or JSON (portal.views.locked_out).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -271,10 +278,24 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
-# Sign-in throttling: this many failures per username or per IP within the
-# window lock further attempts until the window passes.
-LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
-LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 15 * 60)
+# Sign-in throttling (django-axes, portal/core/throttle.py) on every sign-in path:
+# this many failures per user name or per client address lock it for the window,
+# counted again from each refused attempt. Counters live in the Redis cache.
+LOGIN_MAX_FAILURES = env_positive_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_FAILURE_WINDOW = env_positive_int("LOGIN_FAILURE_WINDOW", 15 * 60)
+AXES_ENABLED = True
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_CACHE = "default"
+AXES_FAILURE_LIMIT = LOGIN_MAX_FAILURES
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_FAILURE_WINDOW)
+AXES_LOCKOUT_PARAMETERS = "portal.core.throttle.lockout_parameters"
+AXES_USERNAME_CALLABLE = "portal.core.throttle.username_of"
+AXES_CLIENT_IP_CALLABLE = "portal.core.middleware.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal.views.locked_out"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_ENABLE_ADMIN = False  # the counters are in Redis, not in axes's tables
+AXES_VERBOSE = False
 
 # Single sign-on through OpenID Connect (portal/sso.py): on when OIDC_ISSUER is
 # set. Endpoints come from the issuer's discovery document.
@@ -297,6 +318,8 @@ LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
 if not LOCAL_LOGIN and not OIDC_ISSUER:
     raise ImproperlyConfigured("LOCAL_LOGIN=0 needs OIDC_ISSUER: only superusers could sign in.")
 AUTHENTICATION_BACKENDS = [
+    # First: refuses every attempt while the user name or address is locked out.
+    "portal.core.backends.ThrottleBackend",
     "portal.core.backends.PasswordBackend",
     "portal.core.backends.SsoBackend",
 ]
@@ -315,8 +338,15 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-if env_bool("BEHIND_PROXY", False):
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many reverse proxies in front of Gantry append to X-Forwarded-For: the
+# client's address is that many entries from the right (portal.core.middleware.
+# client_ip); 0 takes the socket's peer. One with BEHIND_PROXY=1 unless set.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if BEHIND_PROXY else 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT={TRUSTED_PROXY_COUNT} must be 0 or more.")
 # Health probes come over plain HTTP from the orchestrator.
 SECURE_REDIRECT_EXEMPT = [r"^health/"]
 
