@@ -313,6 +313,13 @@ if not OIDC_GROUPS_CLAIM:
 # How often a signed-in user (or their API token) is confirmed with the IdP.
 OIDC_RECHECK_SECONDS = env_positive_int("OIDC_RECHECK_SECONDS", 900)
 OIDC_TIMEOUT = env_positive_int("OIDC_TIMEOUT", 5)
+# What an ID token must say for Gantry to count the sign-in as MFA (an
+# environment's fresh-MFA rule for approvers): one of these `amr` values
+# (RFC 8176) or one of these `acr` values. OIDC_STEP_UP_ACR, when set, is sent
+# as acr_values when an approver is sent back to the provider to step up.
+OIDC_MFA_AMR = env_list("OIDC_MFA_AMR", "mfa,otp,hwk,swk,sms,sc,fpt,face")
+OIDC_MFA_ACR = env_list("OIDC_MFA_ACR", "")
+OIDC_STEP_UP_ACR = env_str("OIDC_STEP_UP_ACR", "").strip()
 # LOCAL_LOGIN=0: passwords only for superusers (the break-glass administrator).
 LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
 if not LOCAL_LOGIN and not OIDC_ISSUER:
@@ -412,5 +419,6 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes logs every sign-in at INFO; the audit trail already has them.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -7,7 +7,7 @@ import logging
 import redis
 from axes.helpers import get_cool_off
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
@@ -16,10 +16,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from portal.core import audit, throttle
+from portal import mfa_views
+from portal.core import audit, mfa, throttle, totp
 from portal.core import tokens as api_tokens
+from portal.core.admin import AdminSignInForm
 from portal.core.models import ApiToken
 from portal.forms import SignInForm, TokenForm
 
@@ -55,6 +58,40 @@ class SignInView(LoginView):
         context["sso_enabled"] = bool(settings.OIDC_ISSUER)
         context["local_login"] = settings.LOCAL_LOGIN
         return context
+
+    def form_valid(self, form) -> HttpResponse:
+        """The password is right: sign in, or first ask for the second factor
+        when the account has an authenticator (portal/mfa_views.py)."""
+        user = form.get_user()
+        if totp.has_totp(user):
+            return mfa_views.begin_second_step(self.request, user, self.get_success_url())
+        response = super().form_valid(form)
+        mfa.remember(self.request.session, mfa.Authentication("password", timezone.now()))
+        return response
+
+
+class AdminSignInView(SignInView):
+    """The admin's sign-in page, through the same throttle and second factor."""
+
+    template_name = "admin/login.html"
+    authentication_form = AdminSignInForm
+    form_class = AdminSignInForm
+
+    def get_default_redirect_url(self) -> str:
+        return reverse("admin:index")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(admin.site.each_context(self.request), title="Log in",
+                       app_path=self.request.get_full_path())  # fmt: skip
+        return context
+
+
+def admin_sign_in(request: HttpRequest, extra_context=None) -> HttpResponse:
+    """Stands in for AdminSite.login (see urls.py)."""
+    if request.method == "GET" and request.user.is_authenticated and request.user.is_staff:
+        return redirect(reverse("admin:index"))
+    return AdminSignInView.as_view()(request)
 
 
 @require_POST
