@@ -42,8 +42,9 @@ def staging(catalog) -> Environment:
 
 
 def register(catalog, users, who="alice", version="2.0.0", author=""):
-    return Release.register(catalog, version, ARTIFACTS, users[who], commit="abc1234",
-                            commit_author=author)  # fmt: skip
+    return Release.register(
+        catalog, version, ARTIFACTS, users[who], commit="abc1234", commit_author=author
+    )
 
 
 def test_the_registrant_may_not_approve(catalog, users, staging):
@@ -57,8 +58,9 @@ def test_the_registrant_may_not_approve(catalog, users, staging):
     assert deployment.status == Status.QUEUED
 
 
-@pytest.mark.parametrize("author", ["Carol Jones <CAROL@example.com>", "carol@example.com",
-                                    "Carol"])  # fmt: skip
+@pytest.mark.parametrize(
+    "author", ["Carol Jones <CAROL@example.com>", "carol@example.com", "Carol"]
+)
 def test_the_commit_author_may_not_approve(catalog, users, staging, author):
     release = register(catalog, users, author=author)
     assert release.commit_author_user == users["carol"]
@@ -92,8 +94,12 @@ def test_the_database_refuses_an_implementer_approval(catalog, users, staging):
     deployment = Deployment.request(release, staging, users["alice"], "ship it")
     for user in (users["alice"], users["carol"]):  # requester and registrant; commit author
         with pytest.raises(IntegrityError, match="may not decide"), transaction.atomic():
-            Approval.objects.create(deployment=deployment, user=user, decision="approve",
-                                    digest=deployment.approval_digest())  # fmt: skip
+            Approval.objects.create(
+                deployment=deployment,
+                user=user,
+                decision="approve",
+                digest=deployment.approval_digest(),
+            )
     with connection.cursor() as cursor, pytest.raises(IntegrityError), transaction.atomic():
         cursor.execute(
             "INSERT INTO deployments_approval (deployment_id, user_id, decision, comment, digest,"
@@ -101,8 +107,12 @@ def test_the_database_refuses_an_implementer_approval(catalog, users, staging):
             " now(), '', '{}', '[]')",
             [deployment.pk, users["carol"].pk],
         )
-    Approval.objects.create(deployment=deployment, user=users["bob"], decision="approve",
-                            digest=deployment.approval_digest())  # fmt: skip
+    Approval.objects.create(
+        deployment=deployment,
+        user=users["bob"],
+        decision="approve",
+        digest=deployment.approval_digest(),
+    )
 
 
 def test_the_page_says_why_the_registrant_cannot_approve(catalog, users, staging):
@@ -132,12 +142,17 @@ def test_the_evidence_pack_lists_the_rules_applied(catalog, users, staging):
     deployment.approve(users["bob"], authentication=now_totp())
     pack = build_pack(deployment)
     rules = [r["rule"] for r in pack["policy"]["rules_applied"]]
-    assert rules == ["requester_may_not_approve", "approver_role", "registrant_may_not_approve",
-                     "commit_author_may_not_approve"]  # fmt: skip
+    assert rules == [
+        "requester_may_not_approve",
+        "approver_role",
+        "registrant_may_not_approve",
+        "commit_author_may_not_approve",
+    ]
     assert pack["policy"]["implementers"] == {
-        "registered_by": "alice", "commit_author": "Carol <carol@example.com>",
+        "registered_by": "alice",
+        "commit_author": "Carol <carol@example.com>",
         "commit_author_user": "carol",
-    }  # fmt: skip
+    }
     [approval] = pack["approvals"]
     assert approval["authentication"]["method"] == "totp"
     assert approval["authentication"]["strong"] is True
@@ -149,8 +164,13 @@ def test_the_evidence_pack_lists_the_rules_applied(catalog, users, staging):
 
 
 def test_the_api_registers_a_commit_author(api, catalog, users):
-    body = {"application": "fraud-detector", "version": "3.0.0", "artifacts": ARTIFACTS,
-            "commit": "def5678", "commit_author": "Bob <bob@example.com>"}  # fmt: skip
+    body = {
+        "application": "fraud-detector",
+        "version": "3.0.0",
+        "artifacts": ARTIFACTS,
+        "commit": "def5678",
+        "commit_author": "Bob <bob@example.com>",
+    }
     response = api("alice").post("/api/v1/releases/", body, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["commit_author"] == "Bob <bob@example.com>"
@@ -160,26 +180,47 @@ def test_the_api_registers_a_commit_author(api, catalog, users):
 
 
 def test_a_commit_author_needs_a_commit(api, catalog):
-    body = {"application": "fraud-detector", "version": "3.0.0", "artifacts": ARTIFACTS,
-            "commit_author": "bob"}  # fmt: skip
+    body = {
+        "application": "fraud-detector",
+        "version": "3.0.0",
+        "artifacts": ARTIFACTS,
+        "commit_author": "bob",
+    }
     response = api("alice").post("/api/v1/releases/", body, format="json")
     assert response.status_code == 400
     assert response.json()["commit"] == ["Name the commit the author wrote."]
 
 
 def test_the_form_and_the_command_take_a_commit_author(catalog, users):
-    data = {"version": "3.1.0", "commit": "def5678", "commit_author": "carol", "notes": "",
-            **{f"artifact_{s}": ref for s, ref in ARTIFACTS.items()}}  # fmt: skip
+    data = {
+        "version": "3.1.0",
+        "commit": "def5678",
+        "commit_author": "carol",
+        "notes": "",
+        **{f"artifact_{s}": ref for s, ref in ARTIFACTS.items()},
+    }
     response = browser(users["alice"]).post(reverse("release-new", args=["fraud-detector"]), data)
     assert response.status_code == 302
     assert Release.objects.get(version="3.1.0").commit_author_user == users["carol"]
     out = StringIO()
-    call_command("register_release", "fraud-detector", "3.2.0", "--user", "alice",
-                 "--commit", "def5678", "--commit-author", "Bob <bob@example.com>",
-                 *[f"--artifact={s}={ref}" for s, ref in ARTIFACTS.items()], stdout=out)  # fmt: skip
+    call_command(
+        "register_release",
+        "fraud-detector",
+        "3.2.0",
+        "--user",
+        "alice",
+        "--commit",
+        "def5678",
+        "--commit-author",
+        "Bob <bob@example.com>",
+        *[f"--artifact={s}={ref}" for s, ref in ARTIFACTS.items()],
+        stdout=out,
+    )
     release = Release.objects.get(pk=int(out.getvalue()))
-    assert (release.commit_author, release.commit_author_user) == ("Bob <bob@example.com>",
-                                                                    users["bob"])  # fmt: skip
+    assert (release.commit_author, release.commit_author_user) == (
+        "Bob <bob@example.com>",
+        users["bob"],
+    )
     page = browser(users["dave"]).get(reverse("release-detail", args=[release.pk]))
     assert "(Gantry user bob)" in page.content.decode()
 
@@ -238,12 +279,14 @@ def test_the_page_asks_to_step_up_then_approves(release, users, mfa_staging):
     page = client.get(detail)
     assert page.context["step_up"] == "totp"
     assert "Confirm with your authenticator" in page.content.decode()
-    response = client.post(reverse("deployment-approve", args=[deployment.pk]),
-                           {"comment": "ok"}, follow=True)  # fmt: skip
+    response = client.post(
+        reverse("deployment-approve", args=[deployment.pk]), {"comment": "ok"}, follow=True
+    )
     assert any("at most 15 minutes old" in m for m in messages_of(response))
     assert not Approval.objects.exists()
-    client.post(reverse("mfa-verify") + f"?next={detail}", {"code": fresh_code(bob),
-                                                            "next": detail})  # fmt: skip
+    client.post(
+        reverse("mfa-verify") + f"?next={detail}", {"code": fresh_code(bob), "next": detail}
+    )
     client.post(reverse("deployment-approve", args=[deployment.pk]), {"comment": "ok"})
     approval = Approval.objects.get()
     assert approval.auth_method == "totp"

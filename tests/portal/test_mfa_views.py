@@ -145,8 +145,9 @@ def test_the_admin_sign_in_asks_for_the_code_too(client, db):
 
     root = User.objects.create_superuser("root", "root@example.com", PASSWORD)
     enrol(browser(root), root)
-    response = client.post("/admin/login/?next=/admin/",
-                           {"username": "root", "password": PASSWORD, "next": "/admin/"})  # fmt: skip
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "root", "password": PASSWORD, "next": "/admin/"}
+    )
     assert response["Location"] == reverse("mfa-verify")
     assert client.get("/admin/").status_code == 302
     response = client.post(reverse("mfa-verify"), {"code": fresh_code(root)})
@@ -175,8 +176,10 @@ def test_an_admin_resets_a_lost_authenticator_and_it_is_audited(client, enrolled
     root = User.objects.create_superuser("root", "root@example.com", PASSWORD)
     client.force_login(root)
     alice = enrolled["user"]
-    response = client.post(reverse("admin:auth_user_changelist"),
-                           {"action": "reset_two_factor", "_selected_action": [alice.pk]})  # fmt: skip
+    response = client.post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "reset_two_factor", "_selected_action": [alice.pk]},
+    )
     assert response.status_code == 302
     assert not TotpDevice.objects.filter(user=alice).exists()
     assert not RecoveryCode.objects.filter(user=alice).exists()
