@@ -32,8 +32,11 @@ from deployments.serializers import (
 )
 from environments import pricing
 from environments.models import Environment
+from portal.core import mfa
 from portal.core.api_params import reject_nul_bytes
 from portal.core.choices import Role
+from portal.core.mfa import Authentication
+from portal.core.models import ApiToken
 from portal.core.roles import (
     Forbidden,
     has_role_anywhere,
@@ -113,6 +116,7 @@ class ReleaseListCreate(generics.ListCreateAPIView):
             request.user,
             notes=data["notes"],
             commit=data["commit"],
+            commit_author=data["commit_author"],
         )
         body = ReleaseSerializer(visible_releases(request.user).get(pk=release.pk)).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -217,16 +221,30 @@ def _decision_schema(summary: str):
     )
 
 
-@_decision_schema("Approve (bound to the artifacts and plan hash shown now)")
+def caller_authentication(request: Request) -> Authentication | None:
+    """How the caller proved who they are: an API token, or the browser
+    session's last sign-in (the session API, e.g. HTMX)."""
+    if isinstance(request.auth, ApiToken):
+        return Authentication("api_token", None, {"token": request.auth.hint})
+    return mfa.of_session(request._request.session)
+
+
+@extend_schema(
+    summary="Approve (bound to the artifacts and plan hash shown now)",
+    description="Where the environment asks for a fresh MFA (approval_mfa_minutes), an API "
+    "token cannot prove one: the answer is 403 and the approval must be given in the browser.",
+    request=DecisionSerializer,
+    responses={200: DeploymentSerializer, **_errors(400, 403, 404, 409)},
+)
 class DeploymentApprove(DeploymentDecision):
     def decide(self, deployment: Deployment, user, comment: str) -> None:
-        deployment.approve(user, comment)
+        deployment.approve(user, comment, authentication=caller_authentication(self.request))
 
 
 @_decision_schema("Reject (a comment is required); ends the request")
 class DeploymentReject(DeploymentDecision):
     def decide(self, deployment: Deployment, user, comment: str) -> None:
-        deployment.reject(user, comment)
+        deployment.reject(user, comment, authentication=caller_authentication(self.request))
 
 
 @_decision_schema("Cancel a request not yet running (requester or environment admin)")

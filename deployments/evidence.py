@@ -144,18 +144,49 @@ def _approvals_section(deployment: Deployment) -> list[dict[str, Any]]:
             "at": iso(approval.created_at),
             "digest": approval.digest,
             "bound_to_what_shipped": approval.counts_for(digest),
+            "authentication": approval.authentication_summary(),
+            "rules_checked": approval.rules,
         }
         for approval in deployment.approvals.select_related("user").order_by("created_at")
     ]
 
 
+RULE_DESCRIPTIONS = {
+    "requester_may_not_approve": "The requester may not approve.",
+    "approver_role": "Approvers hold the approver role in the environment.",
+    "approver_group": "Approvers belong to the group {}.",
+    "registrant_may_not_approve": "Whoever registered the release may not approve.",
+    "commit_author_may_not_approve": "The author of the release's commit may not approve.",
+    "fresh_mfa_within_minutes": "Approvers confirmed their identity with MFA at most {} "
+    "minutes before approving.",
+}
+
+
+def describe_rule(rule: str) -> str:
+    name, _, value = rule.partition(":")
+    return RULE_DESCRIPTIONS.get(name, rule).format(value)
+
+
 def _policy_section(deployment: Deployment, events: list[dict]) -> dict[str, Any]:
     requested = next((e for e in events if e["action"] == "deployment.requested"), None)
+    applied: list[str] = []
+    for rules in deployment.approvals.values_list("rules", flat=True):
+        applied += [rule for rule in rules or [] if rule not in applied]
+    release = deployment.release
     return {
         "required_approvals": deployment.required_approvals,
         "at_request": ((requested or {}).get("after") or {}).get("policy"),
         "current": deployment.environment.policy_snapshot(),
         "requester_may_approve": False,
+        # The rules each decision was checked against when it was made, all together.
+        "rules_applied": [{"rule": rule, "description": describe_rule(rule)} for rule in applied],
+        "implementers": {
+            "registered_by": release.created_by.get_username(),
+            "commit_author": release.commit_author,
+            "commit_author_user": (
+                release.commit_author_user.get_username() if release.commit_author_user_id else None
+            ),
+        },
     }
 
 

@@ -38,6 +38,12 @@ class ReleaseForm(PolicyErrorMixin, forms.Form):
     commit = forms.CharField(
         max_length=40, required=False, help_text="The source commit (7 to 40 hex digits)."
     )
+    commit_author = forms.CharField(
+        max_length=254,
+        required=False,
+        help_text="Who wrote the commit (“Name <email>”, an e-mail or a Gantry user name); "
+        "where implementers may not approve, that user may not approve it.",
+    )
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
 
     def __init__(self, *args, services: list[Service], **kwargs) -> None:

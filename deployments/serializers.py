@@ -40,7 +40,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
     class Meta:
         model = Release
         fields = [
-            "id", "application", "version", "artifacts", "notes", "commit",
+            "id", "application", "version", "artifacts", "notes", "commit", "commit_author",
             "created_by", "created_at",
         ]  # fmt: skip
 
@@ -55,6 +55,10 @@ class ReleaseCreateSerializer(serializers.Serializer):
     artifacts = ArtifactMapField()
     notes = serializers.CharField(required=False, allow_blank=True, default="")
     commit = serializers.CharField(required=False, allow_blank=True, default="", max_length=40)
+    commit_author = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=254,
+        help_text="Who wrote the commit: 'Name <email>', an e-mail or a Gantry user name.",
+    )  # fmt: skip
 
 
 class ReleaseRefSerializer(serializers.ModelSerializer):
@@ -75,14 +79,35 @@ class EnvironmentRefSerializer(serializers.Serializer):
     application = serializers.SlugField(source="application.slug")
 
 
+class ApproverAuthenticationSerializer(serializers.Serializer):
+    """How and when the approver last proved who they were before deciding."""
+
+    method = serializers.ChoiceField(
+        choices=["", "api_token", "password", "sso", "totp", "recovery_code", "sso_mfa"],
+        help_text="'' when not recorded (approvals older than this field).",
+    )
+    label = serializers.CharField()
+    at = serializers.DateTimeField(allow_null=True)
+    strong = serializers.BooleanField(help_text="A second factor: totp, recovery_code, sso_mfa.")
+    amr = serializers.ListField(child=serializers.CharField(), help_text="From the IdP.")
+    acr = serializers.CharField(help_text="From the IdP.")
+
+
 class ApprovalSerializer(serializers.ModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)
     at = serializers.DateTimeField(source="created_at")
     valid = serializers.SerializerMethodField()
+    authentication = serializers.SerializerMethodField()
+    rules = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Approval
-        fields = ["user", "decision", "comment", "at", "digest", "valid"]
+        fields = ["user", "decision", "comment", "at", "digest", "valid", "authentication",
+                  "rules"]  # fmt: skip
+
+    @extend_schema_field(ApproverAuthenticationSerializer)
+    def get_authentication(self, approval: Approval) -> dict:
+        return approval.authentication_summary()
 
     def get_valid(self, approval: Approval) -> bool:
         """Counts towards the policy: an approval given for exactly what ships now."""

@@ -38,7 +38,10 @@ from deployments.timeline import build_timeline
 from environments import pricing
 from environments.models import Application, Environment, Service
 from environments.views import decorate_environment, paginate
+from portal.core import mfa, totp
 from portal.core.choices import Role
+from portal.core.mfa import StepUpRequired
+from portal.core.models import SsoIdentity
 from portal.core.roles import (
     Forbidden,
     PolicyError,
@@ -147,6 +150,7 @@ def release_new(request: HttpRequest, slug: str) -> HttpResponse:
                 request.user,
                 notes=form.cleaned_data["notes"],
                 commit=form.cleaned_data["commit"],
+                commit_author=form.cleaned_data["commit_author"],
             )
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
@@ -323,6 +327,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     running = _running_now(env)
     refusal = _cannot_approve_because(deployment, user, approvals, digest)
     may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal
+    authentication = mfa.of_session(request.session)
     may_cancel = (
         deployment.status in CANCELLABLE
         and deployment.cancel_requested_at is None
@@ -344,6 +349,8 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "policy": env.policy_snapshot(),
         "previous": env.previous() if env.require_previous_success else None,
         "may_decide": may_decide,
+        "authentication": authentication,
+        "step_up": _step_up_needed(env, user, authentication) if may_decide else "",
         "refusal": refusal,
         "may_cancel": may_cancel,
         "decision_form": DecisionForm(),
@@ -355,6 +362,18 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "timeline": build_timeline(deployment, step_runs),
     }
     return render(request, "deployments/deployment_detail.html", context)
+
+
+def _step_up_needed(env: Environment, user, authentication: mfa.Authentication | None) -> str:
+    """How the approver must confirm their identity before approving here:
+    "" (no need), "totp", "sso" (at the identity provider) or "enrol" (no
+    second factor set up yet)."""
+    minutes = env.approval_mfa_minutes
+    if not minutes or (authentication is not None and authentication.fresh(minutes)):
+        return ""
+    if SsoIdentity.objects.filter(user=user).exists():
+        return "sso"
+    return "totp" if totp.has_totp(user) else "enrol"
 
 
 def _may_roll_back(deployment: Deployment, running: Deployment | None, user) -> bool:
@@ -417,7 +436,14 @@ def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, "Comment: " + " ".join(form.errors["comment"]))
         return redirect("deployment-detail", pk=pk)
     try:
-        getattr(deployment, action)(request.user, form.cleaned_data["comment"])
+        if action == "cancel":
+            deployment.cancel(request.user, form.cleaned_data["comment"])
+        else:
+            getattr(deployment, action)(request.user, form.cleaned_data["comment"],
+                                        authentication=mfa.of_session(request.session))  # fmt: skip
+    except StepUpRequired as exc:
+        messages.warning(request, exc.message)
+        return redirect("deployment-detail", pk=pk)
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
     except PolicyError as exc:

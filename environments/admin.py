@@ -156,6 +156,8 @@ class EnvironmentAdmin(AuditedAdmin):
                     "approval_ttl_hours",
                     "require_previous_success",
                     "rollback_required_approvals",
+                    "implementers_may_not_approve",
+                    "approval_mfa_minutes",
                 ]  # fmt: skip
             },
         ),

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -97,6 +98,20 @@ class Environment(models.Model):
     rollback_required_approvals = models.PositiveSmallIntegerField(
         default=0, help_text="Approvals a manual rollback needs (automatic ones need none)."
     )
+    # Separation of duties (EU DORA RTS 2024/1774 Art. 17): approvers independent
+    # of the requester (always) and of the release's implementers (this rule).
+    implementers_may_not_approve = models.BooleanField(
+        default=False,
+        help_text="Whoever registered the release, and the author of its commit when that "
+        "maps to a user, may not approve or reject its deployments here.",
+    )
+    approval_mfa_minutes = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
+        help_text="Approvals need a strong authentication (TOTP, or the identity provider's "
+        "MFA) at most this many minutes old; empty: no such rule.",
+    )
 
     # Where it runs (used by the deploy engine).
     region = models.CharField(max_length=32, blank=True, default="ca-central-1")
@@ -162,6 +177,8 @@ class Environment(models.Model):
             "approval_ttl_hours": self.approval_ttl_hours,
             "require_previous_success": self.require_previous_success,
             "rollback_required_approvals": self.rollback_required_approvals,
+            "implementers_may_not_approve": self.implementers_may_not_approve,
+            "approval_mfa_minutes": self.approval_mfa_minutes,
         }
 
     def active_freeze(self, now: datetime | None = None) -> tuple[FreezeWindow, datetime] | None:

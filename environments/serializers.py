@@ -46,6 +46,8 @@ class PolicySerializer(serializers.Serializer):
     approval_ttl_hours = serializers.IntegerField()
     require_previous_success = serializers.BooleanField()
     rollback_required_approvals = serializers.IntegerField()
+    implementers_may_not_approve = serializers.BooleanField()
+    approval_mfa_minutes = serializers.IntegerField(allow_null=True)
 
 
 class CurrentReleaseSerializer(serializers.Serializer):

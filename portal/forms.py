@@ -32,3 +32,45 @@ class TokenForm(forms.Form):
         if not name:
             raise forms.ValidationError("Give the token a name.")
         return name
+
+
+class SecondFactorForm(forms.Form):
+    """A code from the authenticator app, or a recovery code."""
+
+    code = forms.CharField(
+        max_length=24,
+        label="Code",
+        help_text="The 6-digit code your authenticator app shows, or one of your recovery codes.",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "text",
+                "autofocus": True,
+                "spellcheck": "false",
+                "class": "mono",
+            }  # fmt: skip
+        ),
+    )
+
+    def clean_code(self) -> str:
+        code = self.cleaned_data["code"].strip()
+        if not code:
+            raise forms.ValidationError("Type the code.")
+        return code
+
+
+class EnrolmentForm(forms.Form):
+    """The first code of a new authenticator, which proves it was set up right."""
+
+    code = forms.CharField(
+        max_length=8,
+        label="Code from the app",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "autofocus": True,
+                "class": "mono",
+            }  # fmt: skip
+        ),
+    )

@@ -10,10 +10,12 @@ in a process listing or a compose file.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -87,6 +89,38 @@ def env_secret(name: str, default: str | None = None) -> str:
     return value
 
 
+def env_secret_list(name: str) -> list[str]:
+    """Secrets from NAME (comma-separated) or NAME_FILE (one per line); may be empty."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}") from None
+        return [line.strip() for line in lines if line.strip()]
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def env_fernet_keys(name: str) -> list[str]:
+    """Fernet keys from NAME or NAME_FILE (comma-separated or one per line),
+    each checked here so a typo stops start-up instead of the first decryption."""
+    raw = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        raw = env_secret(name)
+    keys = [key.strip() for key in raw.replace("\n", ",").split(",") if key.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: key {position} is not a Fernet key (32 url-safe base64 bytes; "
+                "make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')."
+            ) from None
+    return keys
+
+
 DEBUG = env_bool("DEBUG", False)
 # HTTPS-only cookies, HSTS and redirects are on unless explicitly turned off for
 # a plain-HTTP local demo (make run sets HTTPS=0).
@@ -96,8 +130,14 @@ SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-key" if DEBUG else None
 # The audit chain's HMAC key. It must not live in the database: whoever can
 # write the database must not be able to re-sign an edited chain.
 AUDIT_KEY = env_secret("AUDIT_KEY", "dev-only-audit-key" if DEBUG else None).encode()
-# Encrypts webhook URLs and secret variables at rest; derived from SECRET_KEY when unset.
-FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
+# Older signing keys, still accepted (sessions, signed values, and the field
+# encryption keys derived from them) while SECRET_KEY is rotated. Comma-separated
+# in SECRET_KEY_FALLBACKS, one per line in SECRET_KEY_FALLBACKS_FILE.
+SECRET_KEY_FALLBACKS = env_secret_list("SECRET_KEY_FALLBACKS")
+# Encrypts webhook URLs, secret variables, IdP tokens and TOTP keys at rest
+# (portal/core/crypto.py): comma-separated Fernet keys, the first encrypts and
+# all decrypt. Unset: derived from SECRET_KEY and each of SECRET_KEY_FALLBACKS.
+FIELD_ENCRYPTION_KEY = env_fernet_keys("FIELD_ENCRYPTION_KEY")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -114,6 +154,10 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "channels",
+    # Before portal.core: axes's receivers count a failure (and flag a lock-out)
+    # before the audit receivers read the request (portal/core/signals.py).
+    "axes",
+    "django_otp",
     "portal.core",
     "environments",
     "deployments",
@@ -132,6 +176,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Sessions opened through SSO are re-checked with the IdP (portal/sso.py).
     "portal.sso.SsoRecheckMiddleware",
+    # Turns a locked-out sign-in into the 429 page or JSON (portal.views.locked_out).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -232,10 +278,24 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
-# Sign-in throttling: this many failures per username or per IP within the
-# window lock further attempts until the window passes.
-LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
-LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 15 * 60)
+# Sign-in throttling (django-axes, portal/core/throttle.py) on every sign-in path:
+# this many failures per user name or per client address lock it for the window,
+# counted again from each refused attempt. Counters live in the Redis cache.
+LOGIN_MAX_FAILURES = env_positive_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_FAILURE_WINDOW = env_positive_int("LOGIN_FAILURE_WINDOW", 15 * 60)
+AXES_ENABLED = True
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_CACHE = "default"
+AXES_FAILURE_LIMIT = LOGIN_MAX_FAILURES
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_FAILURE_WINDOW)
+AXES_LOCKOUT_PARAMETERS = "portal.core.throttle.lockout_parameters"
+AXES_USERNAME_CALLABLE = "portal.core.throttle.username_of"
+AXES_CLIENT_IP_CALLABLE = "portal.core.middleware.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal.views.locked_out"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_ENABLE_ADMIN = False  # the counters are in Redis, not in axes's tables
+AXES_VERBOSE = False
 
 # Single sign-on through OpenID Connect (portal/sso.py): on when OIDC_ISSUER is
 # set. Endpoints come from the issuer's discovery document.
@@ -253,11 +313,20 @@ if not OIDC_GROUPS_CLAIM:
 # How often a signed-in user (or their API token) is confirmed with the IdP.
 OIDC_RECHECK_SECONDS = env_positive_int("OIDC_RECHECK_SECONDS", 900)
 OIDC_TIMEOUT = env_positive_int("OIDC_TIMEOUT", 5)
+# What an ID token must say for Gantry to count the sign-in as MFA (an
+# environment's fresh-MFA rule for approvers): one of these `amr` values
+# (RFC 8176) or one of these `acr` values. OIDC_STEP_UP_ACR, when set, is sent
+# as acr_values when an approver is sent back to the provider to step up.
+OIDC_MFA_AMR = env_list("OIDC_MFA_AMR", "mfa,otp,hwk,swk,sms,sc,fpt,face")
+OIDC_MFA_ACR = env_list("OIDC_MFA_ACR", "")
+OIDC_STEP_UP_ACR = env_str("OIDC_STEP_UP_ACR", "").strip()
 # LOCAL_LOGIN=0: passwords only for superusers (the break-glass administrator).
 LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
 if not LOCAL_LOGIN and not OIDC_ISSUER:
     raise ImproperlyConfigured("LOCAL_LOGIN=0 needs OIDC_ISSUER: only superusers could sign in.")
 AUTHENTICATION_BACKENDS = [
+    # First: refuses every attempt while the user name or address is locked out.
+    "portal.core.backends.ThrottleBackend",
     "portal.core.backends.PasswordBackend",
     "portal.core.backends.SsoBackend",
 ]
@@ -276,8 +345,15 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-if env_bool("BEHIND_PROXY", False):
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many reverse proxies in front of Gantry append to X-Forwarded-For: the
+# client's address is that many entries from the right (portal.core.middleware.
+# client_ip); 0 takes the socket's peer. One with BEHIND_PROXY=1 unless set.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if BEHIND_PROXY else 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT={TRUSTED_PROXY_COUNT} must be 0 or more.")
 # Health probes come over plain HTTP from the orchestrator.
 SECURE_REDIRECT_EXEMPT = [r"^health/"]
 
@@ -343,5 +419,6 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes logs every sign-in at INFO; the audit trail already has them.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -24,8 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
@@ -45,7 +47,7 @@ from django.views.decorators.http import require_safe
 from joserfc.errors import JoseError
 from rest_framework import exceptions
 
-from portal.core import audit
+from portal.core import audit, mfa
 from portal.core.api_auth import HashedTokenAuthentication
 from portal.core.group_roles import sync_memberships
 from portal.core.models import SsoIdentity
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 # only sessions opened through SSO have it), and where to go after sign-in.
 RECHECK_AT = "gantry_sso_recheck_at"
 NEXT_URL = "gantry_sso_next"
+# A step-up under way: who asked, when (epoch seconds) and where to go after.
+STEP_UP = "gantry_sso_step_up"
+# How far the provider's clock may be behind ours when it says it authenticated the user.
+STEP_UP_CLOCK_SKEW = 60
 
 
 class SsoError(Exception):
@@ -237,10 +243,41 @@ def sso_start(request: HttpRequest) -> HttpResponse:
 
 
 @require_safe
-def sso_callback(request: HttpRequest) -> HttpResponse:
-    """The provider's answer: check it, find or create the user, sign them in."""
+def sso_step_up(request: HttpRequest) -> HttpResponse:
+    """Send a signed-in SSO user back to the provider to authenticate again
+    (prompt=login, max_age=0), for an approval that needs a fresh MFA. The
+    answer comes to sso_callback, which takes the ID token's amr/acr as proof."""
+    if not request.user.is_authenticated:
+        return redirect(f"{reverse(settings.LOGIN_URL)}?next={request.get_full_path()}")
+    next_url = _safe_next(request, request.GET.get("next", "")) or settings.LOGIN_REDIRECT_URL
+    if not SsoIdentity.objects.filter(user=request.user).exists():
+        return redirect(f"{reverse('mfa-verify')}?{urlencode({'next': next_url})}")
+    params = {"prompt": "login", "max_age": 0}
+    if settings.OIDC_STEP_UP_ACR:
+        params["acr_values"] = settings.OIDC_STEP_UP_ACR
     try:
-        user, identity = _sign_in(request)
+        client = oidc_client()
+        provider_metadata(client)
+        callback = request.build_absolute_uri(reverse("sso-callback"))
+        response = client.authorize_redirect(request, callback, **params)
+    except SsoError as exc:
+        return error_page(request, exc)
+    except (requests.RequestException, ValueError) as exc:
+        return error_page(request, _unreachable(exc))
+    request.session[STEP_UP] = {"user": request.user.pk, "started": time.time(),
+                                "next": next_url}  # fmt: skip
+    return response
+
+
+@require_safe
+def sso_callback(request: HttpRequest) -> HttpResponse:
+    """The provider's answer: check it, find or create the user, sign them in
+    (or, after sso_step_up, confirm the signed-in user authenticated again)."""
+    step_up = request.session.pop(STEP_UP, None)
+    if isinstance(step_up, dict) and request.user.is_authenticated:
+        return _finish_step_up(request, step_up)
+    try:
+        user, identity, authentication = _sign_in(request)
     except SsoError as exc:
         audit.record("auth.sso_refused", ("auth.user", "", ""), actor_name="anonymous",
                      after={"reason": exc.reason})  # fmt: skip
@@ -248,7 +285,82 @@ def sso_callback(request: HttpRequest) -> HttpResponse:
     next_url = request.session.pop(NEXT_URL, "")
     login(request, user, backend="portal.core.backends.SsoBackend")  # audited as auth.signed_in
     request.session[RECHECK_AT] = identity.checked_at.timestamp() + settings.OIDC_RECHECK_SECONDS
+    mfa.remember(request.session, authentication)
     return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+
+
+def authentication_from(claims: Mapping[str, Any]) -> mfa.Authentication:
+    """What an ID token says of how the user authenticated: `sso_mfa` when its
+    `amr` names a factor of OIDC_MFA_AMR or its `acr` is one of OIDC_MFA_ACR,
+    `sso` otherwise; at `auth_time` (the moment the provider checked them)."""
+    amr = claims.get("amr")
+    amr = [str(value) for value in amr] if isinstance(amr, list) else []
+    acr = str(claims.get("acr") or "")
+    auth_time = claims.get("auth_time")
+    at = (
+        datetime.fromtimestamp(auth_time, tz=UTC)
+        if isinstance(auth_time, int | float)
+        else timezone.now()
+    )
+    strong = bool(set(amr) & set(settings.OIDC_MFA_AMR)) or (acr and acr in settings.OIDC_MFA_ACR)
+    detail = {"amr": amr, "acr": acr, "auth_time": auth_time}
+    return mfa.Authentication("sso_mfa" if strong else "sso", at, detail)
+
+
+def _finish_step_up(request: HttpRequest, step_up: dict) -> HttpResponse:
+    user = request.user
+    try:
+        if step_up.get("user") != user.pk:
+            raise SignInRefused("This confirmation was started by another user. Start again.")
+        client = oidc_client()
+        metadata = provider_metadata(client)
+        token = _exchange_code(request, client)
+        claims = dict(token["userinfo"])
+        identity = SsoIdentity.objects.filter(user=user).first()
+        if identity is None or (identity.issuer, identity.subject) != (
+            metadata["issuer"],
+            str(claims.get("sub")),
+        ):
+            raise SignInRefused(
+                "The identity provider confirmed another account than the one signed in "
+                "here. Sign out, then sign in again as yourself.",
+                status_code=403, reason="step-up for another subject",
+            )  # fmt: skip
+        authentication = authentication_from(claims)
+        started = float(step_up.get("started") or 0)
+        auth_time = claims.get("auth_time")
+        if not isinstance(auth_time, int | float) or auth_time < started - STEP_UP_CLOCK_SKEW:
+            raise SignInRefused(
+                "The identity provider did not authenticate you again (its answer has no "
+                "auth_time, or an old one), so this cannot count as a fresh sign-in.",
+                status_code=403, reason="step-up without a fresh auth_time",
+            )  # fmt: skip
+        if not authentication.strong:
+            amr = ", ".join(authentication.detail["amr"]) or "none"
+            raise SignInRefused(
+                "Your identity provider confirmed who you are but named no second factor "
+                f"(amr: {amr}; acr: {authentication.detail['acr'] or 'none'}). This approval "
+                "needs MFA: set up a second factor at your identity provider, or ask its "
+                "administrators to send amr/acr (Gantry accepts amr "
+                f"{', '.join(settings.OIDC_MFA_AMR)}"
+                + (f" or acr {', '.join(settings.OIDC_MFA_ACR)}" if settings.OIDC_MFA_ACR else "")
+                + ").",
+                status_code=403, reason=f"step-up without MFA (amr {amr})",
+            )  # fmt: skip
+    except SsoError as exc:
+        audit.record("auth.sso_step_up_refused", ("auth.user", user.pk, user.get_username()),
+                     actor=user, after={"reason": exc.reason})  # fmt: skip
+        return error_page(request, exc)
+    with transaction.atomic():
+        identity.keep_tokens(token)
+        identity.save()
+        audit.record("auth.sso_step_up", ("auth.user", user.pk, user.get_username()), actor=user,
+                     after={"amr": authentication.detail["amr"],
+                            "acr": authentication.detail["acr"],
+                            "auth_time": authentication.detail["auth_time"]})  # fmt: skip
+    mfa.remember(request.session, authentication)
+    messages.success(request, "Identity confirmed with your identity provider.")
+    return redirect(step_up.get("next") or settings.LOGIN_REDIRECT_URL)
 
 
 def _exchange_code(request: HttpRequest, client: DjangoOAuth2App) -> dict:
@@ -295,7 +407,7 @@ def _exchange_code(request: HttpRequest, client: DjangoOAuth2App) -> dict:
     return token
 
 
-def _sign_in(request: HttpRequest) -> tuple[User, SsoIdentity]:
+def _sign_in(request: HttpRequest) -> tuple[User, SsoIdentity, mfa.Authentication]:
     client = oidc_client()
     metadata = provider_metadata(client)
     token = _exchange_code(request, client)
@@ -308,9 +420,10 @@ def _sign_in(request: HttpRequest) -> tuple[User, SsoIdentity]:
         if info.get("sub") != claims.get("sub"):
             raise SignInRefused("The userinfo answer is about another user.", reason="sub mismatch")
         claims.update(info)
+    authentication = authentication_from(token["userinfo"])
     try:
         with transaction.atomic():
-            return _link_user(metadata["issuer"], claims, token)
+            return (*_link_user(metadata["issuer"], claims, token), authentication)
     except IntegrityError:
         # Two first sign-ins of one account at once: the other one won.
         raise SignInRefused(

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import audit_views, catalog_views, dashboard, sso, views
+from portal import audit_views, catalog_views, dashboard, mfa_views, sso, views
+
+# The admin signs in through Gantry's own view: the same throttle, the same second factor.
+admin.site.login = views.admin_sign_in
 
 urlpatterns = [
     path("", dashboard.dashboard, name="home"),
@@ -25,6 +28,10 @@ urlpatterns = [
     path("login/", views.SignInView.as_view(), name="login"),
     path("login/sso/", sso.sso_start, name="sso-login"),
     path("login/sso/callback/", sso.sso_callback, name="sso-callback"),
+    path("login/sso/step-up/", sso.sso_step_up, name="sso-step-up"),
+    path("login/verify/", mfa_views.verify, name="mfa-verify"),
+    path("account/mfa/", mfa_views.setup, name="mfa-setup"),
+    path("account/mfa/recovery-codes/", mfa_views.new_recovery_codes, name="mfa-recovery-codes"),
     path("logout/", views.sign_out, name="logout"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),

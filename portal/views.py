@@ -1,81 +1,53 @@
-"""Sign-in (throttled), sign-out, API tokens, health probes and the error pages."""
+"""Sign-in, the lock-out page, sign-out, API tokens, health probes and the error pages."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import time
 
 import redis
+from axes.helpers import get_cool_off
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
-from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from portal.core import audit
+from portal import mfa_views
+from portal.core import audit, mfa, throttle, totp
 from portal.core import tokens as api_tokens
-from portal.core.middleware import client_ip
+from portal.core.admin import AdminSignInForm
 from portal.core.models import ApiToken
 from portal.forms import SignInForm, TokenForm
 
 log = logging.getLogger(__name__)
 
 
-# -- sign-in throttling ----------------------------------------------------------
-#
-# Counters live in the shared cache (Redis) so that every web replica sees the
-# same count. Each counter has a companion "since" key holding when its window
-# started; both expire together at the end of the window.
+# -- sign-in ---------------------------------------------------------------------
 
 
-def throttle_keys(username: str, ip: str | None) -> list[str]:
-    """Cache keys counting failures for this username and this client IP."""
-    # Hashed: usernames may hold characters a cache key should not.
-    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-    return [f"signin-failures:user:{name}", f"signin-failures:ip:{ip or 'unknown'}"]
-
-
-def _seconds_locked(keys: list[str]) -> int:
-    """Seconds until the caller may try again; 0 when not locked."""
-    values = cache.get_many([*keys, *(f"{key}:since" for key in keys)])
-    wait = 0.0
-    for key in keys:
-        if int(values.get(key) or 0) >= settings.LOGIN_MAX_FAILURES:
-            since = float(values.get(f"{key}:since") or time.time())
-            wait = max(wait, since + settings.LOGIN_FAILURE_WINDOW - time.time(), 1)
-    return math.ceil(wait)
-
-
-def _count_failure(keys: list[str]) -> None:
-    window = settings.LOGIN_FAILURE_WINDOW
-    for key in keys:
-        # add() only writes when absent, so the first failure starts the window.
-        cache.add(f"{key}:since", time.time(), timeout=window)
-        if cache.add(key, 1, timeout=window):
-            continue
-        try:
-            cache.incr(key)  # INCR keeps the key's expiry
-        except ValueError:  # expired between add() and incr()
-            cache.add(key, 1, timeout=window)
-
-
-def _describe_wait(seconds: int) -> str:
-    if seconds < 90:
-        return f"{seconds} seconds"
-    return f"{math.ceil(seconds / 60)} minutes"
+def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """What django-axes answers while a user name or address is locked out
+    (AXES_LOCKOUT_CALLABLE): JSON under /api/, the sign-in page's message elsewhere."""
+    message = throttle.locked_out_message()
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"detail": message}, status=429)
+    else:
+        context = {"message": message, "admin": request.path.startswith("/admin/")}
+        response = render(request, "registration/locked_out.html", context, status=429)
+    response["Retry-After"] = str(int(get_cool_off().total_seconds()))
+    return response
 
 
 class SignInView(LoginView):
-    """Django's sign-in, refused for a while after too many failures per
-    username or per client IP (even when the password is right)."""
+    """Django's sign-in; django-axes (first in AUTHENTICATION_BACKENDS) refuses
+    it while the user name or the client address is locked out."""
 
     form_class = SignInForm
     template_name = "registration/login.html"
@@ -87,29 +59,39 @@ class SignInView(LoginView):
         context["local_login"] = settings.LOCAL_LOGIN
         return context
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        username = request.POST.get("username", "")[:150]
-        keys = throttle_keys(username, client_ip(request))
-        wait = _seconds_locked(keys)
-        if wait:
-            audit.record(
-                "auth.sign_in_throttled",
-                ("auth.user", "", username),
-                actor_name=username or "anonymous",
-            )
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(
-                None,
-                f"Too many failed sign-in attempts. Try again in {_describe_wait(wait)}.",
-            )
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        response = super().post(request, *args, **kwargs)
-        if response.status_code == 200:  # the form was re-shown: the credentials failed
-            _count_failure(keys)
-        else:
-            cache.delete_many([keys[0], f"{keys[0]}:since"])
+    def form_valid(self, form) -> HttpResponse:
+        """The password is right: sign in, or first ask for the second factor
+        when the account has an authenticator (portal/mfa_views.py)."""
+        user = form.get_user()
+        if totp.has_totp(user):
+            return mfa_views.begin_second_step(self.request, user, self.get_success_url())
+        response = super().form_valid(form)
+        mfa.remember(self.request.session, mfa.Authentication("password", timezone.now()))
         return response
+
+
+class AdminSignInView(SignInView):
+    """The admin's sign-in page, through the same throttle and second factor."""
+
+    template_name = "admin/login.html"
+    authentication_form = AdminSignInForm
+    form_class = AdminSignInForm
+
+    def get_default_redirect_url(self) -> str:
+        return reverse("admin:index")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(admin.site.each_context(self.request), title="Log in",
+                       app_path=self.request.get_full_path())  # fmt: skip
+        return context
+
+
+def admin_sign_in(request: HttpRequest, extra_context=None) -> HttpResponse:
+    """Stands in for AdminSite.login (see urls.py)."""
+    if request.method == "GET" and request.user.is_authenticated and request.user.is_staff:
+        return redirect(reverse("admin:index"))
+    return AdminSignInView.as_view()(request)
 
 
 @require_POST
@@ -141,6 +123,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
         "form": form,
         "new_key": new_key,
         "tokens": ApiToken.objects.filter(user=request.user),
+        "api_url": request.build_absolute_uri(reverse("api-application-list")),
     }
     response = render(request, "portal/tokens.html", context, status=status)
     if new_key:

@@ -175,3 +175,21 @@ def work(queues) -> None:
     from rq import SimpleWorker
 
     SimpleWorker(queues, connection=queues[0].connection).work(burst=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_sign_in_failures_of_other_tests():
+    """Sign-in failure counters live in Redis (shared by every web replica, and
+    by every test): each test starts and ends without any."""
+    import redis
+    from django.conf import settings
+
+    def clear() -> None:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+        for key in client.scan_iter(match=f"{prefix}:*:axes-*", count=1000):
+            client.delete(key)
+
+    clear()
+    yield
+    clear()

@@ -82,13 +82,14 @@ class TestIdp:
         return body["client_id"], body["client_secret"]
 
     def set_account(self, login: str, *, groups: list[str] | None = None,
-                    disabled: bool = False, **claims) -> None:  # fmt: skip
-        """Create or replace the account `login` (its `sub`), with its claims."""
+                    disabled: bool = False, mfa: bool = False, **claims) -> None:  # fmt: skip
+        """Create or replace the account `login` (its `sub`), with its claims;
+        `mfa`: its sign-ins name a second factor (amr pwd+otp, an MFA acr)."""
         if groups is not None:
             claims["groups"] = groups
         response = requests.put(
             f"{self.issuer}/test-admin/accounts/{login}",
-            json={"claims": claims, "disabled": disabled},
+            json={"claims": claims, "disabled": disabled, "mfa": mfa},
             timeout=10,
         )
         assert response.status_code == 204, response.text

@@ -206,7 +206,11 @@ def settings_variables() -> set[str]:
         func = node.func
         if isinstance(func, ast.Name) and func.id in helpers:
             names.add(first.value)
-        elif isinstance(func, ast.Name) and func.id == "env_secret":
+        elif isinstance(func, ast.Name) and func.id in {
+            "env_secret",
+            "env_secret_list",
+            "env_fernet_keys",
+        }:
             names |= {first.value, f"{first.value}_FILE"}
         elif (
             isinstance(func, ast.Attribute)
@@ -472,7 +476,9 @@ def test_secrets_come_from_the_secret_as_files_where_settings_allow(objects):
             for name in ("SECRET_KEY", "AUDIT_KEY", "OIDC_CLIENT_SECRET"):
                 assert name not in env, f"{where}: {name} in clear"
                 assert env[f"{name}_FILE"]["value"] == f"{mount}/{name.lower()}", where
-            # settings.py has no *_FILE variant for these: a reference to the Secret.
+            # A reference to the Secret: the URLs have no *_FILE variant, and the
+            # field encryption keys are optional (derived from SECRET_KEY when absent),
+            # which a file mount cannot express.
             for name in ("DATABASE_URL", "REDIS_URL", "FIELD_ENCRYPTION_KEY"):
                 reference = env[name]["valueFrom"]["secretKeyRef"]
                 assert (reference["name"], reference["key"]) == (SECRET_NAME, name.lower())

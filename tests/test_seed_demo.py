@@ -307,3 +307,16 @@ def test_it_keeps_a_password_someone_changed():
     seed()
     bob.refresh_from_db()
     assert bob.check_password("a-new-long-passphrase")
+
+
+def test_it_turns_the_identity_rules_on_for_production_only():
+    seed()
+    for app in Application.objects.all():
+        envs = {env.slug: env for env in app.environments.all()}
+        assert envs["production"].implementers_may_not_approve
+        assert envs["production"].approval_mfa_minutes == 15
+        assert not envs["staging"].implementers_may_not_approve
+        assert envs["staging"].approval_mfa_minutes is None
+    event = AuditEvent.objects.filter(action="environment.policy_changed").latest("seq")
+    assert event.after["approval_mfa_minutes"] == 15
+    assert event.actor_name == "admin"

@@ -35,6 +35,7 @@ from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
 from portal.core import audit
 from portal.core.choices import Role
+from portal.core.mfa import Authentication, StepUpRequired
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
@@ -263,11 +264,39 @@ class Deployment(models.Model):
         Deployment.objects.select_for_update().filter(pk=self.pk).values_list("pk").first()
         self.refresh_from_db()
 
+    def approval_rules(self) -> list[str]:
+        """The rules an approver of this deployment is held to now, by name:
+        what Approval.rules records and the evidence pack lists."""
+        env = self.environment
+        rules = ["requester_may_not_approve", "approver_role"]
+        if env.approver_group_id:
+            rules.append(f"approver_group:{env.approver_group.name}")
+        if env.implementers_may_not_approve:
+            rules += ["registrant_may_not_approve", "commit_author_may_not_approve"]
+        if env.approval_mfa_minutes:
+            rules.append(f"fresh_mfa_within_minutes:{env.approval_mfa_minutes}")
+        return rules
+
     def check_approver(self, user) -> None:
         """Raise Forbidden, saying why, if `user` may not decide on this deployment."""
         env = self.environment
         if self.requested_by_id is not None and user.pk == self.requested_by_id:
             raise Forbidden("You requested this deployment; someone else must approve it.")
+        if env.implementers_may_not_approve:
+            release = self.release
+            if user.pk == release.created_by_id:
+                raise Forbidden(
+                    f"You registered {release.version}; in {env} someone who did not build "
+                    "the release must approve it (implementers may not approve)."
+                )
+            if (
+                release.commit_author_user_id is not None
+                and user.pk == release.commit_author_user_id
+            ):
+                raise Forbidden(
+                    f"You wrote commit {release.commit} of {release.version}; in {env} someone "
+                    "who did not build the release must approve it (implementers may not approve)."
+                )
         if not has_role(user, env, Role.APPROVER):
             raise Forbidden(f"You need the approver role in {env} to decide this.")
         if env.approver_group_id and not user.groups.filter(pk=env.approver_group_id).exists():
@@ -300,8 +329,32 @@ class Deployment(models.Model):
             return True
         return approvals.filter(user__groups__id=group_id).exists()
 
-    def approve(self, user, comment: str = "") -> Approval:
-        """Record user's approval; release the deployment when the policy is met."""
+    def check_authentication(self, authentication: Authentication | None) -> None:
+        """Raise StepUpRequired unless the approver's last strong authentication
+        is as fresh as the environment asks (approval_mfa_minutes)."""
+        minutes = self.environment.approval_mfa_minutes
+        if not minutes or (authentication is not None and authentication.fresh(minutes)):
+            return
+        env = self.environment
+        if authentication is not None and authentication.method == "api_token":
+            raise StepUpRequired(
+                f"Approvals in {env} need a strong authentication (MFA) at most {minutes} "
+                "minutes old, which an API token cannot prove. Approve in the browser: "
+                f"{settings.PORTAL_URL.rstrip('/')}/deployments/{self.pk}/",
+                minutes=minutes,
+            )
+        raise StepUpRequired(
+            f"Approvals in {env} need a strong authentication (MFA) at most {minutes} minutes "
+            "old: confirm your identity again, then approve.",
+            minutes=minutes,
+        )
+
+    def approve(
+        self, user, comment: str = "", authentication: Authentication | None = None
+    ) -> Approval:
+        """Record user's approval; release the deployment when the policy is met.
+        `authentication` is how and when the approver proved who they are; the
+        approval keeps it, and an environment with a fresh-MFA rule checks it."""
         # Expire in a transaction of its own, so the refusal below cannot undo it.
         if self.expire():
             raise PolicyError("This request has expired; request the deployment again.")
@@ -320,9 +373,11 @@ class Deployment(models.Model):
             # approvers decide again on what will now ship.
             if self.approvals.filter(user=user, digest=digest).exists():
                 raise Conflict("You have already decided on this deployment.")
+            self.check_authentication(authentication)
             approval = Approval.objects.create(
                 deployment=self, user=user, decision=Decision.APPROVE,
-                comment=(comment or "").strip(), digest=digest,
+                comment=(comment or "").strip(), digest=digest, rules=self.approval_rules(),
+                **Approval.authentication_fields(authentication),
             )  # fmt: skip
             valid = self.valid_approvals().select_related("user")
             count = valid.count()
@@ -338,6 +393,8 @@ class Deployment(models.Model):
                     "count": count,
                     "required": self.required_approvals,
                     "comment": approval.comment,
+                    "authentication": approval.authentication_summary(),
+                    "rules": approval.rules,
                 },
             )
             if count >= self.required_approvals and self._second_group_satisfied(valid):
@@ -360,8 +417,12 @@ class Deployment(models.Model):
                 announce(self, NotificationEvent.APPROVED)
         return approval
 
-    def reject(self, user, comment: str = "") -> Approval:
-        """A rejection by any eligible approver ends the request."""
+    def reject(
+        self, user, comment: str = "", authentication: Authentication | None = None
+    ) -> Approval:
+        """A rejection by any eligible approver ends the request. It needs no
+        fresh MFA (stopping a change is always safe), but records how the
+        rejecter signed in like an approval does."""
         with transaction.atomic():
             self._lock()
             if self.status != Status.AWAITING_APPROVAL:
@@ -377,7 +438,8 @@ class Deployment(models.Model):
                 raise Conflict("You have already decided on this deployment.")
             approval = Approval.objects.create(
                 deployment=self, user=user, decision=Decision.REJECT,
-                comment=comment, digest=self.approval_digest(),
+                comment=comment, digest=self.approval_digest(), rules=self.approval_rules(),
+                **Approval.authentication_fields(authentication),
             )  # fmt: skip
             self._set_status(
                 Status.REJECTED,
@@ -742,6 +804,13 @@ class Approval(models.Model):
         max_length=64, help_text="SHA-256 of the artifacts and plan hash approved."
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # How and when the approver last proved who they are (portal.core.mfa).
+    auth_method = models.CharField(max_length=20, blank=True)
+    authenticated_at = models.DateTimeField(null=True, blank=True)
+    auth_detail = models.JSONField(default=dict, blank=True, help_text="amr, acr from the IdP.")
+    rules = models.JSONField(
+        default=list, blank=True, help_text="The rules the approver was checked against."
+    )
 
     class Meta:
         ordering = ["created_at"]
@@ -752,6 +821,38 @@ class Approval(models.Model):
                 fields=["deployment", "user", "digest"], name="approval_one_per_user_and_plan"
             )
         ]
+
+    @staticmethod
+    def authentication_fields(authentication: Authentication | None) -> dict:
+        if authentication is None:
+            return {}
+        return {
+            "auth_method": authentication.method,
+            "authenticated_at": authentication.at,
+            "auth_detail": authentication.detail,
+        }
+
+    @property
+    def authentication(self) -> Authentication | None:
+        if not self.auth_method:
+            return None
+        return Authentication(self.auth_method, self.authenticated_at, self.auth_detail or {})
+
+    def authentication_summary(self) -> dict:
+        """How and when the approver authenticated, as the API, the audit trail
+        and the evidence pack show it."""
+        auth = self.authentication
+        if auth is None:
+            return {"method": "", "label": "not recorded", "at": None, "strong": False,
+                    "amr": [], "acr": ""}  # fmt: skip
+        return {
+            "method": auth.method,
+            "label": auth.label,
+            "at": auth.at.isoformat() if auth.at else None,
+            "strong": auth.strong,
+            "amr": list(auth.detail.get("amr") or []),
+            "acr": str(auth.detail.get("acr") or ""),
+        }
 
     def counts_for(self, digest: str) -> bool:
         """An approval counts only for exactly what ships (`approval_digest`);

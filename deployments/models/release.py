@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
@@ -19,6 +20,7 @@ IMAGE_REF_RE = re.compile(
     r"^(?P<repository>[a-z0-9][a-z0-9._\-/:]*)@sha256:(?P<digest>[0-9a-f]{64})$"
 )
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+EMAIL_IN_AUTHOR_RE = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}$")
 
 
@@ -29,6 +31,17 @@ class Release(models.Model):
     version = models.CharField(max_length=64)
     notes = models.TextField(blank=True)
     commit = models.CharField(max_length=40, blank=True)
+    # Who wrote the commit, as the release's registrant gives it ("Name <email>",
+    # an e-mail address or a Gantry user name) and the user it names, if any.
+    commit_author = models.CharField(max_length=254, blank=True)
+    commit_author_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The Gantry user commit_author names (by user name or unique e-mail).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -62,6 +75,7 @@ class Release(models.Model):
         user,
         notes: str = "",
         commit: str = "",
+        commit_author: str = "",
     ) -> Release:
         """Validate and store a release; every problem names the field it is about."""
         if not any(has_role(user, env, Role.DEPLOYER) for env in application.environments.all()):
@@ -75,6 +89,11 @@ class Release(models.Model):
         commit = (commit or "").strip().lower()
         if commit and not COMMIT_RE.match(commit):
             raise PolicyError("A commit is 7 to 40 hexadecimal digits.", field="commit")
+        commit_author = " ".join((commit_author or "").split())
+        if len(commit_author) > 254:
+            raise PolicyError("A commit author is 254 characters at most.", field="commit_author")
+        if commit_author and not commit:
+            raise PolicyError("Name the commit the author wrote.", field="commit")
         if not isinstance(artifacts, dict):
             raise PolicyError("Give an object mapping service slug to image.", field="artifacts")
         services = {s.slug: s for s in application.services.all()}
@@ -108,6 +127,8 @@ class Release(models.Model):
                         version=version,
                         notes=notes or "",
                         commit=commit,
+                        commit_author=commit_author,
+                        commit_author_user=user_named_by(commit_author),
                         created_by=user,
                     )
             except IntegrityError:  # the unique constraint lost a race
@@ -123,9 +144,36 @@ class Release(models.Model):
                 release,
                 actor=user,
                 application=application,
-                after={"version": version, "artifacts": artifacts, "commit": commit},
+                after={
+                    "version": version,
+                    "artifacts": artifacts,
+                    "commit": commit,
+                    "commit_author": commit_author,
+                    "commit_author_user": (
+                        release.commit_author_user.get_username()
+                        if release.commit_author_user_id
+                        else None
+                    ),
+                },
             )
         return release
+
+
+def user_named_by(author: str):
+    """The Gantry user a commit author names: `Name <email>`, an e-mail
+    address or a user name; None when it names nobody, or several (an
+    e-mail address two accounts share proves nothing)."""
+    if not author:
+        return None
+    users = get_user_model().objects
+    match = EMAIL_IN_AUTHOR_RE.search(author)
+    address = match.group(1) if match else (author if "@" in author else "")
+    if address:
+        found = list(users.filter(email__iexact=address)[:2])
+        if len(found) == 1:
+            return found[0]
+    found = list(users.filter(username__iexact=address or author)[:2])
+    return found[0] if len(found) == 1 else None
 
 
 class Artifact(models.Model):

@@ -20,7 +20,7 @@ from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils.functional import cached_property
 
-from portal.core import audit, group_roles, tokens
+from portal.core import audit, group_roles, tokens, totp
 from portal.core.backends import LOCAL_LOGIN_OFF
 from portal.core.models import (
     ApiToken,
@@ -325,6 +325,18 @@ class GroupAdmin(AuditedAdmin, auth_admin.GroupAdmin):
 
 
 class UserAdmin(AuditedAdmin, auth_admin.UserAdmin):
+    actions = ["reset_two_factor"]
+
+    @admin.action(description="Reset two-factor authentication (lost phone)")
+    def reset_two_factor(self, request, queryset) -> None:
+        """Remove the authenticator and recovery codes of the chosen users
+        (audited as auth.mfa_reset, naming the admin); they set it up again."""
+        done = [user.get_username() for user in queryset if totp.reset(user, by=request.user)]
+        if done:
+            self.message_user(request, f"Two-factor authentication reset for {', '.join(done)}.")
+        else:
+            self.message_user(request, "None of them had two-factor authentication set up.")
+
     def user_change_password(self, request, id, form_url=""):
         # Django's password view saves the form directly, bypassing save_model.
         request._gantry_password_change = True

@@ -7,6 +7,7 @@ sign-in page and the admin's alike.
 
 from __future__ import annotations
 
+from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 
@@ -14,6 +15,19 @@ LOCAL_LOGIN_OFF = (
     "Password sign-in is switched off: use “Sign in with SSO”. Only the break-glass "
     "administrator signs in with a password here."
 )
+
+
+class ThrottleBackend(AxesStandaloneBackend):
+    """django-axes's lock-out check, first in AUTHENTICATION_BACKENDS: refuses
+    every attempt while the user name or the client address is locked out
+    (portal/core/throttle.py). Every sign-in path passes the request; a call
+    without one (the test client, a shell) has no address to count and is
+    left to the next backend."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
 
 
 class PasswordBackend(ModelBackend):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from django.conf import settings
@@ -12,12 +13,28 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
 
 def client_ip(request) -> str | None:
-    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
-        # Behind our own proxy the left-most X-Forwarded-For hop is the client.
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address, as the audit trail and the sign-in throttle see it.
+
+    TRUSTED_PROXY_COUNT = 0: the socket's peer (REMOTE_ADDR). N > 0: the Nth
+    entry from the right of X-Forwarded-For. Each trusted proxy appends the
+    address it received the request from, so everything left of that was
+    written by the client and is ignored: a client cannot choose its address.
+    A header with fewer entries than trusted hops (a request that bypassed a
+    proxy) or an entry that is no address gives the socket's peer.
+    """
+    remote = request.META.get("REMOTE_ADDR") or None
+    hops = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    if hops <= 0:
+        return remote
+    # Several X-Forwarded-For headers reach Django joined by commas, in order.
+    entries = [e.strip() for e in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    entries = [entry for entry in entries if entry]
+    if len(entries) < hops:
+        return remote
+    try:
+        return str(ipaddress.ip_address(entries[-hops]))
+    except ValueError:
+        return remote
 
 
 class RequestContextMiddleware:

@@ -1,7 +1,9 @@
-"""Who may do what (roles, API tokens) and the tamper-evident audit trail."""
+"""Who may do what (roles, API tokens), how local accounts prove who they are
+(TOTP, recovery codes), and the tamper-evident audit trail."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -9,6 +11,8 @@ from django.db import models
 from django.db.models import F
 from django.db.models.functions import Upper
 from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin
+from django_otp.oath import TOTP
 
 from portal.core.choices import Role
 from portal.core.crypto import EncryptedTextField
@@ -269,3 +273,67 @@ class ChainVerification(models.Model):
     def __str__(self) -> str:
         verdict = "ok" if self.ok else f"broken at {self.broken_seq}"
         return f"chain check {self.started_at:%Y-%m-%d %H:%M}: {verdict}"
+
+
+class TotpDevice(ThrottlingMixin, Device):
+    """A local account's authenticator app: RFC 6238 TOTP through django-otp
+    (its Device and failure throttling, its TOTP arithmetic), with the shared
+    secret stored encrypted (django-otp's own TOTPDevice keeps it in clear).
+    One per user; unconfirmed until the user types a first code."""
+
+    key = EncryptedTextField(help_text="Hex-encoded secret, 20 random bytes; stored encrypted.")
+    step = 30
+    digits = 6
+    # One time step either side: phones whose clock is a little off still work.
+    tolerance = 1
+    last_t = models.BigIntegerField(default=-1, help_text="Time step of the last code accepted.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(Device.Meta):
+        verbose_name = "TOTP device"
+        constraints = [models.UniqueConstraint(fields=["user"], name="totp_one_per_user")]
+
+    def get_throttle_factor(self) -> int:
+        return 1  # 1, 2, 4, 8 … seconds of lock after each failure in a row
+
+    def bin_key(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+    def verify_token(self, token) -> bool:
+        """Accept a code once (never the same time step twice); failures
+        throttle the device. Callers hold the row lock (portal.core.totp)."""
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        token = str(token).strip().replace(" ", "")
+        if not (token.isdigit() and len(token) == self.digits):
+            self.throttle_increment(commit=True)
+            return False
+        totp = TOTP(self.bin_key(), self.step, 0, self.digits, 0)
+        totp.time = time.time()
+        if totp.verify(int(token), self.tolerance, self.last_t + 1):
+            self.last_t = totp.t()
+            self.throttle_reset(commit=False)
+            self.save(update_fields=["last_t", "throttling_failure_timestamp",
+                                     "throttling_failure_count"])  # fmt: skip
+            return True
+        self.throttle_increment(commit=True)
+        return False
+
+
+class RecoveryCode(models.Model):
+    """A single-use code that stands in for the authenticator (a lost phone).
+    Only its SHA-256 is kept: the codes are random, like API keys."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="recovery_codes"
+    )
+    code_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "used_at"])]
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user}"

@@ -58,7 +58,7 @@ def test_it_refuses_anonymous_callers_with_json(anonymous, catalog):
     response = anonymous.get(URL)
     assert response.status_code == 401
     assert response["Content-Type"] == "application/json"
-    assert response["WWW-Authenticate"] == "Token"
+    assert response["WWW-Authenticate"] == "Bearer"
     assert "detail" in response.json()
 
 
@@ -83,3 +83,31 @@ def test_it_answers_malformed_json_with_400(api, catalog):
     )
     assert response.status_code == 400
     assert "JSON" in response.json()["detail"]
+
+
+def test_it_accepts_the_bearer_scheme_the_tokens_page_shows(users, catalog):
+    _, key = tokens.issue(users["alice"], "ci")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert [a["slug"] for a in response.json()] == ["fraud-detector"]
+
+
+def test_it_locks_an_address_out_after_five_wrong_tokens(users, catalog):
+    _, key = tokens.issue(users["alice"], "ci")
+    guesser = APIClient()
+    for n in range(4):
+        guesser.credentials(HTTP_AUTHORIZATION=f"Bearer gty_guess-{n}")
+        assert guesser.get(URL).status_code == 401
+    guesser.credentials(HTTP_AUTHORIZATION="Bearer gty_guess-5")
+    assert guesser.get(URL).status_code == 429
+    # The right key from the same address is refused until the window passes...
+    guesser.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = guesser.get(URL)
+    assert response.status_code == 429
+    assert "Too many failed sign-in attempts" in response.json()["detail"]
+    # ...and works from another.
+    assert guesser.get(URL, REMOTE_ADDR="192.0.2.10").status_code == 200
+    failures = AuditEvent.objects.filter(action="auth.sign_in_failed")
+    assert [e.after for e in failures] == [{"via": "api token"}] * 4

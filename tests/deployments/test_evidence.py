@@ -137,7 +137,8 @@ def test_it_states_the_policy_in_force(users, deployment):
     assert policy["at_request"] == {
         "required_approvals": 2, "approver_group": None, "second_approver_group": None,
         "approval_ttl_hours": 24, "require_previous_success": True,
-        "rollback_required_approvals": 1,
+        "rollback_required_approvals": 1, "implementers_may_not_approve": False,
+        "approval_mfa_minutes": None,
     }  # fmt: skip
     assert policy["current"] == policy["at_request"]
 

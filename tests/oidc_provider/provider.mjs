@@ -8,7 +8,7 @@
 // tests use to change a user's groups or disable the user while they are
 // signed in to Gantry:
 //
-//   PUT    /test-admin/accounts/<id>   {"claims": {...}, "disabled": false}
+//   PUT    /test-admin/accounts/<id>   {"claims": {...}, "disabled": false, "mfa": false}
 //   DELETE /test-admin/accounts/<id>   the account is gone (refresh and userinfo refused)
 //
 // Clients register themselves (OpenID Connect Dynamic Client Registration),
@@ -46,7 +46,11 @@ const provider = new Provider(issuer, {
   },
   // `groups` is released with `openid`, as most company IdPs do once configured.
   claims: {
-    openid: ['sub', 'groups'],
+    sid: null,
+    iss: null,
+    // With `openid`, how and when the user authenticated: in every ID token, as
+    // IdPs configured for step-up send them (Gantry's step-up reads them).
+    openid: ['sub', 'groups', 'acr', 'amr', 'auth_time'],
     email: ['email', 'email_verified'],
     profile: ['preferred_username', 'name'],
   },
@@ -116,8 +120,13 @@ async function interaction(req, res, uid, action) {
     if (!account || account.disabled) {
       return send(res, 200, 'text/html', loginForm(uid, `No active account named “${login}”.`));
     }
+    // An account set up with {"mfa": true} signs in with a password and a
+    // one-time code, and says so in the ID token (amr, acr), as an IdP does.
+    const login_result = account.mfa
+      ? { accountId: login, amr: ['pwd', 'otp'], acr: 'urn:gantry:test:mfa' }
+      : { accountId: login, amr: ['pwd'], acr: 'urn:gantry:test:pwd' };
     return provider.interactionFinished(req, res, {
-      login: { accountId: login, amr: ['pwd'], acr: 'urn:gantry:test:pwd' },
+      login: { ...login_result, ts: Math.floor(Date.now() / 1000) },
     }, { mergeWithLastSubmission: false });
   }
   if (prompt.name === 'login') {
@@ -138,7 +147,9 @@ async function interaction(req, res, uid, action) {
 async function admin(req, res, id) {
   if (req.method === 'PUT') {
     const body = JSON.parse((await readBody(req)) || '{}');
-    accounts.set(id, { claims: body.claims || {}, disabled: Boolean(body.disabled) });
+    accounts.set(id, {
+      claims: body.claims || {}, disabled: Boolean(body.disabled), mfa: Boolean(body.mfa),
+    });
     return send(res, 204, 'text/plain', '');
   }
   if (req.method === 'DELETE') {

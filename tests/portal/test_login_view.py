@@ -1,32 +1,19 @@
-"""The sign-in page: Django auth, audited, throttled per username and per IP."""
+"""The sign-in page: Django auth, audited, throttled per username and per IP
+(django-axes, counters in Redis)."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
-import pytest
-from django.core.cache import cache
+import redis
+from django.conf import settings
 from django.urls import reverse
 
 from portal.core.models import AuditEvent
-from portal.views import throttle_keys
 from tests.environments.ui import last_event
 
 PASSWORD = "correct-horse-battery"
-USERNAMES = ("alice", "bob", "carol", "dave", "nobody")
-
-
-@pytest.fixture(autouse=True)
-def fresh_counters():
-    """Failure counters live in Redis and outlive a test's transaction."""
-
-    def clear() -> None:
-        keys = {k for name in USERNAMES for k in throttle_keys(name, "127.0.0.1")}
-        cache.delete_many([*keys, *(f"{k}:since" for k in keys)])
-
-    clear()
-    yield
-    clear()
 
 
 def sign_in(client, username: str, password: str):
@@ -72,17 +59,27 @@ def test_it_refuses_a_wrong_password_and_audits_it(client, users):
 
 def test_it_refuses_the_right_password_after_too_many_failures(client, users, settings):
     assert settings.LOGIN_MAX_FAILURES == 5
-    for _ in range(5):
+    for _ in range(4):
         assert sign_in(client, "alice", "wrong").status_code == 200
+    assert sign_in(client, "alice", "wrong").status_code == 429  # the fifth locks
     response = sign_in(client, "alice", PASSWORD)
     assert response.status_code == 429
+    assert response["Retry-After"] == "900"
     assert "_auth_user_id" not in client.session
     text = response.content.decode()
     assert "Too many failed sign-in attempts" in text
     assert "Try again in 15 minutes" in text
-    # The refused attempt never reached authentication: no sign-in, one throttle event.
     assert not AuditEvent.objects.filter(action="auth.signed_in").exists()
-    assert last_event("auth.sign_in_throttled").actor_name == "alice"
+    locked = AuditEvent.objects.filter(action="auth.locked_out").order_by("seq")
+    assert [e.actor_name for e in locked] == ["alice", "alice"]
+    assert locked.last().after["path"] == "/login/"
+    assert AuditEvent.objects.filter(action="auth.sign_in_failed").count() == 4
+
+
+def test_it_counts_a_user_name_whatever_its_case(client, users):
+    for name in ("alice", "Alice", "ALICE", " alice", "aLice"):
+        sign_in(client, name, "wrong")
+    assert sign_in(client, "alice", PASSWORD).status_code == 429
 
 
 def test_it_locks_the_client_ip_across_usernames(client, users):
@@ -93,27 +90,42 @@ def test_it_locks_the_client_ip_across_usernames(client, users):
     assert "_auth_user_id" not in client.session
 
 
+def test_it_locks_a_user_name_across_addresses(client, users):
+    for n in range(5):
+        client.post(reverse("login"), {"username": "alice", "password": "wrong"},
+                    REMOTE_ADDR=f"192.0.2.{n + 1}")  # fmt: skip
+    response = client.post(
+        reverse("login"), {"username": "alice", "password": PASSWORD}, REMOTE_ADDR="192.0.2.50"
+    )
+    assert response.status_code == 429
+
+
 def test_a_success_forgets_the_username_failures(client, users):
     for _ in range(3):
         sign_in(client, "alice", "wrong")
     assert sign_in(client, "alice", PASSWORD).status_code == 302
-    user_key = throttle_keys("alice", "127.0.0.1")[0]
-    assert cache.get(user_key) is None
+    client.post(reverse("logout"))
+    for _ in range(4):
+        assert sign_in(client, "alice", "wrong").status_code == 200
 
 
 def test_it_lets_people_try_again_after_the_window(client, users, settings):
     # Long enough that six sign-ins fit in it on a loaded CI machine.
-    settings.LOGIN_FAILURE_WINDOW = 4
+    settings.AXES_COOLOFF_TIME = timedelta(seconds=3)
     for _ in range(5):
         sign_in(client, "alice", "wrong")
     assert sign_in(client, "alice", PASSWORD).status_code == 429
-    # The window runs from the first failure, however late a loaded machine
-    # made it: wait until its counters expire rather than for a fixed time.
-    keys = throttle_keys("alice", "127.0.0.1")
+    # Each refused attempt starts the wait again: wait for the counters to expire
+    # (however late a loaded machine made the last attempt), then try.
     deadline = time.monotonic() + 30
-    while cache.get_many(keys) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while failure_counters() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert sign_in(client, "alice", PASSWORD).status_code == 302
+
+
+def failure_counters() -> list[bytes]:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    return list(client.scan_iter(match="*:axes-*"))
 
 
 def test_it_refuses_other_methods(client, db):

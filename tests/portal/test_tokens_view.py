@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from portal.core import tokens
 from portal.core.models import ApiToken
@@ -60,3 +64,19 @@ def test_it_needs_sign_in(client, db):
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
     assert not ApiToken.objects.exists()
+
+
+def test_the_example_it_shows_works_against_the_api(users, catalog):
+    """The page's example request, with the new key filled in, is answered."""
+    response = browser(users["alice"]).post(reverse("tokens"), {"name": "ci-pipeline"})
+    page = response.content.decode()
+    example = re.search(r'data-testid="token-example">(.*?)</code>', page, re.S)
+    assert example, "the page shows an example request"
+    command = html.unescape(example.group(1))
+    header = re.search(r"-H '([^']+)'", command).group(1)
+    name, _, value = header.partition(": ")
+    assert name == "Authorization"
+    assert response.context["new_key"] in value
+    path = re.search(r"https?://[^/]+(/api/v1/\S*)", command).group(1)
+    answer = APIClient().get(path, HTTP_AUTHORIZATION=value)
+    assert answer.status_code == 200, answer.content

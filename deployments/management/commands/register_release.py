@@ -43,6 +43,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--notes", default="")
         parser.add_argument("--commit", default="")
+        parser.add_argument(
+            "--commit-author", default="", help="Who wrote the commit: 'Name <email>' or a user."
+        )
         parser.add_argument("--user", required=True, help="Who registers it (needs deployer).")
 
     def handle(self, *args, **options) -> None:
@@ -62,6 +65,7 @@ class Command(BaseCommand):
                 user,
                 notes=options["notes"],
                 commit=options["commit"],
+                commit_author=options["commit_author"],
             )
         except PolicyError as exc:
             raise CommandError(f"{exc.field or 'error'}: {exc.message}") from None

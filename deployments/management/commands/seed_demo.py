@@ -42,6 +42,8 @@ from portal.core.choices import Role
 from portal.core.models import AuditEvent, Membership
 
 # Printed by `make run` too. Demo only: never reuse it for a real installation.
+# Production approvals need a second factor confirmed this recently (minutes).
+IDENTITY_MFA_MINUTES = 15
 DEMO_PASSWORD = "gantry-demo"
 DEMO_ROLES = {
     "alice": Role.DEPLOYER,
@@ -550,6 +552,9 @@ class Command(BaseCommand):
             # that happens to be in force while seeding.
             for spec, application in applications:
                 self.ensure_freezes(spec, application, users["admin"])
+                # The identity rules came into force after the recorded history
+                # (whose approvals were given before approvers had a second factor).
+                self.ensure_identity_rules(spec, application, users["admin"])
         # The sandbox's Cost Explorer holds 60 days of demo spend: fetch it now,
         # so the cost page and the dashboard have figures at first start.
         if os.environ.get("AWS_ENDPOINT_URL"):
@@ -789,6 +794,27 @@ class Command(BaseCommand):
                 with acting_as(users[username]):
                     deployment.approve(users[username], APPROVAL_COMMENT)
         self.open_requests = []
+
+    def ensure_identity_rules(
+        self, spec: ApplicationSpec, application: Application, admin: User
+    ) -> None:
+        """Production: implementers may not approve, and approvers confirm their
+        identity with MFA at most IDENTITY_MFA_MINUTES before approving."""
+        for env_spec in spec.environments:
+            if env_spec.tier != Tier.PRODUCTION:
+                continue
+            environment = application.environments.get(slug=env_spec.slug)
+            if environment.implementers_may_not_approve or environment.approval_mfa_minutes:
+                continue  # set before (or changed by an admin since): leave it
+            before = environment.policy_snapshot()
+            Environment.objects.filter(pk=environment.pk).update(
+                implementers_may_not_approve=True, approval_mfa_minutes=IDENTITY_MFA_MINUTES
+            )
+            environment.refresh_from_db()
+            with acting_as(admin):
+                audit.record("environment.policy_changed", environment, environment=environment,
+                             before=before, after=environment.policy_snapshot())  # fmt: skip
+            self.created.append(f"{spec.slug} {env_spec.slug} identity rules")
 
     def ensure_freezes(self, spec: ApplicationSpec, application: Application, admin: User) -> None:
         for env_spec in spec.environments:
