@@ -396,6 +396,11 @@ class LogWriter:
 
 
 def broadcast_status(deployment_id: int, status: str) -> None:
-    """Tell viewers the deployment changed state (they then re-sync from the database)."""
-    publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
-                                        "at": time.time()})  # fmt: skip
+    """Tell viewers the deployment changed state (they then re-sync from the
+    database). Never raises: with Redis down the state change stands, and a
+    viewer that reconnects reads it from the database."""
+    try:
+        publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
+                                            "at": time.time()})  # fmt: skip
+    except Exception:  # noqa: BLE001 - see above
+        log.warning("status of deployment %s not broadcast", deployment_id, exc_info=True)
