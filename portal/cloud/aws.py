@@ -33,7 +33,7 @@ AWS_MAX_ATTEMPTS = 4  # the first call and three retries
 AWS_CONNECT_TIMEOUT = 5
 # Long enough for a slow describe/list page; the waits for a service to become
 # stable are polls of short calls, never one long one.
-AWS_READ_TIMEOUT = 30
+AWS_READ_TIMEOUT = 20
 BOUNDED = Config(
     retries={"mode": "standard", "max_attempts": AWS_MAX_ATTEMPTS},
     connect_timeout=AWS_CONNECT_TIMEOUT,

@@ -29,7 +29,7 @@ from tests.faults.processes import PYTHON, ROOT, portal_env, record, wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 DOWN_SECONDS = 5  # the fault itself: how long the database stays stopped
 LINES = 200
-PRINTS = ["sh", "-c", f"for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.1; done"]
+PRINTS = ["sh", "-c", f'for i in $(seq 1 {LINES}); do echo "line $i"; sleep 0.1; done']
 
 
 def status_of(deployment: Deployment) -> str:
