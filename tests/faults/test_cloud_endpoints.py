@@ -85,10 +85,11 @@ def test_a_failing_kubernetes_api_fails_the_step_naming_it(
         namespace = "fraud-detector-dev"
         api.cluster.stall(namespace, "fraud-api")  # the rollout waits for pods: the step polls
         dev = env(catalog, "dev")
-        Step.objects.create(environment=dev, order=1, name="Rolling update", kind="k8s_rolling",
-                            config={"namespace": "fraud-detector-${environment}",
-                                    "deployments": ["fraud-api"],
-                                    "timeout_seconds": STEP_TIMEOUT, "poll_seconds": 1})  # fmt: skip
+        config = {"namespace": "fraud-detector-${environment}", "deployments": ["fraud-api"],
+                  "timeout_seconds": STEP_TIMEOUT, "poll_seconds": 1}  # fmt: skip
+        Step.objects.create(
+            environment=dev, order=1, name="Rolling update", kind="k8s_rolling", config=config
+        )
         portal.env = portal_env(
             database_url=suite_database_url(), redis_url=redis_server.url, workdir=tmp_path,
             KUBE_API_URL=api.url,
