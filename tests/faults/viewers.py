@@ -29,11 +29,12 @@ class LogViewer:
         self.lines: list[tuple[int, str]] = []
         self.statuses: list[str] = []
         self.closed = threading.Event()
-        self.socket = connect(
+        self._connection = connect(
             f"ws://127.0.0.1:{portal.web_port}/ws/deployments/{deployment_id}/logs/?after={after}",
             additional_headers={"Cookie": f"sessionid={cookie}", "Origin": portal.url},
             open_timeout=30,
         )
+        self.socket = self._connection.__enter__()  # left in close()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -61,5 +62,5 @@ class LogViewer:
         return bool(wait_for(lambda: status in self.statuses, timeout))
 
     def close(self) -> None:
-        self.socket.close()
+        self._connection.__exit__(None, None, None)
         self._thread.join(10)
