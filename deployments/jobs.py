@@ -172,6 +172,11 @@ def plan_deployment(deployment_id: int) -> str:
     heartbeat.start()
     try:
         return _plan(deployment, planner, stopped)
+    except DatabaseError:
+        # Not the request's fault: its claim goes stale and the housekeeping
+        # (wake_waiting_deployments) has it planned again.
+        log.warning("planning deployment %s lost the database", deployment.pk, exc_info=True)
+        return "database unreachable; to be planned again"
     except Exception:  # a bug, not the user's doing: fail the request with an id to quote
         error_id = uuid.uuid4().hex[:12]
         log.exception("planning deployment %s crashed (error id %s)", deployment.pk, error_id)
