@@ -3,7 +3,8 @@
 Every endpoint starts from what the user may see (portal.core.roles): an object
 outside it is a 404, as if it did not exist. What the user may *do* is decided
 by the model methods (Release.register, Deployment.request/approve/...), whose
-PolicyError / Forbidden / Conflict become 400 / 403 / 409 in portal.api_errors.
+PolicyError / Forbidden / Conflict / Unavailable become 400 / 403 / 409 / 503 in
+portal.api_errors.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ ERRORS = {
     403: OpenApiResponse(description="Visible to you, but your role does not allow this."),
     404: OpenApiResponse(description="Not found, or not visible to you."),
     409: OpenApiResponse(description="Conflicts with the current state (duplicate, decided)."),
+    503: OpenApiResponse(
+        description="The job queue (Redis) is not answering; nothing was written, send it again."
+    ),
 }
 
 
@@ -165,7 +169,7 @@ class DeploymentListCreate(generics.ListCreateAPIView):
     @extend_schema(
         summary="Request a deployment of a release to an environment",
         request=DeploymentCreateSerializer,
-        responses={201: DeploymentSerializer, **_errors(400, 403, 409)},
+        responses={201: DeploymentSerializer, **_errors(400, 403, 409, 503)},
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
         given = DeploymentCreateSerializer(data=request.data)

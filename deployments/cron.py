@@ -1,11 +1,12 @@
-"""Periodic jobs, run by `manage.py rqcron deployments.cron` (RQ's cron scheduler)."""
+"""Periodic jobs, run by `manage.py housekeeping deployments.cron` (RQ's cron
+scheduler, kept running through Redis outages: deployments/worker.py)."""
 
 from rq import cron
 
 from deployments.jobs import (
     expire_stale_requests,
     fail_stalled_deployments,
-    wake_queued_deployments,
+    wake_waiting_deployments,
 )
 from environments.alarms import poll_alarms
 from environments.costs import fetch_costs
@@ -13,9 +14,11 @@ from portal.core.jobs import verify_audit_chain
 
 # Housekeeping goes to `low`, but for the two jobs that keep deployments
 # moving: a stalled run holds its environment until it is failed (`high`,
-# before waiting deploys), and waking queued requests starts runs (`default`).
+# before waiting deploys), and waking waiting requests plans and starts them
+# (`default`). Every 15 s: a job lost with Redis is enqueued again well within
+# a minute of Redis being back.
 cron.register(fail_stalled_deployments, "high", interval=10)
-cron.register(wake_queued_deployments, "default", interval=30)
+cron.register(wake_waiting_deployments, "default", interval=15)
 cron.register(expire_stale_requests, "low", interval=60)
 # The audit chain is walked whole (~160k events/s); every 10 minutes bounds how
 # long a tampered event goes unnoticed.

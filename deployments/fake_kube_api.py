@@ -16,6 +16,11 @@ ProgressDeadlineExceeded like the real controller.
 
 Objects carry the fields the client's models require, with the real types, so
 they deserialize into V1Deployment / V1ReplicaSet without complaint.
+
+A FAULT SWITCH (`FakeKubeApi.faults`, tests only) makes it misbehave as a sick
+API server does: answer every request with an error status (500), or hold
+each request without answering (a timeout on the client's side), until it is
+switched off.
 """
 
 from __future__ import annotations
@@ -524,6 +529,52 @@ VERSION = {
 }
 
 
+class FaultSwitch:
+    """Makes the FAKE API server fail on purpose: `fail(500)` answers every
+    request with that status (a kube-apiserver Status body), `hang()` holds
+    every request without an answer until `off()` (or `hang_seconds`);
+    `off()` heals it. `hits` counts the requests it spoiled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.status: int | None = None
+        self.hang_seconds: float | None = None
+        self._released = threading.Event()
+        self.hits = 0
+
+    def fail(self, status: int = 500) -> None:
+        with self._lock:
+            self.status, self.hang_seconds = status, None
+
+    def hang(self, seconds: float = 300) -> None:
+        with self._lock:
+            self.status, self.hang_seconds = None, seconds
+            self._released.clear()
+
+    def off(self) -> None:
+        with self._lock:
+            self.status, self.hang_seconds = None, None
+            self._released.set()
+
+    def spoil(self) -> ApiError | None:
+        """Called for each request: the error to answer with; None when the
+        switch is off. A held request ends with the connection closed and
+        no answer (its client has given up by then)."""
+        with self._lock:
+            status, hang = self.status, self.hang_seconds
+            if status is None and hang is None:
+                return None
+            self.hits += 1
+        if hang is not None:
+            self._released.wait(hang)
+            raise _Dropped
+        return ApiError(status, "InternalError", "injected by the fault switch")
+
+
+class _Dropped(Exception):
+    """A request held by the fault switch: closed without an answer."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -540,9 +591,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
         try:
-            return json.loads(self.rfile.read(length) or b"null")
+            return json.loads(self._raw_body or b"null")
         except ValueError:
             raise ApiError(400, "BadRequest", "the request body is not JSON") from None
 
@@ -552,6 +602,11 @@ class _Handler(BaseHTTPRequestHandler):
         cluster = self.server.cluster
         try:
             self.server.requests.append((method, url.path, self.headers.get("Content-Type")))
+            # Read before any answer: an error sent with the body unread would
+            # leave it on the kept-alive connection, as the next request.
+            self._raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if (fault := self.server.faults.spoil()) is not None:
+                raise fault
             if method == "GET" and url.path.rstrip("/") == "/version":
                 return self._send(200, VERSION)
             if match := DEPLOYMENT_RE.match(url.path):
@@ -576,6 +631,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", f"the server could not find {method} {url.path}")
         except ApiError as error:
             return self._send(error.code, error.status())
+        except _Dropped:
+            self.close_connection = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch("GET")
@@ -600,6 +657,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     cluster: FakeCluster
     requests: list
+    faults: FaultSwitch
 
 
 class FakeKubeApi:
@@ -610,6 +668,8 @@ class FakeKubeApi:
         self._server = _Server((host, port), _Handler)
         self._server.cluster = self.cluster
         self._server.requests = []
+        # The FAULT SWITCH: tests make this fake fail on purpose through it.
+        self.faults = self._server.faults = FaultSwitch()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -627,5 +687,6 @@ class FakeKubeApi:
         return self
 
     def stop(self) -> None:
+        self.faults.off()  # release requests held by hang()
         self._server.shutdown()
         self._server.server_close()

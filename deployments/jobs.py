@@ -6,7 +6,12 @@ job is meant for.
 - run_deployment: take the environment (Deployment.start), run the steps in
   order, stream their output, finish; a failed bake starts an automatic rollback.
 - force_unlock_state: an admin's force-unlock of a Terraform state lock (high queue).
-- fail_stalled_deployments / wake_queued_deployments: housekeeping (cron).
+- fail_stalled_deployments / wake_waiting_deployments: housekeeping (cron).
+
+A job survives a restart of the database under it: the heartbeat and the log
+writer's storer retry, and the run's own bookkeeping (step rows, the final
+state) waits for the database to come back (DATABASE_WAIT) rather than fail
+the run on a dropped connection.
 """
 
 from __future__ import annotations
@@ -16,10 +21,20 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
-from django.db import close_old_connections, connection
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
+from django.db.models import Q
 from django.utils import timezone
 
 from deployments import state_lock
@@ -27,12 +42,15 @@ from deployments.choices import Kind, Status, StepStatus, Stream
 from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter, broadcast_status
 from deployments.models import Deployment, StepRun, wake_next_queued
+from deployments.models.deployment import PLAN_JOB_PREFIX, RUN_JOB_PREFIX
+from deployments.models.queueing import waiting_deployments
 from deployments.runners import StepFailed, get_runner
 from environments import pricing
 from environments.choices import StepKind
 from environments.live import environment_changed
 from portal.cloud.errors import Cancelled, CloudError
 from portal.cloud.masking import Masker
+from portal.cloud.process import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +59,13 @@ NO_AUTOMATIC_ROLLBACK = (
     "if the release is unhealthy."
 )
 HEARTBEAT_SECONDS = 2
-# A run whose heartbeat is older than this is abandoned (its worker died).
+# A run whose heartbeat is older than this is abandoned (its worker died);
+# so is a plan's claim, which another worker may then take over.
 STALE_AFTER = timedelta(seconds=20)
+# How long a job waits for the database to come back (a restart, a failover)
+# before giving up on writing a step's or the run's state.
+DATABASE_WAIT = 120
+DATABASE_RETRY_SECONDS = 1.0
 # On a rollback these kinds are undone from what the undone run recorded (a
 # command by its rollback_argv, when it has one; otherwise it is skipped)...
 INVERTIBLE = {StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING,
@@ -54,6 +77,26 @@ SKIPPED_ON_ROLLBACK = {StepKind.RDS_SNAPSHOT, StepKind.BAKE}
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+Result = TypeVar("Result")
+
+
+def with_database(action: Callable[[], Result], what: str) -> Result:
+    """Run `action` (idempotent bookkeeping: a conditional UPDATE, an
+    update_or_create), reconnecting and trying again while the database is
+    unreachable, for DATABASE_WAIT seconds at most. A dropped connection is
+    closed first: Django would otherwise keep failing on it."""
+    deadline = Deadline(DATABASE_WAIT)
+    while True:
+        try:
+            return action()
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or deadline.passed:
+                raise
+            log.warning("%s: database unreachable (%s); retrying", what, exc)
+            connection.close()
+            time.sleep(DATABASE_RETRY_SECONDS)
 
 
 def combined_plan_hash(step_hashes: list[tuple[int, str]]) -> str:
@@ -73,14 +116,18 @@ def _load(deployment_id: int):
 
 
 def _step_run(deployment, step, phase: str):
-    run, _ = StepRun.objects.update_or_create(
+    run, _ = with_database(lambda: _start_step_row(deployment, step, phase), "starting a step")
+    run.deployment = deployment  # found rather than created, it would fetch it again at its end
+    environment_changed(deployment.environment_id, "step")  # the dashboard's step progress
+    return run
+
+
+def _start_step_row(deployment, step, phase: str):
+    return StepRun.objects.update_or_create(
         deployment=deployment, phase=phase, order=step.order,
         defaults={"name": step.name, "kind": step.kind, "status": StepStatus.RUNNING,
                   "started_at": timezone.now(), "finished_at": None, "error": ""},
     )  # fmt: skip
-    run.deployment = deployment  # found rather than created, it would fetch it again at its end
-    environment_changed(deployment.environment_id, "step")  # the dashboard's step progress
-    return run
 
 
 def failure_outputs(exc: CloudError, masker: Masker) -> dict:
@@ -97,17 +144,52 @@ def failure_outputs(exc: CloudError, masker: Masker) -> dict:
 
 
 def _end_step(run, status: str, outputs: dict | None = None, error: str = "") -> None:
-    StepRun.objects.filter(pk=run.pk).update(
-        status=status, outputs=outputs or {}, error=error, finished_at=timezone.now()
+    now = timezone.now()
+    with_database(
+        lambda: StepRun.objects.filter(pk=run.pk).update(
+            status=status, outputs=outputs or {}, error=error, finished_at=now
+        ),
+        "ending a step",
     )
     environment_changed(run.deployment.environment_id, "step")
 
 
 def plan_deployment(deployment_id: int) -> str:
-    """Plan every Terraform step; record the plan hash or fail the request."""
+    """Plan every Terraform step; record the plan hash or fail the request.
+
+    The plan is claimed first (Deployment.claim_planning) and the claim beats
+    like a run's heartbeat, so a plan job delivered twice, or enqueued again
+    by the housekeeping while the first still works, does not plan it twice
+    at once; a claim left by a dead worker goes stale and is taken over."""
     deployment = _load(deployment_id)
     if deployment is None or deployment.status != Status.PLANNING:
         return "nothing to plan"
+    planner = worker_name()
+    if not deployment.claim_planning(planner, STALE_AFTER):
+        return "being planned by another worker"
+    stopped = threading.Event()
+    heartbeat = Heartbeat(deployment, stopped)
+    heartbeat.start()
+    try:
+        return _plan(deployment, planner, stopped)
+    except DatabaseError:
+        # Not the request's fault: its claim goes stale and the housekeeping
+        # (wake_waiting_deployments) has it planned again.
+        log.warning("planning deployment %s lost the database", deployment.pk, exc_info=True)
+        return "database unreachable; to be planned again"
+    except Exception:  # a bug, not the user's doing: fail the request with an id to quote
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("planning deployment %s crashed (error id %s)", deployment.pk, error_id)
+        error = f"Planning failed: internal error (id {error_id}); see the worker log."
+        if with_database(lambda: deployment.fail_planning(error, planner), "failing a plan"):
+            broadcast_status(deployment.pk, Status.FAILED)
+        return "plan crashed"
+    finally:
+        heartbeat.stop()
+        close_old_connections()
+
+
+def _plan(deployment, planner: str, stopped: threading.Event) -> str:
     environment = deployment.environment
     masker = Masker(environment.secret_variables)
     writer = LogWriter(deployment.pk, masker)
@@ -117,8 +199,9 @@ def plan_deployment(deployment_id: int) -> str:
             run = _step_run(deployment, step, "plan")
             writer.set_step(run.pk, f"plan: {step.name}")
             ctx = step_context(
-                deployment, step.config, workdir=step_workdir(deployment.pk, step.order), log=writer
-            )
+                deployment, step.config, workdir=step_workdir(deployment.pk, step.order),
+                log=writer, cancelled=stopped,
+            )  # fmt: skip
             try:
                 result = get_runner(step.kind).plan(ctx)
             except CloudError as exc:
@@ -132,18 +215,24 @@ def plan_deployment(deployment_id: int) -> str:
     except CloudError as exc:
         writer.write(f"Planning failed: {exc.message}", Stream.SYSTEM)
         writer.close()
-        deployment.fail_planning(f"Planning failed: {exc.message}")
+        if not deployment.fail_planning(f"Planning failed: {exc.message}", planner):
+            return "no longer this worker's plan"
         broadcast_status(deployment.pk, Status.FAILED)
         return "plan failed"
     finally:
         writer.close()  # again is harmless; a crash must not leave its threads behind
-    deployment.record_plan(combined_plan_hash(hashes), summary, pricing.combine(costs))
+    cost = pricing.combine(costs)
+    if not deployment.record_plan(combined_plan_hash(hashes), summary, cost, planner=planner):
+        return "no longer this worker's plan"
     broadcast_status(deployment.pk, deployment.status)
     return deployment.status
 
 
 class Heartbeat(threading.Thread):
-    """Beats while the deployment runs and relays a cancel request to the steps."""
+    """Beats while the deployment is planned or runs, and tells the steps to
+    stop on a cancel request or when the row is no longer this job's
+    (Deployment.heartbeat). A beat the database misses (a restart) is
+    retried at the next one on a new connection."""
 
     def __init__(self, deployment, cancelled: threading.Event) -> None:
         super().__init__(name=f"heartbeat-{deployment.pk}", daemon=True)
@@ -153,7 +242,13 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(HEARTBEAT_SECONDS):
-                if self.deployment.heartbeat():
+                try:
+                    stop = self.deployment.heartbeat()
+                except DatabaseError as exc:
+                    log.warning("heartbeat of deployment %s missed: %s", self.deployment.pk, exc)
+                    connection.close()
+                    continue
+                if stop:
                     self.cancelled.set()
         finally:
             connection.close()
@@ -314,7 +409,7 @@ def run_deployment(deployment_id: int) -> str:
         heartbeat.stop()
         writer.write(f"Deployment {status}." + (f" {error}" if error else ""), Stream.SYSTEM)
         writer.close()
-    deployment.finish(status, error)
+    with_database(lambda: deployment.finish(status, error), "finishing the run")
     broadcast_status(deployment.pk, status)
     if alarm_fired and deployment.kind == Kind.DEPLOY:
         Deployment.request_rollback(
@@ -347,9 +442,33 @@ def fail_stalled_deployments() -> list[int]:
     return failed
 
 
-def wake_queued_deployments() -> int:
-    """Housekeeping: re-enqueue queued deployments whose environment is free
-    (a lost job or a worker restart must not leave them waiting forever)."""
+def wake_waiting_deployments() -> dict[str, int]:
+    """Housekeeping: enqueue again every deployment waiting for a job that no
+    queue holds (Redis was down when it was committed, restarted empty, or a
+    worker died with the job), so no row waits forever:
+
+    - planning, with no live claim (no plan job works on it): its plan job;
+    - queued, in an environment nothing runs in: the oldest one's run job.
+
+    A deployment whose job still waits in its queue is left alone (read from
+    the job ids, deployments/models/queueing.py); a duplicate that slips
+    through does nothing (the plan's claim, Deployment.start's conditional
+    UPDATE)."""
+    waiting = {
+        prefix: set().union(*(waiting_deployments(queue, prefix) for queue in ("high", "default")))
+        for prefix in (PLAN_JOB_PREFIX, RUN_JOB_PREFIX)
+    }
+    cutoff = timezone.now() - STALE_AFTER
+    unplanned = (
+        Deployment.objects.filter(status=Status.PLANNING)
+        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
+        .exclude(pk__in=waiting[PLAN_JOB_PREFIX])
+        .select_related("environment")
+    )
+    planned = 0
+    for deployment in unplanned:
+        deployment.dispatch()
+        planned += 1
     busy = Deployment.objects.filter(status=Status.RUNNING).values("environment_id")
     environments = (
         Deployment.objects.filter(status=Status.QUEUED)
@@ -357,11 +476,13 @@ def wake_queued_deployments() -> int:
         .values_list("environment_id", flat=True)
         .distinct()
     )
-    count = 0
+    started = 0
     for environment_id in environments:
-        wake_next_queued(environment_id)
-        count += 1
-    return count
+        if wake_next_queued(environment_id, skip=waiting[RUN_JOB_PREFIX]):
+            started += 1
+    if planned or started:
+        log.info("re-enqueued %d plan job(s) and %d run job(s)", planned, started)
+    return {"plans": planned, "runs": started}
 
 
 def expire_stale_requests() -> int:

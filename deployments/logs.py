@@ -17,7 +17,13 @@ import time
 from collections.abc import Callable
 from itertools import groupby
 
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.db.models import Max
 from django.utils import timezone
 
@@ -33,7 +39,9 @@ MAX_BATCH = 500
 # Lines per COPY when the storer has fallen behind the sender (a burst).
 STORE_BATCH = 5000
 STORE_RETRY_SECONDS = 0.5
-STORE_ATTEMPTS = 3  # by close(), for what is left
+# How long close() keeps trying to store what is left (a database restart
+# takes seconds; the lines exist nowhere else).
+CLOSE_STORE_SECONDS = 120
 # Text per batch (one WebSocket frame): well under the 1 MiB message limits
 # common in WebSocket servers and proxies, counting JSON escapes and each
 # line's seq/step/stream/at.
@@ -301,10 +309,20 @@ class LogWriter:
                     batch = self._unstored[:STORE_BATCH]
                 if not batch:
                     return total
-                store_lines(self.deployment_id, batch)
+                try:
+                    store_lines(self.deployment_id, batch)
+                except IntegrityError:
+                    # The connection dropped after the database had committed
+                    # this batch (one COPY: all of it or none), before we heard.
+                    connection.close()
+                    if not self._stored(batch[0][0]):
+                        raise
                 with self._lock:
                     del self._unstored[: len(batch)]
                 total += len(batch)
+
+    def _stored(self, seq: int) -> bool:
+        return LogLine.objects.filter(deployment_id=self.deployment_id, seq=seq).exists()
 
     def flush(self) -> int:
         """Send and store everything written so far; returns the lines sent."""
@@ -353,20 +371,21 @@ class LogWriter:
 
     def close(self) -> None:
         """Send and store what is left and stop both threads. A failed store
-        is tried again (STORE_ATTEMPTS in all), as the storer thread would;
-        then it raises (the caller's step or job fails)."""
+        is tried again on a new connection, as the storer thread would, for
+        CLOSE_STORE_SECONDS; then it raises (the caller's step or job fails)."""
         self._closed = True
         self._wake.set()
         self._store_wake.set()
         self._sender.join(timeout=10)
         self._storer.join(timeout=10)
+        give_up_at = time.monotonic() + CLOSE_STORE_SECONDS
         try:
-            for attempt in range(1, STORE_ATTEMPTS + 1):
+            while True:
                 try:
                     self.flush()
                     return
                 except DatabaseError:
-                    if attempt == STORE_ATTEMPTS:
+                    if time.monotonic() >= give_up_at:
                         raise
                     log.warning("storing log lines of deployment %s failed; retrying",
                                 self.deployment_id, exc_info=True)  # fmt: skip
@@ -377,6 +396,11 @@ class LogWriter:
 
 
 def broadcast_status(deployment_id: int, status: str) -> None:
-    """Tell viewers the deployment changed state (they then re-sync from the database)."""
-    publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
-                                        "at": time.time()})  # fmt: skip
+    """Tell viewers the deployment changed state (they then re-sync from the
+    database). Never raises: with Redis down the state change stands, and a
+    viewer that reconnects reads it from the database."""
+    try:
+        publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
+                                            "at": time.time()})  # fmt: skip
+    except Exception:  # noqa: BLE001 - see above
+        log.warning("status of deployment %s not broadcast", deployment_id, exc_info=True)

@@ -45,6 +45,7 @@ from portal.core.models import SsoIdentity
 from portal.core.roles import (
     Forbidden,
     PolicyError,
+    Unavailable,
     has_role,
     prime_roles,
     visible_applications,
@@ -232,6 +233,7 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
         )
     choices = Environment.objects.filter(pk__in=[e.pk for e in environments]).order_by("order")
     form = DeploymentRequestForm(request.POST or None, environments=choices)
+    unavailable = False
     if request.method == "POST" and form.is_valid():
         try:
             deployment = Deployment.request(
@@ -240,6 +242,8 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except PolicyError as exc:
+            # The job queue down (Unavailable): the form again, saying so, with a 503.
+            unavailable = isinstance(exc, Unavailable)
             form.add_policy_error(exc)
         else:
             messages.success(request, f"Deployment #{deployment.pk} requested.")
@@ -252,7 +256,7 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
         "form": form,
         "frozen": frozen,
     }
-    status = 400 if form.errors else 200
+    status = 503 if unavailable else 400 if form.errors else 200
     return render(request, "deployments/deployment_form.html", context, status=status)
 
 

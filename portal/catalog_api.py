@@ -60,6 +60,7 @@ class EnvironmentRollback(generics.GenericAPIView):
             403: OpenApiResponse(description="You need the deployer role here."),
             404: OpenApiResponse(description="Not found, or not visible to you."),
             409: OpenApiResponse(description="That release already has an open request here."),
+            503: OpenApiResponse(description="The job queue (Redis) is down; nothing written."),
         },
     )
     def post(self, request: Request, pk: int) -> Response:

@@ -32,6 +32,7 @@ from portal.core.choices import Role
 from portal.core.roles import (
     Forbidden,
     PolicyError,
+    Unavailable,
     has_role,
     prime_roles,
     visible_applications,
@@ -169,12 +170,14 @@ def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> Http
         raise PermissionDenied(f"You need the deployer role in {env} to roll back.")
     current, target = rollback_candidates(env)
     form = RollbackForm(request.POST or None)
+    unavailable = False
     if request.method == "POST" and form.is_valid():
         try:
             deployment = Deployment.request_rollback(env, request.user, form.cleaned_data["reason"])
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except PolicyError as exc:
+            unavailable = isinstance(exc, Unavailable)  # the job queue is down: 503
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
             messages.success(request, f"Rollback #{deployment.pk} requested.")
@@ -190,7 +193,7 @@ def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> Http
         "form": form,
         "required_approvals": env.rollback_required_approvals,
     }
-    status = 400 if form.errors else 200
+    status = 503 if unavailable else 400 if form.errors else 200
     return render(request, "environments/rollback_form.html", context, status=status)
 
 

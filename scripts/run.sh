@@ -228,7 +228,7 @@ supervise_worker &
 echo $! >"$SUPERVISOR_PID"
 if [[ -f deployments/cron.py ]]; then
   stop_pidfile "$CRON_PID"
-  "$PY" manage.py rqcron deployments.cron >>"$VAR/cron.log" 2>&1 &
+  "$PY" manage.py housekeeping deployments.cron >>"$VAR/cron.log" 2>&1 &
   echo $! >"$CRON_PID"
   say "RQ cron started (pid $!, log var/cron.log)"
 fi

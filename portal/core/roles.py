@@ -33,6 +33,13 @@ class Conflict(PolicyError):
     status_code = 409
 
 
+class Unavailable(PolicyError):
+    """A component the request needs is down (e.g. the job queue): nothing was
+    written, and the same request can simply be sent again later."""
+
+    status_code = 503
+
+
 def roles_in(user, environment) -> set[str]:
     if not user.is_authenticated or not user.is_active:
         return set()

@@ -49,7 +49,7 @@ def test_the_periodic_jobs_queues():
     scheduler.load_config_from_file("deployments.cron")
     assert {job.func.__name__: job.queue_name for job in scheduler.get_jobs()} == {
         "fail_stalled_deployments": "high",
-        "wake_queued_deployments": "default",
+        "wake_waiting_deployments": "default",
         "expire_stale_requests": "low",
         "verify_audit_chain": "low",
         "fetch_costs": "low",

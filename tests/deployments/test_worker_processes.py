@@ -1,5 +1,5 @@
 """The engine's concurrency and crash claims, proved with REAL processes:
-`manage.py rqworker` and `manage.py rqcron deployments.cron` started as
+`manage.py rqworker` and `manage.py housekeeping deployments.cron` started as
 subprocesses against this test's database and Redis, exactly as `make run`
 starts them.
 
@@ -225,7 +225,7 @@ def test_it_fails_a_run_whose_worker_was_killed_and_frees_the_environment(
     command_process(dev, long_step(pidfile))
     # The housekeeping: the cron process and a worker for its stalled-run
     # checks (queue high only, so the deployment goes to the victim below).
-    spawn("rqcron", "deployments.cron")
+    spawn("housekeeping", "deployments.cron")
     spawn("rqworker", "high")
     deployment = Deployment.request(release, dev, users["alice"], "will lose its worker")
     victim = spawn("rqworker", *QUEUE_NAMES)
