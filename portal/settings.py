@@ -178,6 +178,8 @@ MIDDLEWARE = [
     "portal.sso.SsoRecheckMiddleware",
     # Turns a locked-out sign-in into the 429 page or JSON (portal.views.locked_out).
     "axes.middleware.AxesMiddleware",
+    # Last: a view that needed Redis while it was down answers 503, not 500.
+    "portal.core.middleware.RedisDownMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

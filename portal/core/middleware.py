@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 
 from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from portal.core import audit
+
+log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
@@ -56,3 +63,34 @@ class RequestContextMiddleware:
             audit.reset_context(token)
         response["X-Request-ID"] = request.id
         return response
+
+
+REDIS_DOWN = (
+    "Redis (the job queue, cache and sign-in throttle) is not answering, so this could "
+    "not be done; nothing was changed. Try again in a minute."
+)
+
+
+class RedisDownMiddleware:
+    """A request that needed Redis while it was down gets a 503 saying so (JSON
+    under /api/), not a 500: sign-in counts attempts there, pages read the
+    cache, requests enqueue jobs. Last in MIDDLEWARE, so it sees the view's
+    exception first."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, RedisConnectionError | RedisTimeoutError):
+            return None
+        log.warning("Redis unreachable during %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):
+            body = {"detail": REDIS_DOWN, "request_id": getattr(request, "id", "")}
+            return JsonResponse(body, status=503)
+        return HttpResponse(
+            render_to_string("503.html", {"message": REDIS_DOWN, "request": request}),
+            status=503,
+        )
