@@ -8,6 +8,7 @@ import socket
 
 import pytest
 from asgiref.local import Local
+from axes.handlers.proxy import AxesProxyHandler
 from django.core.cache import caches
 from django.urls import reverse
 
@@ -25,8 +26,10 @@ def redis_refused(settings):
         "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"},
     }
     caches._connections = Local(caches.thread_critical)
+    AxesProxyHandler.get_implementation(force=True)  # it keeps the cache it was made with
     yield
     caches._connections = Local(caches.thread_critical)
+    AxesProxyHandler.implementation = None  # made again, lazily, once settings are restored
 
 
 def test_the_sign_in_page_says_redis_is_down(client, users, redis_refused):
