@@ -96,6 +96,8 @@ SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-key" if DEBUG else None
 # The audit chain's HMAC key. It must not live in the database: whoever can
 # write the database must not be able to re-sign an edited chain.
 AUDIT_KEY = env_secret("AUDIT_KEY", "dev-only-audit-key" if DEBUG else None).encode()
+# The audit writer names this key in its refusal to extend a chain signed with another.
+AUDIT_KEY_IS_DEVELOPMENT_KEY = AUDIT_KEY == b"dev-only-audit-key"
 # Encrypts webhook URLs and secret variables at rest; derived from SECRET_KEY when unset.
 FIELD_ENCRYPTION_KEY = os.environ.get("FIELD_ENCRYPTION_KEY", "")
 
