@@ -73,6 +73,20 @@ def env_issuer_url(name: str) -> str:
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: use one of {', '.join(choices)}.")
+    return value
+
+
+def env_optional_secret(name: str) -> str:
+    """A secret that may be left out: NAME, NAME_FILE, or empty."""
+    if os.environ.get(f"{name}_FILE") or os.environ.get(name):
+        return env_secret(name)
+    return ""
+
+
 def env_secret(name: str, default: str | None = None) -> str:
     """Read a secret from NAME, or from the file named by NAME_FILE."""
     path = os.environ.get(f"{name}_FILE")
@@ -337,13 +351,45 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+CSRF_FAILURE_VIEW = "portal.views.csrf_failure"  # JSON under /api/
+
+# Logs: every record carries the request id; LOG_FORMAT=json writes one JSON
+# object per line for a log pipeline. Refused requests (403/404) are one line.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "filters": {
+        "request_id": {"()": "portal.core.observability.RequestIdFilter"},
+        "expected_client_errors": {"()": "portal.core.observability.ExpectedClientErrors"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "portal.core.observability.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["expected_client_errors"]},
+    },
 }
+
+# /metrics (Prometheus): readable with this bearer token, or an admin's API token.
+METRICS_TOKEN = env_optional_secret("METRICS_TOKEN")
+
+# Error reports to Sentry, only when a DSN is given; scrubbed of secrets
+# before they leave (portal/core/observability.py).
+SENTRY_DSN = env_optional_secret("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "")
+SENTRY_RELEASE = env_str("SENTRY_RELEASE", "")
+if SENTRY_DSN:
+    from portal.core.observability import init_sentry
+
+    init_sentry(SENTRY_DSN, SENTRY_ENVIRONMENT, SENTRY_RELEASE)

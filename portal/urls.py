@@ -37,5 +37,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-# Shows the request id, so a user can quote it when reporting the error.
+# Pages for people, JSON under /api/ (portal/api_errors.py). The 500 shows the
+# request id, so a user can quote it when reporting the error.
+handler400 = "portal.views.bad_request"
+handler403 = "portal.views.permission_denied"
+handler404 = "portal.views.page_not_found"
 handler500 = "portal.views.server_error"

@@ -7,6 +7,7 @@ import re
 from django.conf import settings
 
 from portal.core import audit
+from portal.core.observability import request_id_var
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
@@ -33,9 +34,11 @@ class RequestContextMiddleware:
         token = audit.set_context(
             audit.AuditContext(request=request, ip=client_ip(request), request_id=request.id)
         )
+        log_token = request_id_var.set(request.id)
         try:
             response = self.get_response(request)
         finally:
+            request_id_var.reset(log_token)
             audit.reset_context(token)
         response["X-Request-ID"] = request.id
         return response
