@@ -32,7 +32,7 @@ from deployments.serializers import (
 )
 from environments import pricing
 from environments.models import Environment
-from portal.core.api_params import reject_nul_bytes
+from portal.core.api_params import reject_nul_bytes, whole_number
 from portal.core.choices import Role
 from portal.core.roles import (
     Forbidden,
@@ -139,11 +139,9 @@ class DeploymentListCreate(generics.ListCreateAPIView):
                 raise _field_error("status", f"Use one of: {', '.join(Status.values)}.")
             deployments = deployments.filter(status=wanted_status)
         for name in ("environment", "release"):
-            raw = params.get(name, "").strip()
-            if raw:
-                if not raw.isdigit() or len(raw) > 18:
-                    raise _field_error(name, f"Give the {name}'s numeric id.")
-                deployments = deployments.filter(**{f"{name}_id": int(raw)})
+            wanted = whole_number(params, name)
+            if wanted is not None:
+                deployments = deployments.filter(**{f"{name}_id": wanted})
         return deployments
 
     @extend_schema(
@@ -263,11 +261,10 @@ class DeploymentLogs(generics.GenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         deployment = get_object_or_404(self.get_queryset(), pk=pk)
         reject_nul_bytes(request.query_params, ["after"])
-        raw = request.query_params.get("after", "0").strip() or "0"
-        if not raw.isdigit() or len(raw) > 10:
-            raise _field_error("after", "Give the last seq you have, a whole number from 0.")
+        # LogLine.seq is a 32-bit column.
+        after = whole_number(request.query_params, "after", default=0, maximum=2**31 - 1)
         rows = (
-            LogLine.objects.filter(deployment=deployment, seq__gt=int(raw))
+            LogLine.objects.filter(deployment=deployment, seq__gt=after)
             .order_by("seq")
             .values_list("seq", "step__name", "stream", "text", "at")[:MAX_LOG_LINES]
         )

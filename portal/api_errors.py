@@ -19,6 +19,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from portal.core import audit
+from portal.core.api_params import out_of_range_ids
 from portal.core.roles import PolicyError
 
 log = logging.getLogger(__name__)
@@ -89,3 +90,25 @@ def json_error(request: HttpRequest, status_code: int, detail: str) -> JsonRespo
     """An API error answered outside DRF (Django's error handlers)."""
     body = {"detail": detail, "request_id": request_id_of(request)}
     return JsonResponse(body, status=status_code)
+
+
+class PathIdRangeMiddleware:
+    """A path id a bigint column cannot hold (/api/v1/releases/99999999999999999999/)
+    is a 400 naming it before any view queries the database with it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest):
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        if not is_api(request):
+            return None
+        errors = out_of_range_ids(view_kwargs)
+        if not errors:
+            return None
+        # `pk` is what the URL pattern calls it; the API's description calls it `id`.
+        named = {"id" if name == "pk" else name: [message] for name, message in errors.items()}
+        body = with_request_id(named, request_id_of(request))
+        return JsonResponse(body, status=400)
