@@ -1,4 +1,5 @@
-"""API endpoints of the portal itself: the audit trail and the OpenAPI schema."""
+"""API endpoints of the portal itself: the audit trail, the OpenAPI schema
+and its readable reference (Swagger UI, served from local static files)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
 )
-from drf_spectacular.views import SpectacularAPIView
+from django.contrib.auth.views import redirect_to_login
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, serializers
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 
 from portal.audit_filters import FILTER_NAMES, AuditFilter, filtered_events
 from portal.core.api_params import reject_nul_bytes
@@ -113,3 +115,20 @@ class SchemaView(SpectacularAPIView):
         OpenApiYamlRenderer,
         OpenApiYamlRenderer2,
     ]
+
+
+class ApiDocsView(SpectacularSwaggerView):
+    """The API reference for people: Swagger UI over /api/v1/schema/, its
+    assets from drf-spectacular-sidecar through the portal's own static files
+    (no CDN: the portal works air-gapped). A page, so someone not signed in
+    is sent to the sign-in page rather than answered with JSON."""
+
+    url_name = "api-schema"
+    title = "Gantry API reference"
+    permission_classes = [AllowAny]  # checked below, to redirect instead of a 403
+
+    @extend_schema(exclude=True)
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return super().get(request, *args, **kwargs)

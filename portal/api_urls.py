@@ -77,4 +77,5 @@ urlpatterns = [
     ),
     path("audit-events/", portal_api.AuditEventList.as_view(), name="api-audit-event-list"),
     path("schema/", portal_api.SchemaView.as_view(), name="api-schema"),
+    path("docs/", portal_api.ApiDocsView.as_view(), name="api-docs"),
 ]

@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served as our own static files
     "django_rq",
     "django_htmx",
     "channels",
@@ -351,6 +352,16 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Releases, deployments, approvals and the audit trail.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/v1/docs/ loads Swagger UI from the portal's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "displayRequestDuration": True},
+    # Every error an operation can answer, with its JSON body (portal/api_schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api_schema.document_errors",
+    ],
 }
 
 CSRF_FAILURE_VIEW = "portal.views.csrf_failure"  # JSON under /api/
