@@ -3,6 +3,7 @@ and its readable reference (Swagger UI, served from local static files)."""
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -18,7 +19,6 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
 )
-from django.contrib.auth.views import redirect_to_login
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
