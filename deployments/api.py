@@ -253,7 +253,9 @@ class DeploymentLogs(generics.GenericAPIView):
         summary="Log lines of a deployment after a seq, oldest first (at most 1000)",
         parameters=[
             OpenApiParameter(
-                "after", int, description="Return lines with a seq above this (default 0)."
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                description="Return lines with a seq above this (default 0).",
             )
         ],
         responses={200: DeploymentLogsSerializer, **_errors(400, 404)},
@@ -345,6 +347,42 @@ class CostEstimateSerializer(serializers.Serializer):
     not_priced = NotPricedSerializer(many=True)
 
 
+# What the estimate reads of `terraform show -json` output; anything else in it
+# (values, configuration) is read when present and ignored when not understood.
+PLAN_SCHEMA = {
+    "type": "object",
+    "description": "A plan as `terraform show -json <planfile>` prints it.",
+    "required": ["format_version"],
+    "properties": {
+        "format_version": {"type": "string", "example": "1.2"},
+        "resource_changes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["address", "type", "change"],
+                "properties": {
+                    "address": {"type": "string", "example": "aws_ecs_service.api"},
+                    "type": {"type": "string", "example": "aws_ecs_service"},
+                    "name": {"type": "string"},
+                    "mode": {"type": "string", "description": "Only `managed` is priced."},
+                    "module_address": {"type": "string"},
+                    "change": {
+                        "type": "object",
+                        "required": ["actions"],
+                        "properties": {
+                            "actions": {"type": "array", "items": {"type": "string"}},
+                            "before": {"type": "object", "nullable": True},
+                            "after": {"type": "object", "nullable": True},
+                        },
+                    },
+                },
+            },
+        },
+        "configuration": {"description": "Read for references between resources when an object."},
+    },
+}
+
+
 class PlanParser(JSONParser):
     """JSON, where nesting too deep for Python's parser is the caller's error, not a 500."""
 
@@ -370,7 +408,7 @@ class CostEstimateCreate(generics.GenericAPIView):
             OpenApiParameter("region", str, required=True, enum=pricing.known_regions(),
                              description="AWS region whose prices apply."),
         ],
-        request={"application/json": OpenApiTypes.OBJECT},
+        request={"application/json": PLAN_SCHEMA},
         responses={
             200: CostEstimateSerializer, **_errors(400, 403),
             413: OpenApiResponse(description=f"The plan is over {MAX_PLAN_BYTES} bytes."),

@@ -13,6 +13,7 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer,
     OpenApiYamlRenderer2,
 )
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -81,8 +82,10 @@ class AuditEventSerializer(serializers.ModelSerializer):
         OpenApiParameter("application", str, description="Application slug."),
         OpenApiParameter("environment", int, description="Environment id."),
         OpenApiParameter("action", str, description="e.g. deployment.requested"),
-        OpenApiParameter("since", str, description="First day, YYYY-MM-DD."),
-        OpenApiParameter("until", str, description="Last day, YYYY-MM-DD (inclusive)."),
+        OpenApiParameter("since", OpenApiTypes.DATE, description="First day, YYYY-MM-DD."),
+        OpenApiParameter(
+            "until", OpenApiTypes.DATE, description="Last day, YYYY-MM-DD (inclusive)."
+        ),
     ],
     responses={
         200: AuditEventSerializer(many=True),
@@ -93,7 +96,15 @@ class AuditEventList(generics.ListAPIView):
     serializer_class = AuditEventSerializer
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
-        reject_nul_bytes(self.request.query_params, FILTER_NAMES)
+        params = self.request.query_params
+        reject_nul_bytes(params, FILTER_NAMES)
+        # The page's form sends empty fields for "any"; an API client sending an
+        # empty date or id has made a mistake worth naming.
+        empty = [name for name in ("environment", "since", "until") if name in params
+                 and not params[name].strip()]  # fmt: skip
+        if empty:
+            raise serializers.ValidationError({name: ["Give a value or leave it out."]
+                                               for name in empty})  # fmt: skip
         audit_filter = AuditFilter.parse(self.request.query_params)
         if audit_filter.errors:
             raise serializers.ValidationError(

@@ -37,6 +37,8 @@ SHARED = {
 }
 BAD_INPUT = "Bad input: `detail` says what, and field errors name the field or parameter."
 NOT_FOUND = "Not found, or not visible to you (the same answer, so nothing leaks)."
+# PostgreSQL text cannot hold NUL, so the API refuses it in every string (400).
+NO_NUL = "^[^\\x00]*$"
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -57,10 +59,72 @@ def document_errors(result: dict, generator, request, public) -> dict:
             if any(p.get("in") == "path" for p in parameters):
                 responses.setdefault("404", {"description": NOT_FOUND})
             for parameter in parameters:
-                if parameter.get("in") == "path" and parameter["schema"].get("type") == "integer":
-                    # Beyond this the id is refused with a 400 naming it.
-                    parameter["schema"].update({"minimum": 0, "maximum": BIGINT_MAX})
+                schema = parameter.get("schema", {})
+                _forbid_nul(schema)
+                if schema.get("type") == "integer" and "maximum" not in schema:
+                    # Ids and counts: beyond these they are refused with a 400 naming them.
+                    schema.update({"minimum": 0, "maximum": BIGINT_MAX})
             for code, response in responses.items():
                 if code.startswith("4") and "content" not in response:
                     responses[code] = _error_response(response.get("description", ""))
+    _require_bodies_with_required_fields(result)
+    _link_created_to_details(result.get("paths", {}))
     return result
+
+
+def _forbid_nul(schema: dict) -> None:
+    if schema.get("type") == "string" and not {"enum", "pattern", "format"} & set(schema):
+        schema["pattern"] = NO_NUL
+
+
+def _require_bodies_with_required_fields(result: dict) -> None:
+    """A body with required fields is itself required (an empty POST is a 400)."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody")
+            if not body:
+                continue
+            for media in body.get("content", {}).values():
+                schema = media.get("schema", {})
+                serializer = "$ref" in schema  # a serializer's fields: stored, so no NUL
+                if serializer:
+                    schema = schemas.get(schema["$ref"].rpartition("/")[2], {})
+                if schema.get("required"):
+                    body["required"] = True
+                for field in schema.get("properties", {}).values() if serializer else ():
+                    _forbid_nul(field)
+
+
+def _schema_ref(operation: dict, code: str) -> str | None:
+    content = operation.get("responses", {}).get(code, {}).get("content", {})
+    return content.get("application/json", {}).get("schema", {}).get("$ref")
+
+
+def _link_created_to_details(paths: dict) -> None:
+    """OpenAPI links from what a POST creates to the operations on it: the id of
+    a created release leads to GET /releases/{id}/, a requested deployment's to
+    its detail, log, evidence, approve, reject and cancel. Clients (and
+    schemathesis' stateful tests) follow them."""
+    details = {}  # response schema → the path of the GET that reads one by id
+    for path, operations in paths.items():
+        ref = _schema_ref(operations.get("get", {}), "200")
+        if ref and path.endswith("/{id}/"):
+            details[ref] = path
+    for operations in paths.values():
+        created = operations.get("post", {})
+        detail_path = details.get(_schema_ref(created, "201"))
+        if not detail_path:
+            continue
+        links = {}
+        for path, targets in paths.items():
+            if not path.startswith(detail_path):
+                continue
+            for method, target in targets.items():
+                name = target["operationId"].removeprefix("api_v1_")
+                links[name] = {
+                    "operationId": target["operationId"],
+                    "parameters": {"id": "$response.body#/id"},
+                    "description": f"{method.upper()} {path} of what was created.",
+                }
+        created["responses"]["201"]["links"] = links

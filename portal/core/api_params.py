@@ -35,10 +35,10 @@ def whole_number_error(raw: str, minimum: int = 0, maximum: int = BIGINT_MAX) ->
 def whole_number(
     params, name: str, *, default: int | None = None, minimum: int = 0, maximum: int = BIGINT_MAX
 ) -> int | None:
-    """The query parameter `name` as an int (`default` when absent or empty); 400 naming it."""
-    raw = params.get(name, "").strip()
-    if not raw:
+    """The query parameter `name` as an int (`default` when absent); 400 naming it."""
+    if name not in params:
         return default
+    raw = params.get(name, "").strip()
     error = whole_number_error(raw, minimum, maximum)
     if error:
         raise serializers.ValidationError({name: [error]})
@@ -52,6 +52,32 @@ def out_of_range_ids(kwargs: dict[str, Any]) -> dict[str, str]:
         for name, value in kwargs.items()
         if isinstance(value, int) and not 0 <= value <= BIGINT_MAX
     }
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, and only that: DRF's CharField also takes 42 as "42", so a
+    client's type mistake would pass unnoticed (and the schema says string)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that ("7", 7.0 and true are refused)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class CappedLimitOffsetPagination(LimitOffsetPagination):
