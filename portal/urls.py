@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import audit_views, catalog_views, dashboard, sso, views
+from portal import audit_views, catalog_views, dashboard, metrics, sso, views
 
 urlpatterns = [
     path("", dashboard.dashboard, name="home"),
@@ -30,6 +30,7 @@ urlpatterns = [
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
     path("health/live", views.health_live, name="health-live"),
     path("health/ready", views.health_ready, name="health-ready"),
+    path("metrics", metrics.MetricsView.as_view(), name="metrics"),
     path("audit/", audit_views.audit_list, name="audit"),
     path("audit/export.csv", audit_views.export_csv, name="audit-export-csv"),
     path("audit/export.json", audit_views.export_json, name="audit-export-json"),

@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from bisect import bisect_left
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+import redis
+from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 # The current request's id, for log records; set by RequestContextMiddleware.
 request_id_var: ContextVar[str] = ContextVar("log_request_id", default="")
@@ -156,3 +162,80 @@ def init_sentry(dsn: str, environment: str, release: str) -> None:
         before_breadcrumb=scrub_breadcrumb,
         traces_sample_rate=0,
     )
+
+
+# -- histograms shared by every process ------------------------------------------
+
+
+class SharedHistogram:
+    """A Prometheus histogram whose counts live in Redis, so that what every
+    worker observes adds up in one place and any web replica serves the same
+    figures at /metrics (an in-process histogram would differ per process and
+    vanish with it). One HINCRBY per bucket touched and one HINCRBYFLOAT, in
+    one round trip per call.
+
+    Never raises: a metric that cannot be recorded is not worth a failed step.
+    """
+
+    def __init__(self, name: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.buckets = tuple(sorted(buckets))
+        self._client = None
+        self._client_url = ""
+
+    def _redis(self):
+        if self._client is None or self._client_url != settings.REDIS_URL:
+            self._client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2,
+                                                socket_connect_timeout=2)  # fmt: skip
+            self._client_url = settings.REDIS_URL
+        prefix = settings.CACHES["default"].get("KEY_PREFIX", "gantry")
+        return self._client, f"{prefix}:metrics:{self.name}"
+
+    def observe(self, values: list[tuple[float, int]]) -> None:
+        """Record `count` observations of `value` for each (value, count) pair."""
+        if not values:
+            return
+        increments: dict[str, int] = {}
+        total = 0.0
+        count = 0
+        for value, times in values:
+            index = bisect_left(self.buckets, value)
+            bucket = str(self.buckets[index]) if index < len(self.buckets) else "+Inf"
+            increments[bucket] = increments.get(bucket, 0) + times
+            total += value * times
+            count += times
+        try:
+            client, key = self._redis()
+            with client.pipeline(transaction=False) as pipe:
+                for bucket, times in increments.items():
+                    pipe.hincrby(key, bucket, times)
+                pipe.hincrbyfloat(key, "sum", total)
+                pipe.hincrby(key, "count", count)
+                pipe.execute()
+        except Exception:  # Redis away: the metric misses these, nothing else does
+            log.debug("histogram %s not recorded", self.name, exc_info=True)
+
+    def read(self) -> tuple[list[tuple[str, float]], float] | None:
+        """Cumulative (le, count) pairs ending with +Inf, and the sum; None if never observed."""
+        client, key = self._redis()
+        stored = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        if not stored:
+            return None
+        running = 0
+        cumulative = []
+        for bucket in [*(str(b) for b in self.buckets), "+Inf"]:
+            running += int(stored.get(bucket, 0))
+            cumulative.append((bucket, float(running)))
+        return cumulative, float(stored.get("sum", 0))
+
+    def reset(self) -> None:
+        client, key = self._redis()
+        client.delete(key)
+
+
+# Print → stored latency of deployment log lines: from the moment a worker read
+# a line from a step's output to the commit of the COPY that stored it.
+LOG_STORE_LATENCY = SharedHistogram(
+    "log_store_latency_seconds",
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
