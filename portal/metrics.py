@@ -19,6 +19,7 @@ import django_rq
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -105,6 +106,7 @@ class MetricsView(APIView):
     ]
     permission_classes = [CanReadMetrics]
 
+    @extend_schema(exclude=True)  # Prometheus' format, not part of the JSON API
     def get(self, request: Request) -> HttpResponse:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(GantryCollector())
