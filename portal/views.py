@@ -18,7 +18,9 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
+from django.urls import Resolver404, resolve
 from django.views import csrf, defaults
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from portal import api_errors
@@ -232,6 +234,20 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if api_errors.is_api(request):
         return api_errors.json_error(request, 404, f"No API endpoint at {request.path}.")
     return defaults.page_not_found(request, exception)
+
+
+@csrf_exempt  # nothing here to protect; a POST to a wrong URL should learn it is wrong
+def api_endpoint_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The last /api/v1/ pattern: an unknown API URL is a JSON 404 even with DEBUG on
+    (where Django would answer its HTML debug page)."""
+    detail = f"No API endpoint at {request.path}."
+    if not request.path.endswith("/"):
+        try:
+            if resolve(request.path + "/").url_name != "api-not-found":
+                detail += f" Did you mean {request.path}/ ?"
+        except Resolver404:
+            pass
+    return api_errors.json_error(request, 404, detail)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

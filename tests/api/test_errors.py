@@ -34,6 +34,17 @@ def test_it_answers_an_unknown_api_url_with_json_when_anonymous(anonymous):
     assert_json_error(anonymous.get("/api/v1/no-such-thing/"), 404)
 
 
+def test_an_unknown_api_url_is_json_with_debug_on_too(api, settings):
+    settings.DEBUG = True  # Django would answer its HTML debug page
+    assert_json_error(api("alice").get("/api/v1/no-such-thing/"), 404)
+    assert_json_error(api("alice").post("/api/v1/no-such-thing/", {}), 404)  # no CSRF check
+
+
+def test_it_points_at_the_slash_a_url_is_missing(api):
+    body = assert_json_error(api("alice").get("/api/v1/releases"), 404)
+    assert body["detail"] == "No API endpoint at /api/v1/releases. Did you mean /api/v1/releases/ ?"
+
+
 def test_pages_keep_their_html_404(users):
     response = browser(users["alice"]).get("/no-such-page/")
     assert response.status_code == 404
