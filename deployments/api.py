@@ -34,7 +34,7 @@ from deployments.serializers import (
 from environments import pricing
 from environments.models import Environment
 from portal.core import mfa
-from portal.core.api_params import reject_nul_bytes
+from portal.core.api_params import reject_nul_bytes, whole_number
 from portal.core.choices import Role
 from portal.core.mfa import Authentication
 from portal.core.models import ApiToken
@@ -147,11 +147,9 @@ class DeploymentListCreate(generics.ListCreateAPIView):
                 raise _field_error("status", f"Use one of: {', '.join(Status.values)}.")
             deployments = deployments.filter(status=wanted_status)
         for name in ("environment", "release"):
-            raw = params.get(name, "").strip()
-            if raw:
-                if not raw.isdigit() or len(raw) > 18:
-                    raise _field_error(name, f"Give the {name}'s numeric id.")
-                deployments = deployments.filter(**{f"{name}_id": int(raw)})
+            wanted = whole_number(params, name)
+            if wanted is not None:
+                deployments = deployments.filter(**{f"{name}_id": wanted})
         return deployments
 
     @extend_schema(
@@ -277,7 +275,9 @@ class DeploymentLogs(generics.GenericAPIView):
         summary="Log lines of a deployment after a seq, oldest first (at most 1000)",
         parameters=[
             OpenApiParameter(
-                "after", int, description="Return lines with a seq above this (default 0)."
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                description="Return lines with a seq above this (default 0).",
             )
         ],
         responses={200: DeploymentLogsSerializer, **_errors(400, 404)},
@@ -285,11 +285,10 @@ class DeploymentLogs(generics.GenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         deployment = get_object_or_404(self.get_queryset(), pk=pk)
         reject_nul_bytes(request.query_params, ["after"])
-        raw = request.query_params.get("after", "0").strip() or "0"
-        if not raw.isdigit() or len(raw) > 10:
-            raise _field_error("after", "Give the last seq you have, a whole number from 0.")
+        # LogLine.seq is a 32-bit column.
+        after = whole_number(request.query_params, "after", default=0, maximum=2**31 - 1)
         rows = (
-            LogLine.objects.filter(deployment=deployment, seq__gt=int(raw))
+            LogLine.objects.filter(deployment=deployment, seq__gt=after)
             .order_by("seq")
             .values_list("seq", "step__name", "stream", "text", "at")[:MAX_LOG_LINES]
         )
@@ -370,6 +369,42 @@ class CostEstimateSerializer(serializers.Serializer):
     not_priced = NotPricedSerializer(many=True)
 
 
+# What the estimate reads of `terraform show -json` output; anything else in it
+# (values, configuration) is read when present and ignored when not understood.
+PLAN_SCHEMA = {
+    "type": "object",
+    "description": "A plan as `terraform show -json <planfile>` prints it.",
+    "required": ["format_version"],
+    "properties": {
+        "format_version": {"type": "string", "example": "1.2"},
+        "resource_changes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["address", "type", "change"],
+                "properties": {
+                    "address": {"type": "string", "example": "aws_ecs_service.api"},
+                    "type": {"type": "string", "example": "aws_ecs_service"},
+                    "name": {"type": "string"},
+                    "mode": {"type": "string", "description": "Only `managed` is priced."},
+                    "module_address": {"type": "string"},
+                    "change": {
+                        "type": "object",
+                        "required": ["actions"],
+                        "properties": {
+                            "actions": {"type": "array", "items": {"type": "string"}},
+                            "before": {"type": "object", "nullable": True},
+                            "after": {"type": "object", "nullable": True},
+                        },
+                    },
+                },
+            },
+        },
+        "configuration": {"description": "Read for references between resources when an object."},
+    },
+}
+
+
 class PlanParser(JSONParser):
     """JSON, where nesting too deep for Python's parser is the caller's error, not a 500."""
 
@@ -395,7 +430,7 @@ class CostEstimateCreate(generics.GenericAPIView):
             OpenApiParameter("region", str, required=True, enum=pricing.known_regions(),
                              description="AWS region whose prices apply."),
         ],
-        request={"application/json": OpenApiTypes.OBJECT},
+        request={"application/json": PLAN_SCHEMA},
         responses={
             200: CostEstimateSerializer, **_errors(400, 403),
             413: OpenApiResponse(description=f"The plan is over {MAX_PLAN_BYTES} bytes."),

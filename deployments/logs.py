@@ -31,6 +31,7 @@ from deployments.choices import Stream
 from deployments.models import LogLine
 from environments.live import LAYER, publish
 from portal.cloud.masking import Masker
+from portal.core.observability import LOG_STORE_LATENCY
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,16 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             copy.write(data)
+
+
+def record_store_latency(batch: list[tuple]) -> None:
+    """How long the batch's lines took from print to stored, for /metrics.
+    Lines of one chunk share their time, so this is one entry per chunk."""
+    stored = timezone.now()
+    LOG_STORE_LATENCY.observe(
+        [((stored - at).total_seconds(), len(list(lines)))
+         for at, lines in groupby(batch, key=lambda line: line[5])]
+    )  # fmt: skip
 
 
 NULL = "\\N"
@@ -317,6 +328,7 @@ class LogWriter:
                     connection.close()
                     if not self._stored(batch[0][0]):
                         raise
+                record_store_latency(batch)
                 with self._lock:
                     del self._unstored[: len(batch)]
                 total += len(batch)

@@ -12,19 +12,24 @@ from rest_framework import serializers
 
 from deployments.choices import Decision, Status, Stream
 from deployments.models import Approval, Deployment, Release
+from portal.core.api_params import StrictCharField, StrictIntegerField, StrictSlugField
 
 # Ids beyond PostgreSQL's bigint would reach the database as an error, not a 404.
 MAX_ID = 2**63 - 1
 
 
-EXAMPLE_IMAGE = "123456789012.dkr.ecr.ca-central-1.amazonaws.com/fraud-api@sha256:" + "a" * 64
+EXAMPLE_REGISTRY = "123456789012.dkr.ecr.ca-central-1.amazonaws.com"
 
 
 @extend_schema_field(
     {
         "type": "object",
         "additionalProperties": {"type": "string"},
-        "example": {"fraud-api": EXAMPLE_IMAGE},
+        "description": "One image pinned by digest for every service of the application.",
+        "example": {
+            service: f"{EXAMPLE_REGISTRY}/{service}@sha256:" + "a" * 64
+            for service in ("fraud-api", "fraud-ml", "fraud-worker")
+        },
     }
 )
 class ArtifactMapField(serializers.JSONField):
@@ -50,12 +55,12 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
 
 class ReleaseCreateSerializer(serializers.Serializer):
-    application = serializers.SlugField(help_text="Application slug, e.g. fraud-detector.")
-    version = serializers.CharField(max_length=64, allow_blank=True)
+    application = StrictSlugField(help_text="Application slug, e.g. fraud-detector.")
+    version = StrictCharField(max_length=64, allow_blank=True)
     artifacts = ArtifactMapField()
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
-    commit = serializers.CharField(required=False, allow_blank=True, default="", max_length=40)
-    commit_author = serializers.CharField(
+    notes = StrictCharField(required=False, allow_blank=True, default="")
+    commit = StrictCharField(required=False, allow_blank=True, default="", max_length=40)
+    commit_author = StrictCharField(
         required=False, allow_blank=True, default="", max_length=254,
         help_text="Who wrote the commit: 'Name <email>', an e-mail or a Gantry user name.",
     )  # fmt: skip
@@ -149,17 +154,15 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
-    release = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Release id.")
-    environment = serializers.IntegerField(
-        min_value=1, max_value=MAX_ID, help_text="Environment id."
-    )
-    reason = serializers.CharField(allow_blank=True, help_text="Why this deployment is needed.")
+    release = StrictIntegerField(min_value=1, max_value=MAX_ID, help_text="Release id.")
+    environment = StrictIntegerField(min_value=1, max_value=MAX_ID, help_text="Environment id.")
+    reason = StrictCharField(allow_blank=True, help_text="Why this deployment is needed.")
     # No `kind`: a rollback through the API would need only the rollback quorum
     # for any release, so the API requests deployments only.
 
 
 class DecisionSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    comment = StrictCharField(required=False, allow_blank=True, default="")
 
 
 class LogLineSerializer(serializers.Serializer):

@@ -251,6 +251,8 @@ class _Plan:
         if not isinstance(document, dict) or "format_version" not in document:
             raise PlanError("Not a Terraform plan: expected `terraform show -json` output "
                             "(an object with format_version and resource_changes).")  # fmt: skip
+        if not isinstance(document["format_version"], str):
+            raise PlanError('format_version must be a string, e.g. "1.2".')
         changes = document.get("resource_changes", [])
         if not isinstance(changes, list):
             raise PlanError("resource_changes must be a list.")
@@ -317,9 +319,14 @@ def _check_change(position: int, change) -> None:
         raise PlanError(f"{where}: expected an object with an address.")
     if not isinstance(change.get("type"), str):
         raise PlanError(f"{where} ({change['address']}): missing type.")
+    for key in ("name", "mode", "module_address"):
+        if key in change and not isinstance(change[key], str):
+            raise PlanError(f"{where} ({change['address']}): {key} must be a string.")
     body = change.get("change")
     if not isinstance(body, dict) or not isinstance(body.get("actions"), list):
         raise PlanError(f"{where} ({change['address']}): missing change.actions.")
+    if not all(isinstance(action, str) for action in body["actions"]):
+        raise PlanError(f"{where} ({change['address']}): change.actions must be strings.")
     for side in ("before", "after"):
         if body.get(side) is not None and not isinstance(body[side], dict):
             raise PlanError(f"{where} ({change['address']}): change.{side} must be an object.")

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environments.models import Application, Environment, Service
+from portal.core.api_params import StrictCharField
 
 
 class ServiceSummarySerializer(serializers.ModelSerializer):
@@ -96,6 +97,6 @@ class EnvironmentDetailSerializer(serializers.ModelSerializer):
 
 
 class RollbackSerializer(serializers.Serializer):
-    reason = serializers.CharField(
+    reason = StrictCharField(
         allow_blank=True, max_length=2000, help_text="Why the environment is rolled back."
     )

@@ -1,7 +1,9 @@
-"""API endpoints of the portal itself: the audit trail and the OpenAPI schema."""
+"""API endpoints of the portal itself: the audit trail, the OpenAPI schema
+and its readable reference (Swagger UI, served from local static files)."""
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -11,15 +13,16 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer,
     OpenApiYamlRenderer2,
 )
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
 )
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, serializers
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 
 from portal.audit_filters import FILTER_NAMES, AuditFilter, filtered_events
 from portal.core.api_params import reject_nul_bytes
@@ -79,8 +82,10 @@ class AuditEventSerializer(serializers.ModelSerializer):
         OpenApiParameter("application", str, description="Application slug."),
         OpenApiParameter("environment", int, description="Environment id."),
         OpenApiParameter("action", str, description="e.g. deployment.requested"),
-        OpenApiParameter("since", str, description="First day, YYYY-MM-DD."),
-        OpenApiParameter("until", str, description="Last day, YYYY-MM-DD (inclusive)."),
+        OpenApiParameter("since", OpenApiTypes.DATE, description="First day, YYYY-MM-DD."),
+        OpenApiParameter(
+            "until", OpenApiTypes.DATE, description="Last day, YYYY-MM-DD (inclusive)."
+        ),
     ],
     responses={
         200: AuditEventSerializer(many=True),
@@ -91,7 +96,15 @@ class AuditEventList(generics.ListAPIView):
     serializer_class = AuditEventSerializer
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
-        reject_nul_bytes(self.request.query_params, FILTER_NAMES)
+        params = self.request.query_params
+        reject_nul_bytes(params, FILTER_NAMES)
+        # The page's form sends empty fields for "any"; an API client sending an
+        # empty date or id has made a mistake worth naming.
+        empty = [name for name in ("environment", "since", "until") if name in params
+                 and not params[name].strip()]  # fmt: skip
+        if empty:
+            raise serializers.ValidationError({name: ["Give a value or leave it out."]
+                                               for name in empty})  # fmt: skip
         audit_filter = AuditFilter.parse(self.request.query_params)
         if audit_filter.errors:
             raise serializers.ValidationError(
@@ -113,3 +126,20 @@ class SchemaView(SpectacularAPIView):
         OpenApiYamlRenderer,
         OpenApiYamlRenderer2,
     ]
+
+
+class ApiDocsView(SpectacularSwaggerView):
+    """The API reference for people: Swagger UI over /api/v1/schema/, its
+    assets from drf-spectacular-sidecar through the portal's own static files
+    (no CDN: the portal works air-gapped). A page, so someone not signed in
+    is sent to the sign-in page rather than answered with JSON."""
+
+    url_name = "api-schema"
+    title = "Gantry API reference"
+    permission_classes = [AllowAny]  # checked below, to redirect instead of a 403
+
+    @extend_schema(exclude=True)
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return super().get(request, *args, **kwargs)

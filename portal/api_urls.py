@@ -1,12 +1,12 @@
 """The JSON API, included at /api/v1/. Names start with `api-` to stay apart
 from the pages' URL names."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from deployments import api as deployments_api
 from environments import api as environments_api
 from portal import api as portal_api
-from portal import catalog_api
+from portal import catalog_api, views
 
 urlpatterns = [
     path("applications/", environments_api.ApplicationList.as_view(), name="api-application-list"),
@@ -77,4 +77,7 @@ urlpatterns = [
     ),
     path("audit-events/", portal_api.AuditEventList.as_view(), name="api-audit-event-list"),
     path("schema/", portal_api.SchemaView.as_view(), name="api-schema"),
+    path("docs/", portal_api.ApiDocsView.as_view(), name="api-docs"),
+    # Last: anything else under /api/v1/ is a JSON 404.
+    re_path(r"^(?P<path>.*)$", views.api_endpoint_not_found, name="api-not-found"),
 ]

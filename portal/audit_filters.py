@@ -9,6 +9,7 @@ from datetime import date, datetime, time, timedelta
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from portal.core.api_params import whole_number_error
 from portal.core.models import AuditEvent
 from portal.core.roles import visible_applications, visible_environments
 
@@ -40,10 +41,11 @@ class AuditFilter:
                 setattr(parsed, name, "")
         raw_env = params.get("environment", "").strip()
         if raw_env:
-            if raw_env.isdigit():
+            error = whole_number_error(raw_env)
+            if error is None:
                 parsed.environment = int(raw_env)
             else:
-                parsed.errors["environment"] = "Give the environment's numeric id."
+                parsed.errors["environment"] = f"Give the environment's numeric id. {error}"
         for name in ("since", "until"):
             raw = params.get(name, "").strip()
             if raw:
@@ -104,7 +106,7 @@ def filtered_events(user, audit_filter: AuditFilter) -> QuerySet:
     tz = timezone.get_current_timezone()
     if audit_filter.since:
         events = events.filter(at__gte=datetime.combine(audit_filter.since, time.min, tz))
-    if audit_filter.until:
+    if audit_filter.until and audit_filter.until < date.max:  # the last day: no end at all
         end = datetime.combine(audit_filter.until + timedelta(days=1), time.min, tz)
         events = events.filter(at__lt=end)
     return events.order_by("-seq")

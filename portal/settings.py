@@ -75,6 +75,20 @@ def env_issuer_url(name: str) -> str:
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: use one of {', '.join(choices)}.")
+    return value
+
+
+def env_optional_secret(name: str) -> str:
+    """A secret that may be left out: NAME, NAME_FILE, or empty."""
+    if os.environ.get(f"{name}_FILE") or os.environ.get(name):
+        return env_secret(name)
+    return ""
+
+
 def env_secret(name: str, default: str | None = None) -> str:
     """Read a secret from NAME, or from the file named by NAME_FILE."""
     path = os.environ.get(f"{name}_FILE")
@@ -130,6 +144,8 @@ SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-key" if DEBUG else None
 # The audit chain's HMAC key. It must not live in the database: whoever can
 # write the database must not be able to re-sign an edited chain.
 AUDIT_KEY = env_secret("AUDIT_KEY", "dev-only-audit-key" if DEBUG else None).encode()
+# The audit writer names this key in its refusal to extend a chain signed with another.
+AUDIT_KEY_IS_DEVELOPMENT_KEY = AUDIT_KEY == b"dev-only-audit-key"
 # Older signing keys, still accepted (sessions, signed values, and the field
 # encryption keys derived from them) while SECRET_KEY is rotated. Comma-separated
 # in SECRET_KEY_FALLBACKS, one per line in SECRET_KEY_FALLBACKS_FILE.
@@ -151,6 +167,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served as our own static files
     "django_rq",
     "django_htmx",
     "channels",
@@ -167,6 +184,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.core.middleware.RequestContextMiddleware",
+    # An id in an API path beyond bigint is a 400 naming it, not a database error.
+    "portal.api_errors.PathIdRangeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -356,8 +375,8 @@ if BEHIND_PROXY:
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if BEHIND_PROXY else 0)
 if TRUSTED_PROXY_COUNT < 0:
     raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT={TRUSTED_PROXY_COUNT} must be 0 or more.")
-# Health probes come over plain HTTP from the orchestrator.
-SECURE_REDIRECT_EXEMPT = [r"^health/"]
+# Health probes and Prometheus' scrapes come over plain HTTP from inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -400,9 +419,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "portal.core.api_params.CappedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON in, JSON out: a form-encoded body would turn every value into a string.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
 }
@@ -411,16 +433,59 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Releases, deployments, approvals and the audit trail.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/v1/docs/ loads Swagger UI from the portal's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "displayRequestDuration": True},
+    # Every error an operation can answer, with its JSON body (portal/api_schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api_schema.document_errors",
+    ],
 }
 
+CSRF_FAILURE_VIEW = "portal.views.csrf_failure"  # JSON under /api/
+
+# Logs: every record carries the request id; LOG_FORMAT=json writes one JSON
+# object per line for a log pipeline. Refused requests (403/404) are one line.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "filters": {
+        "request_id": {"()": "portal.core.observability.RequestIdFilter"},
+        "expected_client_errors": {"()": "portal.core.observability.ExpectedClientErrors"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "portal.core.observability.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # axes logs every sign-in at INFO; the audit trail already has them.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["expected_client_errors"]},
+        # axes logs every sign-in at INFO; the audit trail already has them.
+        "axes": {"level": "WARNING"},
+    },
 }
+
+# /metrics (Prometheus): readable with this bearer token, or an admin's API token.
+METRICS_TOKEN = env_optional_secret("METRICS_TOKEN")
+
+# Error reports to Sentry, only when a DSN is given; scrubbed of secrets
+# before they leave (portal/core/observability.py).
+SENTRY_DSN = env_optional_secret("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "")
+SENTRY_RELEASE = env_str("SENTRY_RELEASE", "")
+if SENTRY_DSN:
+    from portal.core.observability import init_sentry
+
+    init_sentry(SENTRY_DSN, SENTRY_ENVIRONMENT, SENTRY_RELEASE)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import audit_views, catalog_views, dashboard, mfa_views, sso, views
+from portal import audit_views, catalog_views, dashboard, metrics, mfa_views, sso, views
 
 # The admin signs in through Gantry's own view: the same throttle, the same second factor.
 admin.site.login = views.admin_sign_in
@@ -37,6 +37,7 @@ urlpatterns = [
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
     path("health/live", views.health_live, name="health-live"),
     path("health/ready", views.health_ready, name="health-ready"),
+    path("metrics", metrics.MetricsView.as_view(), name="metrics"),
     path("audit/", audit_views.audit_list, name="audit"),
     path("audit/export.csv", audit_views.export_csv, name="audit-export-csv"),
     path("audit/export.json", audit_views.export_json, name="audit-export-json"),
@@ -44,5 +45,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-# Shows the request id, so a user can quote it when reporting the error.
+# Pages for people, JSON under /api/ (portal/api_errors.py). The 500 shows the
+# request id, so a user can quote it when reporting the error.
+handler400 = "portal.views.bad_request"
+handler403 = "portal.views.permission_denied"
+handler404 = "portal.views.page_not_found"
 handler500 = "portal.views.server_error"

@@ -15,12 +15,14 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
+from django.views import csrf, defaults
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from portal import mfa_views
-from portal.core import audit, mfa, throttle, totp
+from portal import api_errors, mfa_views
+from portal.core import mfa, throttle, totp
 from portal.core import tokens as api_tokens
 from portal.core.admin import AdminSignInForm
 from portal.core.models import ApiToken
@@ -189,11 +191,59 @@ def health_ready(request: HttpRequest) -> JsonResponse:
 
 
 # -- errors ----------------------------------------------------------------------
+#
+# Under /api/ every error is JSON (portal.api_errors); elsewhere, the pages.
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400."""
+    if api_errors.is_api(request):
+        return api_errors.json_error(request, 400, "Bad request.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler403: the page (403.html) says why."""
+    if api_errors.is_api(request):
+        detail = str(exception) or "You may not do this."
+        return api_errors.json_error(request, 403, detail)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: an unknown API URL is JSON too, so a client can tell it from a network error."""
+    if api_errors.is_api(request):
+        return api_errors.json_error(request, 404, f"No API endpoint at {request.path}.")
+    return defaults.page_not_found(request, exception)
+
+
+@csrf_exempt  # nothing here to protect; a POST to a wrong URL should learn it is wrong
+def api_endpoint_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The last /api/v1/ pattern: an unknown API URL is a JSON 404 even with DEBUG on
+    (where Django would answer its HTML debug page)."""
+    detail = f"No API endpoint at {request.path}."
+    if not request.path.endswith("/"):
+        try:
+            if resolve(request.path + "/").url_name != "api-not-found":
+                detail += f" Did you mean {request.path}/ ?"
+        except Resolver404:
+            pass
+    return api_errors.json_error(request, 404, detail)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW."""
+    if api_errors.is_api(request):
+        detail = f"CSRF check failed: {reason}. Send the X-CSRFToken header, or use an API token."
+        return api_errors.json_error(request, 403, detail)
+    return csrf.csrf_failure(request, reason)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     """handler500: a plain page with the request id, so a user can quote it to us."""
-    request_id = getattr(request, "id", "") or audit.current_context().request_id
+    request_id = api_errors.request_id_of(request)
     log.error("server error, request id %s", request_id)
+    if api_errors.is_api(request):
+        return api_errors.json_error(request, 500, api_errors.SERVER_ERROR)
     body = loader.get_template("500.html").render({"request_id": request_id})
     return HttpResponse(body, status=500)

@@ -188,11 +188,26 @@ if ((OWN_SANDBOX)); then
   fi
 fi
 
-# -- database, static files, demo data --
-manage() { "$PY" manage.py "$@"; }
+# -- the demo's settings, for manage.py: a plain `.venv/bin/python manage.py
+# <command>` in this checkout reads var/demo.env (see manage.py), so commands
+# reach this database and Redis and sign audit events with var/audit_key.
+# Rewritten on every start; the sandbox's part is only good while it runs.
 if [[ -z "${DATABASE_URL:-}" ]]; then
   say "database: SQLite in var/gantry.sqlite3"
 fi
+write_demo_env() {
+  local name
+  echo "# The demo's settings, written by scripts/run.sh for manage.py. Do not edit."
+  echo "DATABASE_URL=${DATABASE_URL:-sqlite:///$VAR/gantry.sqlite3}"
+  for name in REDIS_URL SECRET_KEY_FILE AUDIT_KEY_FILE HTTPS DEBUG PORTAL_URL; do
+    if [[ -n "${!name:-}" ]]; then echo "$name=${!name}"; fi
+  done
+  if ((OWN_SANDBOX)); then grep -v '^#' "$SANDBOX_ENV"; fi
+}
+(umask 077 && write_demo_env >"$VAR/demo.env")
+
+# -- database, static files, demo data --
+manage() { "$PY" manage.py "$@"; }
 manage migrate --noinput -v 0
 manage collectstatic --noinput -v 0
 manage seed_demo

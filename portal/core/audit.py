@@ -20,15 +20,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
-from portal.core.models import AuditEvent
+from portal.core.models import AuditChainKey, AuditEvent
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming the PostgreSQL advisory lock that serialises appends.
 _APPEND_LOCK_ID = 0x6A6E7472
+# What a key fingerprint is the HMAC of: fixed, so equal keys give equal fingerprints.
+_FINGERPRINT_LABEL = b"gantry audit chain key fingerprint v1"
+
+
+class AuditKeyMismatch(ImproperlyConfigured):
+    """This process's AUDIT_KEY is not the key that signed the chain."""
 
 
 @dataclass
@@ -135,6 +142,67 @@ def sign(content: bytes, key: bytes | None = None) -> str:
     return hmac.new(key or settings.AUDIT_KEY, content, hashlib.sha256).hexdigest()
 
 
+def key_fingerprint(key: bytes) -> str:
+    """Names a key without revealing it: an HMAC of a fixed label under the key."""
+    return hmac.new(key, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+
+
+# The key this process has found to be the chain's: checked once, not per event.
+_checked_key: bytes | None = None
+
+
+def forget_checked_key() -> None:
+    """Check the key again before the next append (tests; a key changed at run time)."""
+    global _checked_key
+    _checked_key = None
+
+
+def _remember_key(key: bytes) -> None:
+    global _checked_key
+    _checked_key = key
+
+
+def _refuse_key(key: bytes, chain: str) -> AuditKeyMismatch:
+    """The error naming the problem; `chain` says how the chain's key is known."""
+    if getattr(settings, "AUDIT_KEY_IS_DEVELOPMENT_KEY", False):
+        whose = "AUDIT_KEY is DEBUG's fixed development key, not the key this chain is signed with"
+    else:
+        whose = "AUDIT_KEY is not the key this chain is signed with"
+    return AuditKeyMismatch(
+        f"Refusing to append to the audit trail: {whose} ({chain}; this key's fingerprint is "
+        f"{key_fingerprint(key)[:12]}…). One event signed with another key would break the "
+        "append-only chain for good. Give the chain's key as AUDIT_KEY or AUDIT_KEY_FILE. "
+        "For the demo of `make run`, leave DATABASE_URL, REDIS_URL and the keys unset: "
+        "manage.py then uses the demo's settings and var/audit_key."
+    )
+
+
+def _check_key(key: bytes, last_seq: int | None, next_seq: int) -> None:
+    """Refuse to extend a chain signed with another key (under the append lock).
+
+    The chain's fingerprint is compared when there is one. A chain without one
+    (made before fingerprints, or its row deleted) is checked against the
+    signature of its last event, then given the fingerprint.
+    """
+    if _checked_key is not None and hmac.compare_digest(_checked_key, key):
+        return
+    mine = key_fingerprint(key)
+    stored = AuditChainKey.objects.filter(pk=1).values_list("fingerprint", flat=True).first()
+    if stored is not None:
+        if not hmac.compare_digest(stored, mine):
+            raise _refuse_key(key, f"the chain's key fingerprint is {stored[:12]}…")
+        _remember_key(key)
+        return
+    if last_seq is not None:
+        row = AuditEvent.objects.filter(seq=last_seq).values_list(*CHAIN_FIELDS).get()
+        if not hmac.compare_digest(sign(canonical(*row[:15]), key), row[15]):
+            raise _refuse_key(key, f"it does not match the signature of event #{last_seq}")
+    AuditChainKey.objects.create(fingerprint=mine, first_seq=next_seq)
+    # Remembered once the fingerprint is committed: a rolled-back first event
+    # must leave the next append to check (and record) again.
+    transaction.on_commit(lambda: _remember_key(key))
+
+
 def _lock_chain() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -198,6 +266,8 @@ def record(
         _lock_chain()
         last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        key = settings.AUDIT_KEY
+        _check_key(key, last[0] if last else None, seq)
         at = timezone.now()
         actor_id = actor.pk if actor is not None else None
         content = canonical(
@@ -220,7 +290,7 @@ def record(
             ip=ip,
             request_id=ctx.request_id,
             prev_hash=prev_hash,
-            hash=sign(content),
+            hash=sign(content, key),
         )
 
 

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from portal.core import audit
+from portal.core.observability import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,19 @@ class RequestContextMiddleware:
         token = audit.set_context(
             audit.AuditContext(request=request, ip=client_ip(request), request_id=request.id)
         )
+        log_token = request_id_var.set(request.id)
         try:
             response = self.get_response(request)
         finally:
+            request_id_var.reset(log_token)
             audit.reset_context(token)
         response["X-Request-ID"] = request.id
         return response
 
 
 REDIS_DOWN = (
-    "Redis (the job queue, cache and sign-in throttle) is not answering, so this could "
-    "not be done; nothing was changed. Try again in a minute."
+    "Redis (the job queue, cache and sign-in throttle) is not answering; nothing was "
+    "requested or changed. Try again in a minute; if it persists, the portal's Redis is down."
 )
 
 

@@ -337,3 +337,27 @@ class RecoveryCode(models.Model):
 
     def __str__(self) -> str:
         return f"recovery code of {self.user}"
+
+
+class AuditChainKey(models.Model):
+    """Which key signs the audit chain, as a fingerprint: HMAC-SHA256 of a
+    fixed label under the key (portal.core.audit.key_fingerprint), never the
+    key. One row, written with the first event signed by a process that found
+    none. The audit writer compares it before a process's first append and
+    refuses another key: one event signed with the wrong key breaks the
+    append-only chain for good."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    fingerprint = models.CharField(max_length=64)
+    # The first event signed after the fingerprint was recorded (earlier ones
+    # were checked through the last of them when it was recorded).
+    first_seq = models.BigIntegerField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_key_one_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"audit chain key {self.fingerprint[:12]}…"

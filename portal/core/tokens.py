@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.db import transaction
 from django.utils import timezone
 
 from portal.core import audit
@@ -24,6 +25,7 @@ def hash_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@transaction.atomic  # the token exists exactly when its audit event does
 def issue(user, name: str) -> tuple[ApiToken, str]:
     """Create a token for user; returns the row and the clear key (never stored)."""
     key = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -34,6 +36,7 @@ def issue(user, name: str) -> tuple[ApiToken, str]:
     return token, key
 
 
+@transaction.atomic
 def revoke(token: ApiToken) -> bool:
     """Revoke the token; returns False when it was already revoked."""
     now = timezone.now()

@@ -45,7 +45,10 @@ def test_it_refuses_a_revoked_token(users, catalog):
     tokens.revoke(token)
     response = client.get(URL)
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid or revoked token."}
+    assert response.json() == {
+        "detail": "Invalid or revoked token.",
+        "request_id": response["X-Request-ID"],
+    }
 
 
 def test_it_refuses_an_unknown_token(db):

@@ -89,6 +89,15 @@ def test_it_asks_for_a_region(api, catalog, seed_plan):
         ({"format_version": "1.2", "resource_changes": [{"address": "x.y", "type": "x",
                                                          "change": {"actions": "create"}}]},
          "resource_changes[0] (x.y): missing change.actions."),
+        # Found by the API contract test (schemathesis): these were priced, or a 500.
+        ({"format_version": 1.2, "resource_changes": []}, "format_version must be a string"),
+        ({"format_version": "1.2", "resource_changes": [{"address": "x.y", "type": "x",
+                                                         "change": {"actions": [{}]}}]},
+         "resource_changes[0] (x.y): change.actions must be strings."),
+        ({"format_version": "1.2", "resource_changes": [{"address": "x.y", "type": "x",
+                                                         "module_address": ["m"],
+                                                         "change": {"actions": ["create"]}}]},
+         "resource_changes[0] (x.y): module_address must be a string."),
     ],
 )  # fmt: skip
 def test_it_explains_a_body_that_is_not_a_plan(api, catalog, body, message):
@@ -141,7 +150,7 @@ def test_it_refuses_other_methods(api, catalog):
 def test_it_is_in_the_openapi_schema(api, catalog):
     document = api("dave").get("/api/v1/schema/").json()
     operation = document["paths"][URL]["post"]
-    assert set(operation["responses"]) == {"200", "400", "403", "413"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "413"}
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CostEstimate"
     }

@@ -71,7 +71,11 @@ def test_it_takes_a_range_of_days(api, catalog):
     assert len(api("dave").get(url(staging), {"days": 90}).json()["daily"]) == 90
     response = api("dave").get(url(staging), {"days": "ninety"})
     assert response.status_code == 400
-    assert response.json() == {"days": ["A valid integer is required."]}
+    assert response.json() == {
+        "days": ["A valid integer is required."],
+        "detail": "days: A valid integer is required.",
+        "request_id": response["X-Request-ID"],
+    }
 
 
 def test_it_gives_the_estimate_of_what_runs_now(api, catalog, release, users):

@@ -56,7 +56,10 @@ def test_it_shows_the_release_of_the_latest_succeeded_deployment(api, catalog, r
 def test_it_hides_environments_from_outsiders(api, catalog):
     response = api("mallory").get(url(env(catalog, "dev")))
     assert response.status_code == 404
-    assert response.json() == {"detail": "No Environment matches the given query."}
+    assert response.json() == {
+        "detail": "No Environment matches the given query.",
+        "request_id": response["X-Request-ID"],
+    }
 
 
 def test_it_answers_404_for_an_unknown_id(api, catalog):

@@ -86,7 +86,9 @@ def test_it_names_the_field_of_bad_input_and_writes_nothing(api, catalog, overri
 def test_it_names_missing_fields(api, catalog):
     response = api("alice").post(URL, {}, format="json")
     assert response.status_code == 400
-    assert set(response.json()) == {"application", "version", "artifacts"}
+    body = response.json()
+    assert set(body) == {"application", "version", "artifacts", "detail", "request_id"}
+    assert body["detail"] == "application: This field is required."
 
 
 def test_it_refuses_a_viewer_with_403(api, catalog):
@@ -99,7 +101,11 @@ def test_it_refuses_a_viewer_with_403(api, catalog):
 def test_it_treats_an_invisible_application_as_unknown(api, catalog):
     response = api("mallory").post(URL, payload(), format="json")
     assert response.status_code == 400
-    assert response.json() == {"application": ["No application 'fraud-detector'."]}
+    assert response.json() == {
+        "application": ["No application 'fraud-detector'."],
+        "detail": "application: No application 'fraud-detector'.",
+        "request_id": response["X-Request-ID"],
+    }
 
 
 def test_it_lists_releases_the_user_may_see(api, release, users):

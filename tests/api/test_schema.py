@@ -38,7 +38,7 @@ def test_it_serves_a_valid_openapi_document(api):
     assert releases["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ReleaseCreate"
     }
-    assert set(releases["responses"]) == {"201", "400", "403", "409"}
+    assert set(releases["responses"]) == {"201", "400", "401", "403", "409"}
     approve = document["paths"]["/api/v1/deployments/{id}/approve/"]["post"]
     assert approve["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Deployment"

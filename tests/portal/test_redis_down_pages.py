@@ -39,7 +39,7 @@ def test_the_sign_in_page_says_redis_is_down(client, users, redis_refused):
 
     assert response.status_code == 503
     assert "Redis" in response.content.decode()
-    assert "nothing was changed" in response.content.decode()
+    assert "nothing was requested or changed" in response.content.decode()
 
 
 def test_an_api_call_says_redis_is_down_in_json(client, users, redis_refused):
