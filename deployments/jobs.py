@@ -422,7 +422,7 @@ def run_deployment(deployment_id: int) -> str:
 
 def force_unlock_state(step_run_id: int) -> str:
     """Carry out the force-unlock an admin requested for a step run
-    (Deployment.request_force_unlock). The run clears the request: a second
+    (state_lock.request_force_unlock). The run clears the request: a second
     call finds none and does nothing."""
     step_run = (
         StepRun.objects.select_related("deployment__environment", "unlock_requested_by")

@@ -24,7 +24,7 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from deployments import evidence, metrics
+from deployments import evidence, metrics, state_lock
 from deployments.choices import STATUS_COLOURS, Status
 from deployments.forms import (
     DecisionForm,
@@ -418,7 +418,9 @@ def step_force_unlock(request: HttpRequest, pk: int, step_pk: int) -> HttpRespon
         messages.error(request, "Reason: " + " ".join(form.errors["reason"]))
         return redirect("deployment-detail", pk=pk)
     try:
-        deployment.request_force_unlock(step_run, request.user, form.cleaned_data["reason"])
+        state_lock.request_force_unlock(
+            deployment, step_run, request.user, form.cleaned_data["reason"]
+        )
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
     except PolicyError as exc:

@@ -1,11 +1,10 @@
 """The deployments app's models, one module per concept: releases, deployments
 and their approvals, what a run leaves behind, notifications."""
 
+from deployments.models.approval import Approval, approval_digest
 from deployments.models.deployment import (
-    Approval,
     Deployment,
     DeploymentQuerySet,
-    approval_digest,
     current_estimates,
     initial_status,
     lock_environment,

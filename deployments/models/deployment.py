@@ -9,15 +9,12 @@ dotted path after the transaction commits (django-rq's on-commit mode).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
-import django_rq
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from deployments.choices import (
@@ -27,10 +24,11 @@ from deployments.choices import (
     NotificationEvent,
     Status,
 )
+from deployments.models.approval import Approval, approval_digest
 from deployments.models.notification import announce
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
 from deployments.models.release import Release
-from deployments.models.run import CostEstimate, StepRun
+from deployments.models.run import CostEstimate
 from environments.choices import StepKind
 from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
@@ -41,24 +39,11 @@ from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
 
-# PostgreSQL's SQLSTATE for a NOWAIT lock that another transaction holds.
-LOCK_NOT_AVAILABLE = "55P03"
 PLAN_JOB = "deployments.jobs.plan_deployment"
 RUN_JOB = "deployments.jobs.run_deployment"
 # Job id prefixes (deployments/models/queueing.py): the sweeper reads them back.
 PLAN_JOB_PREFIX = "plan"
 RUN_JOB_PREFIX = "run"
-FORCE_UNLOCK_JOB = "deployments.jobs.force_unlock_state"
-
-
-def approval_digest(artifacts: dict[str, str], plan_sha256: str) -> str:
-    """What an approval is bound to: the exact images and the Terraform plan."""
-    content = json.dumps(
-        {"artifacts": artifacts, "plan_sha256": plan_sha256},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def initial_status(environment: Environment, required_approvals: int) -> str:
@@ -675,84 +660,6 @@ class Deployment(models.Model):
                 failed.append(deployment.pk)
         return failed
 
-    # -- Terraform state lock -------------------------------------------------------
-
-    def request_force_unlock(self, step_run: StepRun, user, reason: str) -> None:
-        """An admin asks to release the Terraform state lock a dead run left
-        behind (the lock the failed `step_run` recorded). Checked, marked on
-        the step run and audited here; the force_unlock_state job on the high
-        queue runs Terraform, whose `init` can take minutes. Refused while any
-        deployment runs in the environment (its lock would be live) and while
-        an earlier request for the step is in progress."""
-        environment = self.environment
-        if not has_role(user, environment, Role.ADMIN):
-            raise Forbidden(f"Only admins of {environment} may force-unlock its Terraform state.")
-        reason = (reason or "").strip()
-        if not reason:
-            raise PolicyError("Say why the lock is dead: the reason is kept in the audit trail.")
-        try:
-            with transaction.atomic():
-                # NOWAIT: while a force-unlock job holds the environment, say so
-                # at once rather than keep a web worker waiting on Terraform.
-                lock_environment(self.environment_id, nowait=True)
-                step_run = StepRun.objects.select_related("unlock_requested_by").get(pk=step_run.pk)
-                lock = self.held_state_lock(step_run)
-                if step_run.unlock_in_progress:
-                    since = timezone.localtime(step_run.unlock_requested_at)
-                    raise Conflict(
-                        f"{step_run.unlock_requested_by} already asked to force-unlock lock "
-                        f"{lock['id']} at {since:%H:%M:%S %Z}; it is in progress and its "
-                        "result will appear on this page."
-                    )
-                self.terraform_step_of(step_run)
-                self.refuse_while_running()
-                StepRun.objects.filter(pk=step_run.pk).update(
-                    unlock_requested_by=user, unlock_requested_at=timezone.now(),
-                    unlock_reason=reason,
-                )  # fmt: skip
-                audit.record(
-                    "terraform.force_unlock_requested",
-                    self,
-                    actor=user,
-                    after={"step": step_run.name, "lock_id": lock["id"], "lock": lock,
-                           "reason": reason},
-                )  # fmt: skip
-                django_rq.get_queue("high").enqueue(FORCE_UNLOCK_JOB, step_run.pk)
-        except OperationalError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-                raise
-            raise Conflict(
-                f"{environment} is busy right now (a force-unlock is running or a deployment "
-                "is starting); try again in a minute."
-            ) from None
-
-    def terraform_step_of(self, step_run: StepRun):
-        """The environment's Terraform step `step_run` ran (the config to unlock with)."""
-        step = self.environment.steps.filter(order=step_run.order, kind=StepKind.TERRAFORM).first()
-        if step is None:
-            raise PolicyError("The environment no longer has this Terraform step.")
-        return step
-
-    def held_state_lock(self, step_run: StepRun) -> dict:
-        """The Terraform state lock `step_run` failed on, if nobody released it yet."""
-        lock = (step_run.outputs or {}).get("lock") or {}
-        lock_id = lock.get("id", "")
-        if step_run.deployment_id != self.pk or step_run.kind != StepKind.TERRAFORM or not lock_id:
-            raise PolicyError("This step did not fail on a Terraform state lock.")
-        if lock.get("released_by"):
-            raise PolicyError(f"Lock {lock_id} was already released by {lock['released_by']}.")
-        return lock
-
-    def refuse_while_running(self) -> None:
-        """The caller holds the environment row lock, which Deployment.start takes too."""
-        if Deployment.objects.filter(
-            environment_id=self.environment_id, status=Status.RUNNING
-        ).exists():
-            raise PolicyError(
-                f"A deployment is running in {self.environment}: the lock may be its own. "
-                "Wait for it or cancel it first."
-            )
-
     # -- rollback -----------------------------------------------------------------
 
     @classmethod
@@ -846,73 +753,3 @@ def current_estimates(environment_ids: Iterable[int]) -> dict[int, CostEstimate]
         deployment__in=running.values("current_deployment_id")
     ).select_related("deployment")
     return {estimate.deployment.environment_id: estimate for estimate in estimates}
-
-
-class Approval(models.Model):
-    """One person's decision on a deployment, bound to what they saw."""
-
-    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="approvals")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    decision = models.CharField(max_length=8, choices=Decision.choices)
-    comment = models.TextField(blank=True)
-    digest = models.CharField(
-        max_length=64, help_text="SHA-256 of the artifacts and plan hash approved."
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    # How and when the approver last proved who they are (portal.core.mfa).
-    auth_method = models.CharField(max_length=20, blank=True)
-    authenticated_at = models.DateTimeField(null=True, blank=True)
-    auth_detail = models.JSONField(default=dict, blank=True, help_text="amr, acr from the IdP.")
-    rules = models.JSONField(
-        default=list, blank=True, help_text="The rules the approver was checked against."
-    )
-
-    class Meta:
-        ordering = ["created_at"]
-        constraints = [
-            # One decision per person on each plan of a deployment (a re-plan
-            # makes a new digest, on which everyone decides again).
-            models.UniqueConstraint(
-                fields=["deployment", "user", "digest"], name="approval_one_per_user_and_plan"
-            )
-        ]
-
-    @staticmethod
-    def authentication_fields(authentication: Authentication | None) -> dict:
-        if authentication is None:
-            return {}
-        return {
-            "auth_method": authentication.method,
-            "authenticated_at": authentication.at,
-            "auth_detail": authentication.detail,
-        }
-
-    @property
-    def authentication(self) -> Authentication | None:
-        if not self.auth_method:
-            return None
-        return Authentication(self.auth_method, self.authenticated_at, self.auth_detail or {})
-
-    def authentication_summary(self) -> dict:
-        """How and when the approver authenticated, as the API, the audit trail
-        and the evidence pack show it."""
-        auth = self.authentication
-        if auth is None:
-            return {"method": "", "label": "not recorded", "at": None, "strong": False,
-                    "amr": [], "acr": ""}  # fmt: skip
-        return {
-            "method": auth.method,
-            "label": auth.label,
-            "at": auth.at.isoformat() if auth.at else None,
-            "strong": auth.strong,
-            "amr": list(auth.detail.get("amr") or []),
-            "acr": str(auth.detail.get("acr") or ""),
-        }
-
-    def counts_for(self, digest: str) -> bool:
-        """An approval counts only for exactly what ships (`approval_digest`);
-        the queryset form is Deployment.valid_approvals."""
-        return self.decision == Decision.APPROVE and self.digest == digest
-
-    def __str__(self) -> str:
-        return f"{self.user} {self.decision} #{self.deployment_id}"

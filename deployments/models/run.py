@@ -30,7 +30,7 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     outputs = models.JSONField(default=dict, blank=True)
     # An admin's force-unlock of the state lock in `outputs`, accepted and not
-    # yet carried out by its job (Deployment.request_force_unlock).
+    # yet carried out by its job (deployments/state_lock.py).
     unlock_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
         related_name="+",

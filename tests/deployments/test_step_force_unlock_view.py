@@ -26,7 +26,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from deployments import jobs
+from deployments import jobs, state_lock
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, LogLine
 from deployments.runners.base import StepFailed
@@ -393,7 +393,7 @@ def test_it_refuses_a_lock_already_released(locked, users, aws):
     step.save(update_fields=["outputs"])
 
     with pytest.raises(PolicyError, match=f"Lock {lock_id} was already released by erin"):
-        deployment.request_force_unlock(step, users["erin"], "again")
+        state_lock.request_force_unlock(deployment, step, users["erin"], "again")
 
     assert lock_held(aws)
     assert not AuditEvent.objects.filter(action__startswith="terraform.force_unlock").exists()

@@ -1,0 +1,96 @@
+"""Approvals: one person's decision on a deployment, bound to exactly what
+they saw (the artifacts and the Terraform plan, `approval_digest`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from deployments.choices import Decision
+from portal.core.mfa import Authentication
+
+
+def approval_digest(artifacts: dict[str, str], plan_sha256: str) -> str:
+    """What an approval is bound to: the exact images and the Terraform plan."""
+    content = json.dumps(
+        {"artifacts": artifacts, "plan_sha256": plan_sha256},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+class Approval(models.Model):
+    """One person's decision on a deployment, bound to what they saw."""
+
+    deployment = models.ForeignKey(
+        "deployments.Deployment", on_delete=models.PROTECT, related_name="approvals"
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    digest = models.CharField(
+        max_length=64, help_text="SHA-256 of the artifacts and plan hash approved."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    # How and when the approver last proved who they are (portal.core.mfa).
+    auth_method = models.CharField(max_length=20, blank=True)
+    authenticated_at = models.DateTimeField(null=True, blank=True)
+    auth_detail = models.JSONField(default=dict, blank=True, help_text="amr, acr from the IdP.")
+    rules = models.JSONField(
+        default=list, blank=True, help_text="The rules the approver was checked against."
+    )
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            # One decision per person on each plan of a deployment (a re-plan
+            # makes a new digest, on which everyone decides again).
+            models.UniqueConstraint(
+                fields=["deployment", "user", "digest"], name="approval_one_per_user_and_plan"
+            )
+        ]
+
+    @staticmethod
+    def authentication_fields(authentication: Authentication | None) -> dict:
+        if authentication is None:
+            return {}
+        return {
+            "auth_method": authentication.method,
+            "authenticated_at": authentication.at,
+            "auth_detail": authentication.detail,
+        }
+
+    @property
+    def authentication(self) -> Authentication | None:
+        if not self.auth_method:
+            return None
+        return Authentication(self.auth_method, self.authenticated_at, self.auth_detail or {})
+
+    def authentication_summary(self) -> dict:
+        """How and when the approver authenticated, as the API, the audit trail
+        and the evidence pack show it."""
+        auth = self.authentication
+        if auth is None:
+            return {"method": "", "label": "not recorded", "at": None, "strong": False,
+                    "amr": [], "acr": ""}  # fmt: skip
+        return {
+            "method": auth.method,
+            "label": auth.label,
+            "at": auth.at.isoformat() if auth.at else None,
+            "strong": auth.strong,
+            "amr": list(auth.detail.get("amr") or []),
+            "acr": str(auth.detail.get("acr") or ""),
+        }
+
+    def counts_for(self, digest: str) -> bool:
+        """An approval counts only for exactly what ships (`approval_digest`);
+        the queryset form is Deployment.valid_approvals."""
+        return self.decision == Decision.APPROVE and self.digest == digest
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.decision} #{self.deployment_id}"
