@@ -37,7 +37,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
-from deployments import state_lock
+from deployments import rollback, state_lock
 from deployments.choices import Kind, Status, StepStatus, Stream
 from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter, broadcast_status
@@ -66,10 +66,12 @@ STALE_AFTER = timedelta(seconds=20)
 # before giving up on writing a step's or the run's state.
 DATABASE_WAIT = 120
 DATABASE_RETRY_SECONDS = 1.0
-# On a rollback these kinds are undone from what the undone run recorded (a
-# command by its rollback_argv, when it has one; otherwise it is skipped)...
-INVERTIBLE = {StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING,
-              StepKind.COMMAND}  # fmt: skip
+# On a rollback these kinds bring the target release's own known state back
+# through their runner's `rollback` (the task definitions recorded when it last
+# succeeded here, its images, a command's rollback_argv); Terraform plans and
+# applies the target's variables as a deploy would, an http_check checks...
+OWN_ROLLBACK = {StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING,
+                StepKind.COMMAND}  # fmt: skip
 # ...and these are not repeated: a snapshot or a bake would only delay
 # restoring service.
 SKIPPED_ON_ROLLBACK = {StepKind.RDS_SNAPSHOT, StepKind.BAKE}
@@ -272,6 +274,23 @@ def _previous_outputs(deployment, order: int) -> dict | None:
     )  # fmt: skip
 
 
+def _known_outputs(deployment, order: int) -> dict | None:
+    """What this step recorded when the deployment's release last succeeded in
+    the environment (None when it never did, or history Gantry did not make)."""
+    return (
+        StepRun.objects.filter(
+            deployment__environment_id=deployment.environment_id,
+            deployment__release_id=deployment.release_id,
+            deployment__status=Status.SUCCEEDED, phase="deploy", order=order,
+            status=StepStatus.SUCCEEDED,
+        )
+        .exclude(deployment=deployment)
+        .order_by("-deployment__finished_at", "-deployment_id")
+        .values_list("outputs", flat=True)
+        .first()
+    )  # fmt: skip
+
+
 def _plan_of(deployment, order: int) -> dict | None:
     return (
         StepRun.objects.filter(deployment=deployment, phase="plan", order=order)
@@ -281,30 +300,30 @@ def _plan_of(deployment, order: int) -> dict | None:
 
 
 def _run_step(deployment, step, writer: LogWriter, cancelled: threading.Event) -> dict:
-    """Run (or, on a rollback, undo) one step; returns its outputs."""
+    """Run one step, or on a rollback bring the target release's state back; returns
+    its outputs."""
     runner = get_runner(step.kind)
     workdir = step_workdir(deployment.pk, step.order)
     # A `command` step runs in it (its cwd): it must exist before the step starts.
     workdir.mkdir(parents=True, exist_ok=True)
+    is_rollback = deployment.kind == Kind.ROLLBACK
+    if is_rollback and step.kind in SKIPPED_ON_ROLLBACK:
+        writer.write(f"{step.kind} is not repeated on a rollback; skipped.", Stream.SYSTEM)
+        return {"skipped": True}
+    known = _known_outputs(deployment, step.order) if is_rollback else None
     ctx = step_context(
         deployment, step.config, workdir=workdir, log=writer,
         cancelled=cancelled, plan=_plan_of(deployment, step.order),
-        previous_outputs=_previous_outputs(deployment, step.order),
+        previous_outputs=known if is_rollback else _previous_outputs(deployment, step.order),
     )  # fmt: skip
-    if deployment.kind == Kind.ROLLBACK and step.kind in SKIPPED_ON_ROLLBACK:
-        writer.write(f"{step.kind} is not repeated on a rollback; skipped.", Stream.SYSTEM)
-        return {"skipped": True}
-    if deployment.kind == Kind.ROLLBACK and step.kind in INVERTIBLE:
-        undone = (
-            StepRun.objects.filter(deployment_id=deployment.rollback_of_id, phase="deploy",
-                                   order=step.order)
-            .values_list("outputs", flat=True)
-            .first()
-        )  # fmt: skip
-        if not undone:
-            writer.write("The undone run never reached this step; nothing to undo.", Stream.SYSTEM)
-            return {"skipped": True}
-        return runner.rollback(ctx, undone)
+    if is_rollback and step.kind in OWN_ROLLBACK:
+        if known is None:
+            writer.write(
+                f"No state of {deployment.release.version} recorded here for this step; "
+                "deploying its images.",
+                Stream.SYSTEM,
+            )
+        return runner.rollback(ctx)
     return runner.run(ctx)
 
 
@@ -412,7 +431,7 @@ def run_deployment(deployment_id: int) -> str:
     with_database(lambda: deployment.finish(status, error), "finishing the run")
     broadcast_status(deployment.pk, status)
     if alarm_fired and deployment.kind == Kind.DEPLOY:
-        Deployment.request_rollback(
+        rollback.request_rollback(
             environment, reason=f"Automatic rollback: #{deployment.pk} failed its bake ({error})",
             undo=deployment,
         )  # fmt: skip

@@ -10,9 +10,10 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from deployments.choices import Decision, Status, Stream
+from deployments.choices import Decision, Kind, Status, Stream
 from deployments.models import Approval, Deployment, Release
 from portal.core.api_params import StrictCharField, StrictIntegerField, StrictSlugField
+from portal.core.roles import visible_environments
 
 # Ids beyond PostgreSQL's bigint would reach the database as an error, not a 404.
 MAX_ID = 2**63 - 1
@@ -37,21 +38,48 @@ class ArtifactMapField(serializers.JSONField):
     names the offending service (`artifacts.<slug>`)."""
 
 
+class RolledBackSerializer(serializers.Serializer):
+    environment = serializers.SlugField(help_text="Environment slug.")
+    environment_id = serializers.IntegerField()
+    rolled_back_at = serializers.DateTimeField()
+    rolled_back_by_deployment = serializers.IntegerField(help_text="The rollback's id.")
+
+
 class ReleaseSerializer(serializers.ModelSerializer):
     application = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     artifacts = serializers.SerializerMethodField()
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    rolled_back = serializers.SerializerMethodField(
+        help_text="Environments where the release was rolled away from and not deployed "
+        "forward since (no default rollback target, no promotion from there)."
+    )
 
     class Meta:
         model = Release
         fields = [
             "id", "application", "version", "artifacts", "notes", "commit", "commit_author",
-            "created_by", "created_at",
+            "created_by", "created_at", "rolled_back",
         ]  # fmt: skip
 
     @extend_schema_field(ArtifactMapField)
     def get_artifacts(self, release: Release) -> dict[str, str]:
         return release.artifact_map()
+
+    @extend_schema_field(RolledBackSerializer(many=True))
+    def get_rolled_back(self, release: Release) -> list[dict]:
+        request = self.context.get("request")
+        runs = release.deployments.filter(kind=Kind.DEPLOY, status=Status.SUCCEEDED)
+        if request is not None:
+            runs = runs.filter(environment__in=visible_environments(request.user))
+        newest = {}
+        for run in runs.select_related("environment").latest_first():
+            newest.setdefault(run.environment_id, run)
+        return [
+            {"environment": run.environment.slug, "environment_id": run.environment_id,
+             "rolled_back_at": run.rolled_back_at,
+             "rolled_back_by_deployment": run.rolled_back_by_id}
+            for run in newest.values() if run.rolled_back_at is not None
+        ]  # fmt: skip
 
 
 class ReleaseCreateSerializer(serializers.Serializer):
@@ -128,13 +156,27 @@ class DeploymentSerializer(serializers.ModelSerializer):
     )
     approval_digest = serializers.SerializerMethodField()
     approvals = serializers.SerializerMethodField()
+    rollback_of = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="A rollback: the run it undid."
+    )
+    rolled_back_by_deployment = serializers.PrimaryKeyRelatedField(
+        source="rolled_back_by", read_only=True, allow_null=True,
+        help_text="The rollback that replaced this deployment's release here (then "
+        "`rolled_back_at` says when): no default rollback target since.",
+    )  # fmt: skip
+    promoted_from = serializers.PrimaryKeyRelatedField(
+        read_only=True,
+        allow_null=True,
+        help_text="The previous environment's run that satisfied the promotion rule.",
+    )
 
     class Meta:
         model = Deployment
         fields = [
             "id", "status", "kind", "release", "environment", "requested_by", "reason",
             "required_approvals", "approval_digest", "approvals", "error",
-            "created_at", "queued_at", "started_at", "finished_at",
+            "created_at", "queued_at", "started_at", "finished_at", "rollback_of",
+            "rolled_back_at", "rolled_back_by_deployment", "promoted_from",
         ]  # fmt: skip
 
     def _digest(self, deployment: Deployment) -> str:

@@ -24,8 +24,8 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from deployments import evidence, metrics, state_lock
-from deployments.choices import STATUS_COLOURS, Status
+from deployments import evidence, metrics, rollback, state_lock
+from deployments.choices import STATUS_COLOURS, Kind, Status
 from deployments.forms import (
     DecisionForm,
     DeploymentFilterForm,
@@ -60,14 +60,31 @@ def decorate_deployments(deployments: Iterable[Deployment]) -> None:
         deployment.status_colour = STATUS_COLOURS.get(deployment.status, "grey")
 
 
-def rollback_candidates(env: Environment) -> tuple[Deployment | None, Deployment | None]:
-    """(what runs now, what a rollback would bring back), as request_rollback picks them:
-    the latest succeeded deployment, and the latest succeeded one of another release."""
-    succeeded = env.deployments.succeeded_latest_first().select_related("release")
-    current = succeeded.first()
-    if current is None:
-        return None, None
-    return current, succeeded.exclude(release=current.release_id).first()
+@dataclass
+class RollbackPlan:
+    """What a rollback of an environment would do, as deployments/rollback.py decides."""
+
+    current: Deployment | None  # what runs now
+    target: Release | None  # what a rollback brings back (None: nothing, see why_not)
+    target_run: Deployment | None  # the target's newest success here
+    undo: Deployment | None
+    why_not: str = ""
+
+
+def rollback_plan(env: Environment, release: Release | None = None) -> RollbackPlan:
+    """The default rollback of `env`, or to `release`; never raises for the page."""
+    current = env.deployments.succeeded_latest_first().select_related("release").first()
+    try:
+        if release is None:
+            target, undo = rollback.default_target(env)
+        else:
+            target, undo = rollback.chosen_target(env, release)
+    except PolicyError as exc:
+        return RollbackPlan(current, None, None, None, exc.message)
+    target_run = (
+        env.deployments.filter(release=target, status=Status.SUCCEEDED).latest_first().first()
+    )
+    return RollbackPlan(current, target, target_run, undo)
 
 
 def _artifacts() -> Prefetch:
@@ -186,10 +203,23 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "application": release.application,
         "release": release,
         "runs_in": [e for e in environments if e.current_release_id == release.pk],
+        "rolled_back": _rolled_back_from(release, environments),
         "deployments": deployments,
         "can_deploy": any(has_role(request.user, e, Role.DEPLOYER) for e in environments),
     }
     return render(request, "deployments/release_detail.html", context)
+
+
+def _rolled_back_from(release: Release, environments: list[Environment]) -> list[Deployment]:
+    """Per environment where the release is rolled away from now (its newest
+    forward success there carries the mark), that success."""
+    newest = {}
+    runs = release.deployments.filter(
+        environment__in=environments, kind=Kind.DEPLOY, status=Status.SUCCEEDED
+    ).select_related("environment")
+    for deployment in runs.latest_first():
+        newest.setdefault(deployment.environment_id, deployment)
+    return [d for d in newest.values() if d.rolled_back_at is not None]
 
 
 # -- deployments -------------------------------------------------------------------
@@ -386,7 +416,7 @@ def _may_roll_back(deployment: Deployment, running: Deployment | None, user) -> 
         return False
     if not has_role(user, deployment.environment, Role.DEPLOYER):
         return False
-    return rollback_candidates(deployment.environment)[1] is not None
+    return rollback_plan(deployment.environment).target is not None
 
 
 @login_required

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environments.models import Application, Environment, Service
-from portal.core.api_params import StrictCharField
+from portal.core.api_params import StrictCharField, StrictIntegerField
 
 
 class ServiceSummarySerializer(serializers.ModelSerializer):
@@ -100,3 +100,9 @@ class RollbackSerializer(serializers.Serializer):
     reason = StrictCharField(
         allow_blank=True, max_length=2000, help_text="Why the environment is rolled back."
     )
+    release = StrictIntegerField(
+        required=False, min_value=1, max_value=2**63 - 1,
+        help_text="The release to bring back (one that succeeded here). Default: the newest "
+        "release that succeeded here and was not rolled back from since, other than what "
+        "runs now.",
+    )  # fmt: skip

@@ -14,14 +14,15 @@ from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from deployments import rollback
 from deployments.api import visible_deployments
-from deployments.models import Deployment, current_estimates
+from deployments.models import Release, current_estimates
 from deployments.serializers import DeploymentSerializer
 from environments.costs import month_to_date
 from environments.models import Environment
 from environments.serializers import EnvironmentDetailSerializer, RollbackSerializer
 from portal.core.choices import Role
-from portal.core.roles import Forbidden, has_role, visible_environments
+from portal.core.roles import Forbidden, PolicyError, has_role, visible_environments
 
 
 @extend_schema(summary="One environment: protection rules, freeze state, current release")
@@ -43,7 +44,7 @@ class EnvironmentDetail(generics.RetrieveAPIView):
 
 
 class EnvironmentRollback(generics.GenericAPIView):
-    """POST-only: bring back the release that ran here before the current one."""
+    """POST-only: bring back a release that succeeded here (deployments/rollback.py)."""
 
     serializer_class = RollbackSerializer
 
@@ -51,12 +52,18 @@ class EnvironmentRollback(generics.GenericAPIView):
         return visible_environments(self.request.user)
 
     @extend_schema(
-        summary="Roll back to the previous release that succeeded here",
-        description="Approvals needed follow the environment's rollback_required_approvals.",
+        summary="Roll back to a release that succeeded here",
+        description="Without `release`, the newest release that succeeded here as a forward "
+        "deployment and was not rolled back from since, other than what runs now (rolling back "
+        "twice goes further back, never forward). Approvals needed follow the environment's "
+        "rollback_required_approvals.",
         request=RollbackSerializer,
         responses={
             201: DeploymentSerializer,
-            400: OpenApiResponse(description="No reason, or nothing to roll back to."),
+            400: OpenApiResponse(
+                description="No reason, nothing to roll back to, or a release that never "
+                "succeeded here (or runs now)."
+            ),
             403: OpenApiResponse(description="You need the deployer role here."),
             404: OpenApiResponse(description="Not found, or not visible to you."),
             409: OpenApiResponse(description="That release already has an open request here."),
@@ -70,7 +77,14 @@ class EnvironmentRollback(generics.GenericAPIView):
             raise Forbidden(f"You need the deployer role in {env} to roll back.")
         given = RollbackSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        deployment = Deployment.request_rollback(env, request.user, given.validated_data["reason"])
+        release = None
+        if "release" in given.validated_data:
+            release = Release.objects.filter(pk=given.validated_data["release"]).first()
+            if release is None:
+                raise PolicyError("No such release.", field="release")
+        deployment = rollback.request_rollback(
+            env, request.user, given.validated_data["reason"], release=release
+        )
         body = DeploymentSerializer(visible_deployments(request.user).get(pk=deployment.pk)).data
         return Response(body, status=status.HTTP_201_CREATED)
 

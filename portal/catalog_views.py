@@ -13,14 +13,22 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, prefetch_related_objects
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_safe
 
+from deployments import rollback
 from deployments.forms import RollbackForm
-from deployments.models import Artifact, Deployment, current_estimates, with_current_deployment
-from deployments.views import decorate_deployments, rollback_candidates
+from deployments.models import (
+    Artifact,
+    Deployment,
+    Release,
+    current_estimates,
+    with_current_deployment,
+)
+from deployments.rollback import succeeded_releases
+from deployments.views import decorate_deployments, rollback_plan
 from environments.alarms import alarm_panel
 from environments.choices import OVERRIDE_COLOURS, OverrideStatus
 from environments.costs import cost_report
@@ -145,6 +153,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         request, env.deployments.select_related("release", "requested_by").order_by("-created_at")
     )
     decorate_deployments(deployments)
+    plan = rollback_plan(env)
     context = {
         "application": env.application,
         "environment": env,
@@ -154,7 +163,9 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         "page_obj": deployments,
         "is_admin": has_role(user, env, Role.ADMIN),
         "can_deploy": has_role(user, env, Role.DEPLOYER),
-        "can_roll_back": has_role(user, env, Role.DEPLOYER) and rollback_candidates(env)[1],
+        "can_roll_back": has_role(user, env, Role.DEPLOYER) and plan.target is not None,
+        "rollback_plan": plan,
+        "succeeded_releases": succeeded_releases(env, runs_now=plan.current),
         "break_glass_form": BreakGlassForm(),
         **alarm_panel(env),
     }
@@ -164,16 +175,21 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
 @login_required
 @require_http_methods(["GET", "POST"])
 def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
-    """Confirm a rollback: show what comes back and what runs now, ask for a reason."""
+    """Confirm a rollback: show what comes back and what runs now, ask for a
+    reason. `?release=<id>` (a hidden field on POST) chooses the target;
+    without it, the default target (deployments/rollback.py)."""
     env = visible_environment(request, slug, env_slug)
     if not has_role(request.user, env, Role.DEPLOYER):
         raise PermissionDenied(f"You need the deployer role in {env} to roll back.")
-    current, target = rollback_candidates(env)
+    chosen = _chosen_release(env, request.POST.get("release") or request.GET.get("release"))
+    plan = rollback_plan(env, chosen)
     form = RollbackForm(request.POST or None)
     unavailable = False
     if request.method == "POST" and form.is_valid():
         try:
-            deployment = Deployment.request_rollback(env, request.user, form.cleaned_data["reason"])
+            deployment = rollback.request_rollback(
+                env, request.user, form.cleaned_data["reason"], release=chosen
+            )
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except PolicyError as exc:
@@ -182,19 +198,42 @@ def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> Http
         else:
             messages.success(request, f"Rollback #{deployment.pk} requested.")
             return redirect("deployment-detail", pk=deployment.pk)
-    if target is not None:
-        prefetch_related_objects([target.release], "artifacts__service")
+    if plan.target is not None:
+        prefetch_related_objects([plan.target], "artifacts__service")
     decorate_environment(env)
     context = {
         "application": env.application,
         "environment": env,
-        "current": current,
-        "target": target,
+        "plan": plan,
+        "changes": rollback_changes(plan),
+        "chosen": chosen,
         "form": form,
         "required_approvals": env.rollback_required_approvals,
     }
-    status = 503 if unavailable else 400 if form.errors else 200
+    status = 503 if unavailable else 400 if form.errors or plan.target is None else 200
     return render(request, "environments/rollback_form.html", context, status=status)
+
+
+def _chosen_release(env: Environment, raw: str | None) -> Release | None:
+    """The release named by `release=<id>`: one of the environment's application, or 404."""
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise Http404("No such release.")
+    return get_object_or_404(Release, pk=int(raw), application_id=env.application_id)
+
+
+def rollback_changes(plan) -> list[dict]:
+    """Service by service: the image that runs now and the one the rollback brings back."""
+    if plan.target is None:
+        return []
+    now = plan.current.release.artifact_map() if plan.current else {}
+    back = plan.target.artifact_map()
+    return [
+        {"service": service, "now": now.get(service, ""), "back": back.get(service, ""),
+         "changes": now.get(service) != back.get(service)}
+        for service in sorted(set(now) | set(back))
+    ]  # fmt: skip
 
 
 COST_RANGES = (30, 90)

@@ -54,13 +54,16 @@ def initial_status(environment: Environment, required_approvals: int) -> str:
 
 
 class DeploymentQuerySet(models.QuerySet):
+    def latest_first(self) -> DeploymentQuerySet:
+        """The latest to finish first (one without a finish time last, whatever
+        the database's NULL order), then the latest created."""
+        return self.order_by(models.F("finished_at").desc(nulls_last=True), "-id")
+
     def succeeded_latest_first(self) -> DeploymentQuerySet:
         """Succeeded deployments, what runs now first: the latest to finish
         (one without a finish time last, whatever the database's NULL order),
         then the latest created. The one rule for "current" everywhere."""
-        return self.filter(status=Status.SUCCEEDED).order_by(
-            models.F("finished_at").desc(nulls_last=True), "-id"
-        )
+        return self.filter(status=Status.SUCCEEDED).latest_first()
 
 
 class Deployment(models.Model):
@@ -87,6 +90,17 @@ class Deployment(models.Model):
     plan_sha256 = models.CharField(max_length=64, blank=True)
     rollback_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="rollbacks"
+    )
+    # Set on a forward deployment once a rollback replaced its release here:
+    # from then on it is no default rollback target and does not count for the
+    # promotion rule of the next environment (deployments/rollback.py).
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="rolled_away"
+    )
+    # The previous environment's run that satisfied require_previous_success.
+    promoted_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="promotions"
     )
     freeze_override = models.ForeignKey(
         FreezeOverride, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -177,19 +191,9 @@ class Deployment(models.Model):
                 "only a release that ran here before can be rolled back to.",
                 field="release",
             )
+        promoted_from = None
         if environment.require_previous_success and kind == Kind.DEPLOY:
-            previous = environment.previous()
-            if (
-                previous is not None
-                and not cls.objects.filter(
-                    release=release, environment=previous, status=Status.SUCCEEDED
-                ).exists()
-            ):
-                raise PolicyError(
-                    f"{release.version} must first succeed in {previous.slug} "
-                    f"before it may go to {environment.slug}.",
-                    field="release",
-                )
+            promoted_from = cls.promotion_source(release, environment)
         # Before anything is written: with the queue down the job could not be
         # enqueued, so the request is refused (503) rather than left waiting.
         check_queue(queue_for(kind))
@@ -228,6 +232,7 @@ class Deployment(models.Model):
                 required_approvals=required,
                 freeze_override=override,
                 rollback_of=rollback_of,
+                promoted_from=promoted_from,
                 status=status,
                 queued_at=timezone.now() if status == Status.QUEUED else None,
             )
@@ -244,10 +249,37 @@ class Deployment(models.Model):
                     "policy": env.policy_snapshot(),
                     "freeze_override": override.pk if override else None,
                     "rollback_of": rollback_of.pk if rollback_of else None,
+                    "promoted_from": promoted_from.pk if promoted_from else None,
                 },
             )
             deployment.dispatch()
         return deployment
+
+    @classmethod
+    def promotion_source(cls, release: Release, environment: Environment) -> Deployment | None:
+        """The previous environment's run that lets `release` come here: a forward
+        deployment that succeeded there and was not rolled away from since. None
+        without a previous environment; PolicyError saying why when there is none."""
+        previous = environment.previous()
+        if previous is None:
+            return None
+        runs = cls.objects.filter(
+            release=release, environment=previous, kind=Kind.DEPLOY, status=Status.SUCCEEDED
+        ).latest_first()
+        source = runs.filter(rolled_back_at__isnull=True).first()
+        if source is not None:
+            return source
+        if runs.exists():
+            raise PolicyError(
+                f"{release.version} was rolled back from {previous.slug}; deploy it there again "
+                f"and let it succeed before it may go to {environment.slug}.",
+                field="release",
+            )
+        raise PolicyError(
+            f"{release.version} must first succeed in {previous.slug} "
+            f"before it may go to {environment.slug}.",
+            field="release",
+        )
 
     # -- approving --------------------------------------------------------------
 
@@ -642,8 +674,33 @@ class Deployment(models.Model):
             self._set_status(
                 status, f"deployment.{status}", finished_at=timezone.now(), error=error[:4000]
             )
+            if status == Status.SUCCEEDED and self.kind == Kind.ROLLBACK:
+                self.mark_rolled_away()
             wake_next_queued(self.environment_id)
         return True
+
+    def mark_rolled_away(self) -> list[int]:
+        """This rollback succeeded: the release it replaced is marked rolled away
+        from here (the run it undid, and every forward success of that release
+        not marked yet), audited. Returns the marked deployments' ids."""
+        undone = self.rollback_of
+        if undone is None or undone.release_id == self.release_id:
+            return []  # a retried rollback to the same release replaced nothing
+        replaced = Deployment.objects.filter(
+            environment_id=self.environment_id, release_id=undone.release_id,
+            kind=Kind.DEPLOY, rolled_back_at__isnull=True,
+        ).filter(models.Q(status=Status.SUCCEEDED) | models.Q(pk=undone.pk))  # fmt: skip
+        marked = sorted(replaced.values_list("pk", flat=True))
+        if marked:
+            replaced.update(rolled_back_at=timezone.now(), rolled_back_by=self)
+            audit.record(
+                "release.rolled_back",
+                undone.release,
+                environment=self.environment_id,
+                after={"release": undone.release.version, "by_deployment": self.pk,
+                       "deployments": marked, "back_to": self.release.version},
+            )  # fmt: skip
+        return marked
 
     @classmethod
     def fail_stalled(cls, stale_after: timedelta) -> list[int]:
@@ -661,50 +718,6 @@ class Deployment(models.Model):
         return failed
 
     # -- rollback -----------------------------------------------------------------
-
-    @classmethod
-    def request_rollback(
-        cls, environment: Environment, user=None, reason: str = "", undo: Deployment | None = None
-    ) -> Deployment:
-        """Bring back the last release that succeeded here before the current one.
-
-        Manual (a user): the environment's rollback policy decides approvals.
-        Automatic (no user, `undo` = the failed deployment): no approval, high queue.
-        """
-        succeeded = cls.objects.filter(environment=environment).succeeded_latest_first()
-        if undo is None:
-            undo = succeeded.first()
-            if undo is None:
-                raise PolicyError(f"Nothing has succeeded in {environment} yet; nothing to undo.")
-        target = succeeded.exclude(release=undo.release).first()
-        if target is None:
-            raise PolicyError(
-                f"No earlier release succeeded in {environment}; there is nothing to roll back to."
-            )
-        if user is not None:
-            return cls.request(
-                target.release, environment, user, reason, kind=Kind.ROLLBACK, rollback_of=undo
-            )
-        status = initial_status(environment, 0)
-        with transaction.atomic():
-            deployment = cls.objects.create(
-                release=target.release, environment=environment, kind=Kind.ROLLBACK,
-                reason=reason or f"Automatic rollback of #{undo.pk}", rollback_of=undo,
-                required_approvals=0, status=status,
-                queued_at=timezone.now() if status == Status.QUEUED else None,
-            )  # fmt: skip
-            audit.record(
-                "deployment.rollback_started",
-                deployment,
-                actor_name="gantry",
-                after={
-                    "release": target.release.version,
-                    "undo": undo.pk,
-                    "reason": deployment.reason,
-                },
-            )
-            deployment.dispatch()
-        return deployment
 
 
 def queue_for(kind: str) -> str:

@@ -48,10 +48,6 @@ class BakeRunner(Runner):
                 return {"checks": polls, "duration_seconds": config["duration_seconds"]}
             ctx.sleep(min(config["poll_seconds"], max(deadline.remaining, 0)))
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        # Watching alarms changes nothing; a rollback deployment bakes by running again.
-        return {"skipped": True}
-
     def _check_cloudwatch(self, ctx: StepContext, cloudwatch, section: dict) -> int:
         """Fail on the first watched alarm in ALARM; returns how many are watched."""
         names = ctx.expand(section["alarm_names"])

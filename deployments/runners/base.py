@@ -91,8 +91,11 @@ class Runner:
     def run(self, ctx: StepContext) -> dict:
         raise NotImplementedError
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        raise NotImplementedError
+    def rollback(self, ctx: StepContext) -> dict:
+        """Bring the context's release (the rollback's target) back. Kinds
+        without one of their own run as in a deploy, or are skipped
+        (deployments/jobs.py OWN_ROLLBACK, SKIPPED_ON_ROLLBACK)."""
+        raise NotImplementedError(f"{self.kind} steps have no rollback of their own")
 
     def config(self, ctx: StepContext) -> dict:
         """The step's validated config; a bad config fails the step, naming the key."""

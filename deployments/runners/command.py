@@ -27,7 +27,8 @@ class CommandRunner(Runner):
         config = self.config(ctx)
         return self._run_argv(ctx, config, config["argv"])
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+    def rollback(self, ctx: StepContext) -> dict:
+        """Run rollback_argv, with the target release in the context (${release.version})."""
         config = self.config(ctx)
         if not config["rollback_argv"]:
             ctx.log("No rollback command configured; nothing to undo.", "system")

@@ -28,6 +28,10 @@ Config::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from botocore.exceptions import ClientError
+
 from deployments.runners.base import Runner, StepContext, StepFailed
 from environments.steps import COLOURS
 from portal.cloud.aws import aws_call
@@ -193,25 +197,51 @@ class EcsRollingRunner(Runner):
         )
         update_service(ctx, ecs, cluster, name, arn)
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
+    def rollback(self, ctx: StepContext) -> dict:
+        """Bring the target release (ctx's) back: each service goes to the task
+        definition recorded when that release last succeeded here, or, with
+        none recorded (or it is gone), to a new revision with its images."""
         config = self.config(ctx)
-        cluster = outputs.get("cluster") or ctx.expand(config["cluster"])
+        cluster = ctx.expand(config["cluster"])
         ecs = ctx.aws.client("ecs")
-        restored = []
-        for record in outputs.get("services", []):
-            update_service(ctx, ecs, cluster, record["service"], record["previous_task_definition"])
-            restored.append(
-                {
-                    "service": record["service"],
-                    "task_definition": record["previous_task_definition"],
-                }
-            )
-        if restored:
-            wait_stable(
-                ctx, ecs, cluster, [r["service"] for r in restored], config["timeout_seconds"],
-                config["poll_seconds"], {},
-            )  # fmt: skip
-        return {"cluster": cluster, "services": restored}
+        recorded = {
+            record.get("service"): record.get("task_definition")
+            for record in (ctx.previous_outputs or {}).get("services", [])
+        }
+        records = []
+        outputs = {"cluster": cluster, "services": records, "rollback": True}
+        try:
+            for name in config["services"]:
+                arn = recorded.get(name)
+                if arn and self._still_registered(ctx, ecs, arn):
+                    service = describe_service(ecs, cluster, name)
+                    records.append({"service": name, "previous_task_definition":
+                                    service["taskDefinition"], "task_definition": arn,
+                                    "restored": True})  # fmt: skip
+                    update_service(ctx, ecs, cluster, name, arn)
+                else:
+                    self._update(ctx, ecs, cluster, name, config, records)
+        except StepFailed as failure:
+            failure.outputs = failure.outputs or outputs
+            raise
+        wait_stable(
+            ctx, ecs, cluster, config["services"], config["timeout_seconds"],
+            config["poll_seconds"], outputs,
+        )  # fmt: skip
+        return outputs
+
+    @staticmethod
+    def _still_registered(ctx: StepContext, ecs, arn: str) -> bool:
+        """The recorded revision can still run (not deregistered since)."""
+        try:
+            found = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        except ClientError:
+            found = None
+        if found is None or found.get("status") == "INACTIVE":
+            ctx.log(f"{arn.rsplit('/', 1)[-1]} is no longer registered; registering the "
+                    "release's images again.", "system")  # fmt: skip
+            return False
+        return True
 
 
 class EcsBlueGreenRunner(Runner):
@@ -277,15 +307,42 @@ class EcsBlueGreenRunner(Runner):
         ctx.log(f"{idle} is live; {live} keeps running for an instant switch back.", "system")
         return outputs
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        """Switch the listener back to the weights it had before the step."""
-        elb = ctx.aws.client("elbv2")
-        previous = outputs.get("previous_weights")
-        if not previous or not outputs.get("listener_arn"):
-            ctx.log("The listener was never switched; nothing to undo.", "system")
-            return {"skipped": True}
-        self._set_weights(ctx, elb, outputs["listener_arn"], previous)
-        return {"weights": previous, "colour": outputs.get("previous_colour")}
+    def rollback(self, ctx: StepContext) -> dict:
+        """Bring the target release (ctx's) back: if a colour still runs the task
+        definition recorded when it last succeeded here, switch the listener to
+        that colour at once; otherwise deploy its images to the idle colour and
+        switch in one move (no pauses: service is being restored)."""
+        config = self.config(ctx)
+        cluster = ctx.expand(config["cluster"])
+        ecs, elb = ctx.aws.client("ecs"), ctx.aws.client("elbv2")
+        listener_arn = self._listener_arn(ctx, elb, config)
+        groups = {c: self._target_group_arn(ctx, elb, config[c]["target_group"]) for c in COLOURS}
+        weights = self._weights(elb, listener_arn)
+        live = max(COLOURS, key=lambda c: weights.get(groups[c], 0))
+        recorded = (ctx.previous_outputs or {}).get("task_definition")
+        for colour in (live, *[c for c in COLOURS if c != live]):
+            service = describe_service(ecs, cluster, config[colour]["service"])
+            if not recorded or service["taskDefinition"] != recorded:
+                continue
+            if colour == live and weights.get(groups[live], 0) == 100:
+                ctx.log(f"{colour} already runs {recorded.rsplit('/', 1)[-1]} with all traffic.",
+                        "system")  # fmt: skip
+                return {"listener_arn": listener_arn, "colour": colour, "switched": False,
+                        "task_definition": recorded, "rollback": True}  # fmt: skip
+            if service["runningCount"] == 0:
+                break  # scaled in since: it must be deployed again
+            other = "green" if colour == "blue" else "blue"
+            self._wait_healthy(ctx, elb, groups[colour], Deadline(config["timeout_seconds"]),
+                               config["poll_seconds"], {})  # fmt: skip
+            new = {groups[colour]: 100, groups[other]: 0}
+            self._set_weights(ctx, elb, listener_arn, new)
+            ctx.log(f"Switched all traffic to {colour}, which still runs the release.", "system")
+            return {"listener_arn": listener_arn, "previous_weights": weights, "weights": new,
+                    "colour": colour, "task_definition": recorded, "switched": True,
+                    "rollback": True}  # fmt: skip
+        ctx.log("No colour runs the release's recorded task definition: deploying it.", "system")
+        quick = replace(ctx, config={**ctx.config, "weights": [100], "pause_seconds": 0})
+        return {**self.run(quick), "rollback": True}
 
     # -- ELB helpers -------------------------------------------------------------
 

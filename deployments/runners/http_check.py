@@ -63,10 +63,6 @@ class HttpCheckRunner(Runner):
             outputs["smoke"] = self._smoke(ctx, config["smoke"], config["request_timeout_seconds"])
         return outputs
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        # Nothing to undo; checking the rolled-back release is the same check.
-        return self.run(ctx)
-
     def _wait_for_2xx(self, ctx: StepContext, url: str, deadline: Deadline, config: dict) -> int:
         attempts, last = 0, None
         while True:

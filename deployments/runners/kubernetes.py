@@ -23,7 +23,6 @@ from portal.cloud.kube import KUBE_CONNECT_TIMEOUT, KUBE_READ_TIMEOUT, KUBE_RETR
 from portal.cloud.process import Deadline
 
 REVISION = "deployment.kubernetes.io/revision"
-TEMPLATE_HASH = "pod-template-hash"
 
 
 def rollout_status(deployment) -> tuple[str, bool]:
@@ -93,58 +92,12 @@ class K8sRollingRunner(Runner):
             record["revision"] = (final.metadata.annotations or {}).get(REVISION)
         return outputs
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        """Put back each Deployment's previous pod template, newest change first."""
-        config = self.config(ctx)
-        namespace = outputs.get("namespace") or ctx.expand(config["namespace"])
-        apps = AppsV1Api(ctx.kube_api_client())
-        restored = []
-        deadline = Deadline(config["timeout_seconds"])
-        for record in reversed(outputs.get("deployments", [])):
-            name = record["name"]
-            deployment = self._call(apps.read_namespaced_deployment, name, namespace)
-            source = self._previous_replica_set(apps, deployment, record.get("previous_revision"))
-            template = apps.api_client.sanitize_for_serialization(source.spec.template)
-            template.get("metadata", {}).get("labels", {}).pop(TEMPLATE_HASH, None)
-            revision = source.metadata.annotations[REVISION]
-            ctx.log(f"{namespace}/{name}: restoring the template of revision {revision}", "system")
-            patch = [{"op": "replace", "path": "/spec/template", "value": template}]
-            self._call(apps.patch_namespaced_deployment, name, namespace, patch)
-            final = self._follow(ctx, apps, namespace, name, deadline, config, {})
-            restored.append(
-                {
-                    "name": name,
-                    "restored_revision": revision,
-                    "revision": (final.metadata.annotations or {}).get(REVISION),
-                }
-            )
-        return {"namespace": namespace, "deployments": restored}
-
-    def _previous_replica_set(self, apps: AppsV1Api, deployment, revision: str | None):
-        """The ReplicaSet to go back to: the recorded revision, or else (like
-        `kubectl rollout undo`) the newest one before the current revision."""
-        selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
-        listing = self._call(
-            apps.list_namespaced_replica_set,
-            deployment.metadata.namespace,
-            label_selector=selector,
-        )
-        owned = [
-            rs
-            for rs in listing.items
-            if any(ref.uid == deployment.metadata.uid for ref in rs.metadata.owner_references or [])
-            and REVISION in (rs.metadata.annotations or {})
-        ]
-        by_revision = {int(rs.metadata.annotations[REVISION]): rs for rs in owned}
-        if revision and int(revision) in by_revision:
-            return by_revision[int(revision)]
-        current = int((deployment.metadata.annotations or {}).get(REVISION, 0))
-        older = [r for r in by_revision if r < current]
-        if not older:
-            raise StepFailed(
-                f"Deployment {deployment.metadata.name} has no earlier revision to roll back to."
-            )
-        return by_revision[max(older)]
+    def rollback(self, ctx: StepContext) -> dict:
+        """Bring the target release (ctx's) back: set its images on each
+        Deployment and follow the rollout, as a deploy of it would. (Going back
+        through ReplicaSet history only works one step back, from a rollout
+        Gantry recorded; the release's images work after any sequence.)"""
+        return {**self.run(ctx), "rollback": True}
 
     def _follow(self, ctx, apps, namespace, name, deadline, config, outputs):
         """Poll until the rollout is complete, logging each new state."""

@@ -77,12 +77,3 @@ class RdsSnapshotRunner(Runner):
                     outputs=outputs,
                 )
             ctx.sleep(config["poll_seconds"])
-
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        if outputs.get("snapshot"):
-            ctx.log(
-                f"Keeping snapshot {outputs['snapshot']} of {outputs['db_instance']}; restore it "
-                "by hand if the data needs to go back too.",
-                "system",
-            )
-        return {"kept_snapshot": outputs.get("snapshot")}

@@ -189,22 +189,6 @@ class TerraformRunner(Runner):
             "outputs": session.outputs(),
         }
 
-    def rollback(self, ctx: StepContext, outputs: dict) -> dict:
-        """Re-apply with the variables of the run before (or, without a record,
-        with the variables this context resolves to: the previous release)."""
-        template = outputs.get("previous_tfvars")
-        if template is None:
-            ctx.log("No previous variables recorded; using this release's variables.", "system")
-        plan = self.plan(ctx, tfvars_template=template)
-        session = _StepTerraform(ctx, self.config(ctx)).session
-        self._apply(session, Path(plan["plan_path"]))
-        return {
-            "plan_sha256": plan["plan_sha256"],
-            "workspace": session.workspace,
-            "tfvars": plan["tfvars"],
-            "outputs": session.outputs(),
-        }
-
     def _apply(self, session: TerraformSession, plan_path: Path) -> None:
         returncode = session.run(
             "apply", str(plan_path), input=False, no_color=IsFlagged, lock_timeout="0s",

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from deployments.choices import Kind, Status
 from deployments.models import Deployment, Release, with_current_deployment
-from deployments.views import rollback_candidates
+from deployments.rollback import request_rollback
+from deployments.views import rollback_plan
 from environments.models import Environment
 from tests.conftest import env, image
 
@@ -39,10 +40,10 @@ def test_every_caller_agrees_when_a_finish_time_is_missing(catalog, release, use
     assert Deployment.objects.filter(environment=dev).succeeded_latest_first().first() == current
     annotated = with_current_deployment(Environment.objects.filter(pk=dev.pk)).get()
     assert annotated.current_deployment_id == current.pk
-    shown_current, shown_previous = rollback_candidates(dev)
-    assert shown_current == current
-    rollback = Deployment.request_rollback(dev, users["alice"], "back to 1.3.0")
+    plan = rollback_plan(dev)
+    assert plan.current == current
+    rollback = request_rollback(dev, users["alice"], "back to 1.3.0")
     # The page said what a rollback would undo and bring back; it does exactly that.
     assert rollback.kind == Kind.ROLLBACK
-    assert rollback.rollback_of == shown_current
-    assert rollback.release == shown_previous.release == older
+    assert rollback.rollback_of == plan.undo == current
+    assert rollback.release == plan.target == older

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from deployments.choices import Kind, Status, StepStatus
 from deployments.models import Deployment, LogLine, Release
+from deployments.rollback import request_rollback
 from environments.models import Step
 from portal.core.models import AuditEvent
 from tests.conftest import env, image, work
@@ -161,7 +162,7 @@ def test_one_click_rollback_restores_the_previous_release(
     assert ship(newer, staging, users, queues).status == Status.SUCCEEDED
     assert task_image(moto_endpoint, demo_aws["cluster"]) == newer.artifact_map()["fraud-api"]
 
-    rollback = Deployment.request_rollback(staging, users["alice"], "1.5.0 misbehaves")
+    rollback = request_rollback(staging, users["alice"], "1.5.0 misbehaves")
     assert rollback.kind == Kind.ROLLBACK and rollback.release == release
     undone = Deployment.objects.get(release=newer, status=Status.SUCCEEDED)
     assert rollback.rollback_of == undone

@@ -12,6 +12,7 @@ from rq.cron import CronScheduler
 
 from deployments.choices import Kind
 from deployments.models import Deployment, Release
+from deployments.rollback import request_rollback
 from environments.models import Step
 from tests.conftest import env, image
 
@@ -39,7 +40,7 @@ def test_deploys_go_to_default_and_rollbacks_to_high(catalog, release, users, qu
         )
     for queue in queues:
         queue.empty()
-    rollback = Deployment.request_rollback(dev, users["alice"], "1.5.0 misbehaves")
+    rollback = request_rollback(dev, users["alice"], "1.5.0 misbehaves")
     assert rollback.kind == Kind.ROLLBACK
     assert jobs_on(queues) == {"high": ["run_deployment"], "default": [], "low": []}
 

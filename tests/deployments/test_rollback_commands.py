@@ -11,6 +11,7 @@ import pytest
 from deployments import jobs
 from deployments.choices import Kind, Status
 from deployments.models import Deployment, LogLine, Release
+from deployments.rollback import request_rollback
 from environments.models import Step
 from tests.conftest import env, image
 
@@ -50,7 +51,7 @@ def test_a_rollback_runs_the_rollback_command_and_skips_a_command_without_one(
     newer = Release.register(catalog, "1.5.0", images, users["alice"])
     shipped(newer, dev, users)
 
-    rollback = Deployment.request_rollback(dev, users["alice"], "1.5.0 misbehaves")
+    rollback = request_rollback(dev, users["alice"], "1.5.0 misbehaves")
     assert rollback.kind == Kind.ROLLBACK and rollback.status == Status.QUEUED
     assert jobs.run_deployment(rollback.pk) == Status.SUCCEEDED
 

@@ -96,7 +96,7 @@ def test_it_explains_when_there_is_nothing_to_roll_back_to(release, users):
     assert 'name="reason"' not in html
     response = client.post(url(), {"reason": "try anyway"})
     assert response.status_code == 400
-    assert "No earlier release succeeded" in response.content.decode()
+    assert "there is nothing to roll back to" in response.content.decode()
     assert not Deployment.objects.filter(kind=Kind.ROLLBACK).exists()
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from deployments.choices import Kind, Status
 from deployments.models import Deployment, Release
+from deployments.rollback import request_rollback
 from environments.models import Step
 from portal.core.models import AuditEvent
 from tests.conftest import env, image
@@ -53,7 +54,7 @@ def test_a_rollback_whose_worker_was_killed_fails_and_frees_the_environment(
         deployment = Deployment.request(shipped, dev, users["alice"], f"ship {shipped.version}")
         assert wait_for(lambda d=deployment: status_of(d) == Status.SUCCEEDED, 60), portal.logs()
 
-    rollback = Deployment.request_rollback(dev, users["alice"], "1.5.0 misbehaves")
+    rollback = request_rollback(dev, users["alice"], "1.5.0 misbehaves")
     assert rollback.kind == Kind.ROLLBACK
     assert wait_for(lambda: read_pid(pidfile), 60), portal.logs()
     step_pid = read_pid(pidfile)

@@ -149,10 +149,10 @@ def test_it_runs_the_rollback_argv_if_configured(make_ctx):
     runner = CommandRunner()
     config = {"argv": [PY, "-c", "print('up')"], "rollback_argv": [PY, "-c", "print('down')"]}
 
-    runner.rollback(ctx := make_ctx(config), {})
+    runner.rollback(ctx := make_ctx(config))
 
     assert "down" in ctx.log.text
-    assert runner.rollback(make_ctx({"argv": ["true"]}), {}) == {"skipped": True}
+    assert runner.rollback(make_ctx({"argv": ["true"]})) == {"skipped": True}
 
 
 def test_it_names_the_bad_key_in_the_config():

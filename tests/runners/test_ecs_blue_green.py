@@ -70,15 +70,48 @@ def test_it_deploys_to_the_idle_colour_and_shifts_traffic_in_steps(
     )
 
 
-def test_it_switches_back_instantly_on_rollback(make_ctx, config, demo_aws, moto_endpoint):
-    runner = EcsBlueGreenRunner()
-    outputs = runner.run(make_ctx(config))
+OLDER = {s: f"123456789012.dkr.ecr.ca-central-1.amazonaws.com/{s}@sha256:" + "b" * 64
+         for s in ("fraud-api", "fraud-ml", "fraud-worker")}  # fmt: skip
 
-    result = runner.rollback(make_ctx(config), outputs)
+
+def live_image(endpoint: str, cluster: str, service: str) -> str:
+    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="ca-central-1")
+    arn = ecs.describe_services(cluster=cluster, services=[service])["services"][0][
+        "taskDefinition"
+    ]
+    definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    return definition["containerDefinitions"][0]["image"]
+
+
+def test_a_rollback_switches_to_the_colour_that_still_runs_the_target(
+    make_ctx, config, demo_aws, moto_endpoint
+):
+    runner = EcsBlueGreenRunner()
+    target = runner.run(make_ctx(config, release_version="1.3.0", artifacts=OLDER))  # green
+    runner.run(make_ctx(config))  # 1.4.0 on blue
+
+    result = runner.rollback(
+        make_ctx(config, release_version="1.3.0", artifacts=OLDER, previous_outputs=target)
+    )
+
+    blue, green = demo_aws["target_groups"]["blue"], demo_aws["target_groups"]["green"]
+    assert listener_weights(moto_endpoint, demo_aws["listener_arn"]) == {blue: 0, green: 100}
+    assert result["colour"] == "green" and result["switched"]
+    assert live_image(moto_endpoint, config["cluster"], "fraud-api-green") == OLDER["fraud-api"]
+
+
+def test_a_rollback_without_a_recorded_colour_deploys_the_targets_images(
+    make_ctx, config, demo_aws, moto_endpoint
+):
+    runner = EcsBlueGreenRunner()
+    runner.run(make_ctx(config))  # green runs 1.4.0
+
+    result = runner.rollback(make_ctx(config, release_version="1.3.0", artifacts=OLDER))
 
     blue, green = demo_aws["target_groups"]["blue"], demo_aws["target_groups"]["green"]
     assert listener_weights(moto_endpoint, demo_aws["listener_arn"]) == {blue: 100, green: 0}
-    assert result["colour"] == "blue"
+    assert result["colour"] == "blue" and result["rollback"]
+    assert live_image(moto_endpoint, config["cluster"], "fraud-api-blue") == OLDER["fraud-api"]
 
 
 def test_it_deploys_to_blue_next_time(make_ctx, config, demo_aws, moto_endpoint):

@@ -64,16 +64,50 @@ def test_it_registers_a_revision_with_the_release_images_and_waits_stable(
     assert "Stable: fraud-api, fraud-ml" in ctx.log.text
 
 
-def test_it_rolls_back_to_the_previous_revision(make_ctx, config, moto_endpoint):
+def test_a_rollback_restores_the_revision_recorded_when_the_target_last_succeeded(
+    make_ctx, config, moto_endpoint
+):
     runner = EcsRollingRunner()
-    outputs = runner.run(make_ctx(config))
+    older = {s: f"123456789012.dkr.ecr.ca-central-1.amazonaws.com/{s}@sha256:" + "b" * 64
+             for s in ("fraud-api", "fraud-ml", "fraud-worker")}  # fmt: skip
+    target_outputs = runner.run(make_ctx(config, release_version="1.3.0", artifacts=older))
+    runner.run(make_ctx(config))  # 1.4.0 goes out after it
 
-    result = runner.rollback(make_ctx(config), outputs)
+    result = runner.rollback(
+        make_ctx(config, release_version="1.3.0", artifacts=older, previous_outputs=target_outputs)
+    )
 
-    for record in outputs["services"]:
+    for record in target_outputs["services"]:
         live = service(moto_endpoint, config["cluster"], record["service"])
-        assert live["taskDefinition"] == record["previous_task_definition"]
+        assert live["taskDefinition"] == record["task_definition"]  # the very revision
+        assert image_of(moto_endpoint, live["taskDefinition"]) == older[record["service"]]
     assert [r["service"] for r in result["services"]] == ["fraud-api", "fraud-ml"]
+    assert all(r["restored"] for r in result["services"]) and result["rollback"]
+
+
+def test_a_rollback_with_nothing_recorded_registers_the_targets_images(
+    make_ctx, config, moto_endpoint
+):
+    """History Gantry did not make (or a revision deregistered since): the
+    target release's own images go out, never the undone run's inverse."""
+    runner = EcsRollingRunner()
+    runner.run(make_ctx(config))
+    older = {s: f"123456789012.dkr.ecr.ca-central-1.amazonaws.com/{s}@sha256:" + "c" * 64
+             for s in ("fraud-api", "fraud-ml", "fraud-worker")}  # fmt: skip
+    deregistered = "arn:aws:ecs:ca-central-1:123456789012:task-definition/nope:9"
+    gone = {"services": [{"service": "fraud-api", "task_definition": deregistered}]}
+
+    result = runner.rollback(
+        make_ctx(config, release_version="1.2.0", artifacts=older, previous_outputs=gone)
+    )
+
+    for name in ("fraud-api", "fraud-ml"):
+        live = service(moto_endpoint, config["cluster"], name)
+        assert image_of(moto_endpoint, live["taskDefinition"]) == older[name]
+    assert {r["service"]: r.get("restored") for r in result["services"]} == {
+        "fraud-api": None,
+        "fraud-ml": None,
+    }
 
 
 def test_it_fails_naming_a_missing_service(make_ctx, config):

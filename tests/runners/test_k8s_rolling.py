@@ -59,27 +59,26 @@ def test_it_patches_images_and_follows_the_rollout_to_completion(
     assert patches[0][2] == "application/strategic-merge-patch+json"
 
 
-def test_it_restores_the_previous_replica_set_template_on_rollback(
+def test_a_rollback_sets_the_target_releases_images_after_any_sequence(
     make_ctx, config, namespace, kube_api
 ):
+    """Rolled back twice (1.4.0 → 1.3.0 → 1.2.0): each time the target's own
+    images go out and the rollout is followed, whatever ReplicaSets exist."""
     runner = K8sRollingRunner()
-    outputs = runner.run(make_ctx(config))
+    runner.run(make_ctx(config))  # 1.4.0
+    older = {s: OLD.format(s).replace("0" * 64, "3" * 64) for s in ("fraud-api", "fraud-ml")}
+    oldest = {s: OLD.format(s).replace("0" * 64, "2" * 64) for s in ("fraud-api", "fraud-ml")}
 
-    result = runner.rollback(make_ctx(config), outputs)
+    runner.rollback(make_ctx(config, release_version="1.3.0", artifacts=older))
+    result = runner.rollback(make_ctx(config, release_version="1.2.0", artifacts=oldest))
 
     deployment = apps(kube_api).read_namespaced_deployment("fraud-api", namespace)
-    assert deployment.spec.template.spec.containers[0].image == OLD.format("fraud-api")
-    assert "pod-template-hash" not in (deployment.spec.template.metadata.labels or {})
-    # Like `kubectl rollout undo`: revision 1's ReplicaSet comes back as revision 3.
-    restored = {r["name"]: r for r in result["deployments"]}
-    assert restored["fraud-api"]["restored_revision"] == "1"
-    assert restored["fraud-api"]["revision"] == "3"
-    replica_sets = apps(kube_api).list_namespaced_replica_set(
-        namespace, label_selector="app=fraud-api"
-    )
-    assert len(replica_sets.items) == 2
-    patches = [r for r in kube_api.requests if r[0] == "PATCH" and namespace in r[1]]
-    assert patches[-1][2] == "application/json-patch+json"
+    assert deployment.spec.template.spec.containers[0].image == oldest["fraud-api"]
+    assert deployment.status.updated_replicas == deployment.spec.replicas
+    assert result["rollback"] and {r["name"] for r in result["deployments"]} == {
+        "fraud-api",
+        "fraud-ml",
+    }
 
 
 def test_it_fails_when_the_rollout_exceeds_its_progress_deadline(make_ctx, kube_api):

@@ -29,14 +29,6 @@ def test_it_fails_naming_an_unknown_database(make_ctx):
         RdsSnapshotRunner().run(make_ctx({"db_instance": "fraud-nope-db"}))
 
 
-def test_it_keeps_the_snapshot_on_rollback(make_ctx, demo_aws):
-    runner = RdsSnapshotRunner()
-    ctx = make_ctx({"db_instance": demo_aws["db_instance"], "poll_seconds": 0.05})
-    outputs = runner.run(ctx)
-
-    assert runner.rollback(ctx, outputs) == {"kept_snapshot": outputs["snapshot"]}
-
-
 def test_it_builds_identifiers_rds_accepts():
     identifier = snapshot_identifier("db", "staging", "2.0.0+build.7")
 

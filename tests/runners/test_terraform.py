@@ -189,7 +189,9 @@ def test_it_streams_terraform_output_as_it_is_printed(make_ctx, tf_config):
     assert finished - started >= 1.5
 
 
-def test_it_rolls_back_by_reapplying_the_previous_variables(make_ctx, tf_config):
+def test_a_rollback_plans_and_applies_the_target_releases_variables(make_ctx, tf_config):
+    """A Terraform step rolls back as a deploy of the target release does: its
+    variables are planned (approved like any plan) and applied."""
     runner = TerraformRunner()
     first = runner.plan(make_ctx(tf_config))
     first_out = runner.run(make_ctx(tf_config, plan=first))
@@ -202,7 +204,8 @@ def test_it_rolls_back_by_reapplying_the_previous_variables(make_ctx, tf_config)
     )
     assert second_out["previous_tfvars"] == first_out["tfvars"]
 
-    result = runner.rollback(make_ctx(tf_config), second_out)
+    back = runner.plan(make_ctx(tf_config))  # the rollback's plan: 1.4.0's variables
+    result = runner.run(make_ctx(tf_config, plan=back))
 
     assert result["outputs"]["release_version"] == "1.4.0"
     assert result["outputs"]["images"]["fraud-api"] == first_out["tfvars"]["images"]["fraud-api"]

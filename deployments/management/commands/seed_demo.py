@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from deployments import rollback
 from deployments.choices import Status, Stream
 from deployments.models import CostEstimate, Deployment, LogLine, Release
 from environments import pricing
@@ -762,7 +763,7 @@ class Command(BaseCommand):
         alice = users["alice"]
         with acting_as(alice):
             if rollout.rollback:
-                deployment = Deployment.request_rollback(environment, alice, rollout.reason)
+                deployment = rollback.request_rollback(environment, alice, rollout.reason)
             else:
                 deployment = Deployment.request(release, environment, alice, rollout.reason)
         for username in rollout.approvers:
