@@ -3,7 +3,7 @@
 #   make test   lint, Django checks and the whole test suite (PostgreSQL and Redis)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint fmt bench requirements clean
+.PHONY: help run test check lint fmt bench soak requirements clean
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -27,6 +27,7 @@ help:
 	@echo "make lint    ruff check and format check, imports against the layers"
 	@echo "make fmt     format and fix what ruff can"
 	@echo "make bench   run the benchmarks"
+	@echo "make soak    the deploy engine under many random sequences"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -74,6 +75,17 @@ $(OIDC_PROVIDER): tests/oidc_provider/package-lock.json
 
 test: lint check $(OIDC_PROVIDER)
 	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The engine under many random sequences (tests/deployments/test_engine_sequences.py):
+# `make soak SEQUENCE_EXAMPLES=200 SEQUENCE_STEPS=25`; figures in var/soak.jsonl.
+SEQUENCE_EXAMPLES ?= 100
+SEQUENCE_STEPS ?= 20
+soak: $(DEV_STAMP)
+	@mkdir -p var
+	$(TEST_ENV) SEQUENCE_EXAMPLES=$(SEQUENCE_EXAMPLES) SEQUENCE_STEPS=$(SEQUENCE_STEPS) \
+		SEQUENCE_RANDOM=1 SEQUENCE_REPORT=var/soak.jsonl \
+		$(BIN)/python -m pytest -p no:cacheprovider -p no:xdist -x tests/deployments/test_engine_sequences.py
+	@tail -n 1 var/soak.jsonl
 
 bench: $(DEV_STAMP)
 	@if [ -f bench/__main__.py ]; then $(TEST_ENV) $(BIN)/python -m bench; \
