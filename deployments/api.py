@@ -100,6 +100,9 @@ class ReleaseListCreate(generics.ListCreateAPIView):
 
     @extend_schema(
         summary="Register a release (one image pinned by digest per service)",
+        description="An image may be given by tag (`repository:tag`): it is resolved to "
+        "the digest its registry names now, and the release pins that digest; a tag the "
+        "registry lacks is a 400 naming the service.",
         request=ReleaseCreateSerializer,
         responses={201: ReleaseSerializer, **_errors(400, 403, 409)},
     )
@@ -113,10 +116,11 @@ class ReleaseListCreate(generics.ListCreateAPIView):
         )
         if application is None:
             raise _field_error("application", f"No application {data['application']!r}.")
+        artifacts, _ = Release.resolve_tags(application, data["artifacts"], request.user)
         release = Release.register(
             application,
             data["version"],
-            data["artifacts"],
+            artifacts,
             request.user,
             notes=data["notes"],
             commit=data["commit"],

@@ -94,6 +94,8 @@ def _release_section(deployment: Deployment) -> dict[str, Any]:
             }
             for a in release.artifacts.all()
         ],  # fmt: skip
+        # What the registries said when the deployment was requested.
+        "image_checks": deployment.image_checks,
     }
 
 

@@ -50,11 +50,12 @@ class ReleaseForm(PolicyErrorMixin, forms.Form):
         super().__init__(*args, **kwargs)
         self.services = services
         for service in services:
-            repository = service.image_repository or "repository"
+            repository = (service.image_repositories or ["repository"])[0]
             self.fields[ARTIFACT_PREFIX + service.slug] = forms.CharField(
                 label=f"{service.name} image",
                 max_length=300,
-                help_text=f"Pinned by digest: {repository}@sha256:<64 hex digits>",
+                help_text=f"Pinned by digest: {repository}@sha256:<64 hex digits>, or a tag "
+                f"({repository}:1.4.0) resolved to its digest through the registry",
                 widget=forms.TextInput(attrs={"class": "mono", "spellcheck": "false"}),
             )
 

@@ -314,6 +314,34 @@ def create_demo_repositories(endpoint_url: str, region: str = REGION) -> dict[st
     return uris
 
 
+def put_demo_image(endpoint_url: str, image_ref: str, tag: str = "", region: str = REGION) -> bool:
+    """Put an image manifest into the sandbox's ECR at the digest `image_ref`
+    pins (tagged `tag`), so registry checks find the demo's releases there.
+    Returns False for an image of another registry. Safe to call again."""
+    registry, _, rest = image_ref.partition("/")
+    if not registry.endswith(".amazonaws.com") or "@" not in rest:
+        return False
+    repository, digest = rest.split("@", 1)
+    ecr = _client("ecr", endpoint_url, region)
+    try:
+        ecr.create_repository(repositoryName=repository)
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": 2, "digest": digest},
+        "layers": [],
+    }  # fmt: skip
+    try:
+        ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest),
+                      imageDigest=digest, **({"imageTag": tag} if tag else {}))  # fmt: skip
+    except ecr.exceptions.ImageAlreadyExistsException:
+        pass
+    return True
+
+
 def db_password_secret_name(environment: str) -> str:
     return f"{APPLICATION}/{environment}/db-password"
 

@@ -169,6 +169,11 @@ class DeploymentSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="The previous environment's run that satisfied the promotion rule.",
     )
+    image_checks = serializers.JSONField(
+        read_only=True,
+        help_text="What each image's registry said when the deployment was requested: "
+        "`[{service, image, found (true/false/null), reason}]`.",
+    )
 
     class Meta:
         model = Deployment
@@ -176,7 +181,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "id", "status", "kind", "release", "environment", "requested_by", "reason",
             "required_approvals", "approval_digest", "approvals", "error",
             "created_at", "queued_at", "started_at", "finished_at", "rollback_of",
-            "rolled_back_at", "rolled_back_by_deployment", "promoted_from",
+            "rolled_back_at", "rolled_back_by_deployment", "promoted_from", "image_checks",
         ]  # fmt: skip
 
     def _digest(self, deployment: Deployment) -> str:

@@ -27,6 +27,7 @@ from django.views.decorators.http import (
 from deployments import evidence, metrics, rollback, state_lock
 from deployments.choices import STATUS_COLOURS, Kind, Status
 from deployments.forms import (
+    ARTIFACT_PREFIX,
     DecisionForm,
     DeploymentFilterForm,
     DeploymentRequestForm,
@@ -159,12 +160,24 @@ def release_new(request: HttpRequest, slug: str) -> HttpResponse:
         )
     services = list(Service.objects.filter(application=application))
     form = ReleaseForm(request.POST or None, services=services)
+    resolved = []
     if request.method == "POST" and form.is_valid():
         try:
+            artifacts, resolved = Release.resolve_tags(application, form.artifacts(), request.user)
+            if resolved:
+                # Tags resolved: show the digests they name now, register on confirm.
+                form = ReleaseForm(
+                    {**request.POST.dict(), **{ARTIFACT_PREFIX + r["service"]: r["image"]
+                                               for r in resolved}},
+                    services=services,
+                )  # fmt: skip
+                form.is_valid()
+                context = {"application": application, "form": form, "resolved": resolved}
+                return render(request, "deployments/release_form.html", context)
             release = Release.register(
                 application,
                 form.cleaned_data["version"],
-                form.artifacts(),
+                artifacts,
                 request.user,
                 notes=form.cleaned_data["notes"],
                 commit=form.cleaned_data["commit"],

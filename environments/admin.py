@@ -27,7 +27,7 @@ from portal.core.admin import AuditedAdmin, ReadOnlyAdmin
 class ServiceInline(admin.TabularInline):
     model = Service
     extra = 0
-    fields = ["slug", "name", "image_repository"]
+    fields = ["slug", "name", "image_repositories"]
 
 
 @admin.register(Application)
@@ -158,6 +158,7 @@ class EnvironmentAdmin(AuditedAdmin):
                     "rollback_required_approvals",
                     "implementers_may_not_approve",
                     "approval_mfa_minutes",
+                    "image_verification",
                 ]  # fmt: skip
             },
         ),

@@ -14,6 +14,16 @@ class FreezeKind(models.TextChoices):
     WEEKLY = "weekly", "Weekly"
 
 
+class ImageVerification(models.TextChoices):
+    """Whether a request checks its images against their registries first, and
+    what an image that cannot be checked (registry unreachable) does. An image
+    the registry says is not there is refused whenever the check runs."""
+
+    OFF = "off", "Not checked"
+    WARN = "warn", "Checked; an unverifiable image is shown, not refused"
+    BLOCK = "block", "Checked; an unverifiable image refuses the request"
+
+
 class OverrideStatus(models.TextChoices):
     PENDING = "pending", "Awaiting second approver"
     ACTIVE = "active", "Active"

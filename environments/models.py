@@ -16,6 +16,7 @@ from environments.choices import (
     AlarmSource,
     AlarmState,
     FreezeKind,
+    ImageVerification,
     OverrideStatus,
     StepKind,
     Tier,
@@ -45,8 +46,13 @@ class Service(models.Model):
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="services")
     slug = models.SlugField()
     name = models.CharField(max_length=100)
-    image_repository = models.CharField(
-        max_length=255, blank=True, help_text="Expected image repository, e.g. an ECR URI."
+    # Where its images may come from: a release pinning an image from any other
+    # repository is refused (an empty list accepts any).
+    image_repositories = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The repositories its images come from, e.g. "
+        '["123456789012.dkr.ecr.ca-central-1.amazonaws.com/fraud-api"]; empty: any.',
     )
 
     class Meta:
@@ -57,6 +63,9 @@ class Service(models.Model):
 
     def __str__(self) -> str:
         return f"{self.application.slug}/{self.slug}"
+
+    def allows(self, repository: str) -> bool:
+        return not self.image_repositories or repository in self.image_repositories
 
 
 class Environment(models.Model):
@@ -111,6 +120,13 @@ class Environment(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
         help_text="Approvals need a strong authentication (TOTP, or the identity provider's "
         "MFA) at most this many minutes old; empty: no such rule.",
+    )
+
+    image_verification = models.CharField(
+        max_length=8,
+        choices=ImageVerification.choices,
+        default=ImageVerification.OFF,
+        help_text="Check each image against its registry before a deployment is planned.",
     )
 
     # Where it runs (used by the deploy engine).
@@ -179,6 +195,7 @@ class Environment(models.Model):
             "rollback_required_approvals": self.rollback_required_approvals,
             "implementers_may_not_approve": self.implementers_may_not_approve,
             "approval_mfa_minutes": self.approval_mfa_minutes,
+            "image_verification": self.image_verification,
         }
 
     def active_freeze(self, now: datetime | None = None) -> tuple[FreezeWindow, datetime] | None:

@@ -49,6 +49,7 @@ class PolicySerializer(serializers.Serializer):
     rollback_required_approvals = serializers.IntegerField()
     implementers_may_not_approve = serializers.BooleanField()
     approval_mfa_minutes = serializers.IntegerField(allow_null=True)
+    image_verification = serializers.ChoiceField(choices=["off", "warn", "block"])
 
 
 class CurrentReleaseSerializer(serializers.Serializer):

@@ -29,7 +29,7 @@ from deployments.models.notification import announce
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
 from deployments.models.release import Release
 from deployments.models.run import CostEstimate
-from environments.choices import StepKind
+from environments.choices import ImageVerification, StepKind
 from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
 from portal.core import audit
@@ -98,6 +98,8 @@ class Deployment(models.Model):
     rolled_back_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="rolled_away"
     )
+    # What the image registries said when it was requested (Release.check_images).
+    image_checks = models.JSONField(default=list, blank=True)
     # The previous environment's run that satisfied require_previous_success.
     promoted_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="promotions"
@@ -194,6 +196,7 @@ class Deployment(models.Model):
         promoted_from = None
         if environment.require_previous_success and kind == Kind.DEPLOY:
             promoted_from = cls.promotion_source(release, environment)
+        image_checks = cls.verified_images(release, environment) if kind == Kind.DEPLOY else []
         # Before anything is written: with the queue down the job could not be
         # enqueued, so the request is refused (503) rather than left waiting.
         check_queue(queue_for(kind))
@@ -233,6 +236,7 @@ class Deployment(models.Model):
                 freeze_override=override,
                 rollback_of=rollback_of,
                 promoted_from=promoted_from,
+                image_checks=image_checks,
                 status=status,
                 queued_at=timezone.now() if status == Status.QUEUED else None,
             )
@@ -250,10 +254,32 @@ class Deployment(models.Model):
                     "freeze_override": override.pk if override else None,
                     "rollback_of": rollback_of.pk if rollback_of else None,
                     "promoted_from": promoted_from.pk if promoted_from else None,
+                    "image_checks": image_checks,
                 },
             )
             deployment.dispatch()
         return deployment
+
+    @staticmethod
+    def verified_images(release: Release, environment: Environment) -> list[dict]:
+        """The registries' word on the release's images, when the environment asks
+        for it: an image not there is refused; one that cannot be checked is
+        refused where the environment says so (`image_verification`), else kept
+        with the reason for the approvers to see. Rollbacks skip it: restoring
+        service must not wait on a registry."""
+        if environment.image_verification == ImageVerification.OFF:
+            return []
+        checks = release.check_images()
+        for check in checks:
+            if check["found"] is False:
+                raise PolicyError(f"{check['service']}: {check['reason']}.", field="release")
+            if check["found"] is None and environment.image_verification == ImageVerification.BLOCK:
+                raise PolicyError(
+                    f"{check['service']}: its image could not be verified ({check['reason']}); "
+                    f"{environment} deploys only images its registry confirms.",
+                    field="release",
+                )
+        return checks
 
     @classmethod
     def promotion_source(cls, release: Release, environment: Environment) -> Deployment | None:

@@ -11,6 +11,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from environments.models import Application, Service
+from portal.cloud import registries
 from portal.core import audit
 from portal.core.choices import Role
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
@@ -66,6 +67,56 @@ class Release(models.Model):
     def artifact_map(self) -> dict[str, str]:
         return {a.service.slug: a.image_ref for a in self.artifacts.all()}
 
+    @staticmethod
+    def resolve_tags(application: Application, artifacts: dict, user) -> tuple[dict, list[dict]]:
+        """Artifacts given by tag (`repo:tag`) pinned to the digest their registry
+        names now; digests are left alone. Returns (artifacts, [{"service",
+        "tag", "image"}] resolved); a tag the registry lacks, or cannot be asked
+        about, is a PolicyError naming the service.
+
+        Only deployers ask, and only the service's declared repositories are
+        asked: a release form must not make Gantry call any host it is given."""
+        _require_deployer(application, user)
+        if not isinstance(artifacts, dict):
+            return artifacts, []
+        services = {s.slug: s for s in application.services.all()}
+        tags = {}
+        for slug, ref in sorted(artifacts.items()):
+            if slug not in services or not isinstance(ref, str) or "@" in ref:
+                continue  # register names the problem
+            try:
+                name = registries.parse(ref)
+            except ValueError:
+                continue
+            if not services[slug].allows(f"{name.registry}/{name.repository}"):
+                raise _foreign_repository(services[slug], f"{name.registry}/{name.repository}")
+            tags[slug] = name
+        # Every repository is checked before the first registry is asked.
+        pinned, resolved = dict(artifacts), []
+        for slug, name in tags.items():
+            answer = registries.lookup(name)
+            if answer.found is not True or not answer.digest.startswith("sha256:"):
+                reason = answer.reason or "the registry names no digest"
+                raise PolicyError(
+                    f"{slug}: tag {artifacts[slug].strip()} could not be resolved ({reason}).",
+                    field=f"artifacts.{slug}",
+                )
+            image = f"{name.registry}/{name.repository}@{answer.digest}"
+            pinned[slug] = image
+            resolved.append({"service": slug, "tag": artifacts[slug].strip(), "image": image})
+        return pinned, resolved
+
+    def check_images(self) -> list[dict]:
+        """Ask each image's registry whether it holds the pinned digest:
+        [{"service", "image", "found": True | False | None, "reason"}]."""
+        checks = []
+        for service, ref in sorted(self.artifact_map().items()):
+            answer = registries.lookup(registries.parse(ref))
+            checks.append(
+                {"service": service, "image": ref, "found": answer.found, "reason": answer.reason}
+            )
+        return checks
+
     @classmethod
     def register(
         cls,
@@ -78,8 +129,7 @@ class Release(models.Model):
         commit_author: str = "",
     ) -> Release:
         """Validate and store a release; every problem names the field it is about."""
-        if not any(has_role(user, env, Role.DEPLOYER) for env in application.environments.all()):
-            raise Forbidden("You need the deployer role in this application to register releases.")
+        _require_deployer(application, user)
         version = (version or "").strip()
         if not VERSION_RE.match(version):
             raise PolicyError(
@@ -114,6 +164,9 @@ class Release(models.Model):
                     f"{slug}: pin the image by digest, as repository@sha256:<64 hex digits>.",
                     field=f"artifacts.{slug}",
                 )
+            repository = ref.strip().split("@", 1)[0]
+            if not services[slug].allows(repository):
+                raise _foreign_repository(services[slug], repository)
         with transaction.atomic():
             if cls.objects.filter(application=application, version=version).exists():
                 raise Conflict(
@@ -199,3 +252,16 @@ class Artifact(models.Model):
     @property
     def digest(self) -> str:
         return self.image_ref.split("@", 1)[1]
+
+
+def _require_deployer(application: Application, user) -> None:
+    if not any(has_role(user, env, Role.DEPLOYER) for env in application.environments.all()):
+        raise Forbidden("You need the deployer role in this application to register releases.")
+
+
+def _foreign_repository(service: Service, repository: str) -> PolicyError:
+    return PolicyError(
+        f"{service.slug}: {repository} is not where {service.slug}'s images come from "
+        f"({', '.join(service.image_repositories)}).",
+        field=f"artifacts.{service.slug}",
+    )

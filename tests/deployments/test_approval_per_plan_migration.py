@@ -20,11 +20,16 @@ def four_eyes_refuses(path) -> bool:
             " email, is_staff, is_active, date_joined) VALUES"
             " (1, '', 0, 'alice', '', '', '', 0, 1, '2026-12-01')"
         )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(deployments_deployment)")}
+        # Columns later migrations add (NOT NULL, defaults kept by Django): given when present.
+        later = {"image_checks": "'[]'"}
+        extra = {name: value for name, value in later.items() if name in columns}
         conn.execute(
             "INSERT INTO deployments_deployment (id, kind, status, reason, required_approvals,"
             " plan_sha256, error, created_at, environment_id, release_id, requested_by_id,"
-            " worker_name) VALUES (1, 'deploy', 'awaiting_approval', 'r', 1, '', '',"
-            " '2026-12-01', 1, 1, 1, '')"
+            f" worker_name{''.join(', ' + name for name in extra)}) VALUES (1, 'deploy',"
+            " 'awaiting_approval', 'r', 1, '', '', '2026-12-01', 1, 1, 1, ''"
+            f"{''.join(', ' + value for value in extra.values())})"
         )
         try:
             conn.execute(

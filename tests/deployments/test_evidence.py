@@ -138,7 +138,7 @@ def test_it_states_the_policy_in_force(users, deployment):
         "required_approvals": 2, "approver_group": None, "second_approver_group": None,
         "approval_ttl_hours": 24, "require_previous_success": True,
         "rollback_required_approvals": 1, "implementers_may_not_approve": False,
-        "approval_mfa_minutes": None,
+        "approval_mfa_minutes": None, "image_verification": "off",
     }  # fmt: skip
     assert policy["current"] == policy["at_request"]
 

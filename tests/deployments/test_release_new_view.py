@@ -48,7 +48,8 @@ def test_it_puts_a_duplicate_version_error_on_version(users, release):
 
 
 def test_it_puts_an_unpinned_image_error_on_its_field(users, catalog):
-    response = browser(users["alice"]).post(URL, form(**{"artifact_fraud-ml": "fraud-ml:latest"}))
+    # Neither a digest nor a tag (tags are resolved: tests/deployments/test_image_checks.py).
+    response = browser(users["alice"]).post(URL, form(**{"artifact_fraud-ml": "fraud-ml@latest"}))
     assert response.status_code == 400
     errors = response.context["form"].errors
     assert "pin the image by digest" in errors["artifact_fraud-ml"][0]

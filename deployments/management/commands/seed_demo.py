@@ -31,11 +31,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from deployments import rollback
+from deployments import rollback, sandbox
 from deployments.choices import Status, Stream
 from deployments.models import CostEstimate, Deployment, LogLine, Release
 from environments import pricing
-from environments.choices import FreezeKind, StepKind, Tier
+from environments.choices import FreezeKind, ImageVerification, StepKind, Tier
 from environments.costs import fetch_costs
 from environments.models import Application, Environment, FreezeWindow, Service, Step
 from portal.core import audit, group_roles
@@ -548,6 +548,10 @@ class Command(BaseCommand):
             # Steps after the recorded history (which ran nothing), before the
             # open requests: those are planned for real by the worker.
             self.ensure_steps()
+            # Images in the sandbox's registry and their checks on, before the
+            # open requests: those are verified for real.
+            for spec, application in applications:
+                self.ensure_image_checks(spec, application, users["admin"])
             self.ensure_open_requests(users)
             # Freezes last: the open requests must not fall into a freeze
             # that happens to be in force while seeding.
@@ -589,7 +593,7 @@ class Command(BaseCommand):
             Service.objects.get_or_create(
                 application=application,
                 slug=slug,
-                defaults={"name": slug, "image_repository": f"{spec.registry}/{slug}"},
+                defaults={"name": slug, "image_repositories": [f"{spec.registry}/{slug}"]},
             )
         for env_spec in spec.environments:
             environment, env_created = Environment.objects.get_or_create(
@@ -795,6 +799,34 @@ class Command(BaseCommand):
                 with acting_as(users[username]):
                     deployment.approve(users[username], APPROVAL_COMMENT)
         self.open_requests = []
+
+    def ensure_image_checks(
+        self, spec: ApplicationSpec, application: Application, admin: User
+    ) -> None:
+        """With the sandbox running: every demo release's images in its ECR (moto),
+        and requests checked against it, blocking in production and warning
+        elsewhere. Without it (your own AWS) the checks stay off."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if not endpoint:
+            return
+        for release in application.releases.all():
+            for artifact in release.artifacts.all():
+                sandbox.put_demo_image(endpoint, artifact.image_ref, tag=release.version)
+        for env_spec in spec.environments:
+            environment = application.environments.get(slug=env_spec.slug)
+            if environment.image_verification != ImageVerification.OFF:
+                continue  # set before (or changed by an admin since): leave it
+            wanted = (
+                ImageVerification.BLOCK if env_spec.tier == Tier.PRODUCTION
+                else ImageVerification.WARN
+            )  # fmt: skip
+            before = environment.policy_snapshot()
+            Environment.objects.filter(pk=environment.pk).update(image_verification=wanted)
+            environment.refresh_from_db()
+            with acting_as(admin):
+                audit.record("environment.policy_changed", environment, environment=environment,
+                             before=before, after=environment.policy_snapshot())  # fmt: skip
+            self.created.append(f"{spec.slug} {env_spec.slug} image checks")
 
     def ensure_identity_rules(
         self, spec: ApplicationSpec, application: Application, admin: User
