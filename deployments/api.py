@@ -71,7 +71,12 @@ def visible_releases(user) -> QuerySet[Release]:
 def visible_deployments(user) -> QuerySet[Deployment]:
     return (
         Deployment.objects.filter(environment_id__in=visible_environments(user).values("pk"))
-        .select_related("release__application", "environment__application", "requested_by")
+        .select_related(
+            "release__application",
+            "environment__application",
+            "requested_by",
+            "policy_check__overridden_by",
+        )
         .prefetch_related("release__artifacts__service", "approvals__user")
     )
 
@@ -409,6 +414,20 @@ PLAN_SCHEMA = {
 }
 
 
+def plan_too_large(request: Request) -> Response | None:
+    """The 413 for a plan body over MAX_PLAN_BYTES, or None."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length <= MAX_PLAN_BYTES:
+        return None
+    return Response(
+        {"detail": f"The plan is {length} bytes; the limit is {MAX_PLAN_BYTES}."},
+        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    )
+
+
 class PlanParser(JSONParser):
     """JSON, where nesting too deep for Python's parser is the caller's error, not a 500."""
 
@@ -451,15 +470,8 @@ class CostEstimateCreate(generics.GenericAPIView):
         if not region:
             regions = ", ".join(pricing.known_regions())
             raise _field_error("region", f"Give ?region=, one of: {regions}.")
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > MAX_PLAN_BYTES:
-            return Response(
-                {"detail": f"The plan is {length} bytes; the limit is {MAX_PLAN_BYTES}."},
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
+        if too_large := plan_too_large(request):
+            return too_large
         try:
             estimate = pricing.estimate_plan(request.data, region)
         except pricing.UnknownRegion as exc:

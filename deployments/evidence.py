@@ -192,6 +192,16 @@ def _policy_section(deployment: Deployment, events: list[dict]) -> dict[str, Any
     }
 
 
+def _policy_check_section(deployment: Deployment) -> dict[str, Any] | None:
+    check = deployment.policy()
+    if check is None:
+        return None
+    section = check.as_dict()
+    if check.overridden:
+        section["override"]["by"] = identity(check.overridden_by)
+    return section
+
+
 def summarise_outputs(outputs: dict) -> dict[str, Any]:
     """A step's outputs with long lists and nested objects reduced to a count."""
     summary: dict[str, Any] = {}
@@ -366,6 +376,8 @@ def build_pack(deployment: Deployment) -> dict[str, Any]:
         "cost": _cost_section(deployment),
         "approvals": _approvals_section(deployment),
         "policy": _policy_section(deployment, audit_section["events"]),
+        # The Rego policies' verdict on the plan and who overrode it, if anyone.
+        "policy_check": _policy_check_section(deployment),
         "steps": _steps_section([r for r in step_runs if r.phase == "deploy"]),
         "alarms_during_bake": _alarms_section(deployment, step_runs),
         "log": _log_section(deployment),

@@ -93,6 +93,15 @@ class ForceUnlockForm(forms.Form):
     )
 
 
+class PolicyOverrideForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        help_text="Why these violations may go to production as planned; audited, and named "
+        "in the evidence pack.",
+    )
+
+
 class DeploymentFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *Status.choices], required=False)
     environment = forms.ModelChoiceField(

@@ -43,9 +43,11 @@ from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter, broadcast_status
 from deployments.models import Deployment, StepRun, wake_next_queued
 from deployments.models.deployment import PLAN_JOB_PREFIX, RUN_JOB_PREFIX
+from deployments.models.policy import evaluate_plans, policy_context
 from deployments.models.queueing import waiting_deployments
 from deployments.runners import StepFailed, get_runner
-from environments import pricing
+from deployments.runners.terraform import PLAN_DOCUMENT
+from environments import plan_policy, pricing
 from environments.choices import StepKind
 from environments.live import environment_changed
 from portal.cloud.errors import Cancelled, CloudError
@@ -195,7 +197,7 @@ def _plan(deployment, planner: str, stopped: threading.Event) -> str:
     environment = deployment.environment
     masker = Masker(environment.secret_variables)
     writer = LogWriter(deployment.pk, masker)
-    hashes, summary, costs = [], {"resource_changes": 0}, []
+    hashes, summary, costs, documents = [], {"resource_changes": 0}, [], []
     try:
         for step in environment.steps.filter(kind=StepKind.TERRAFORM).order_by("order"):
             run = _step_run(deployment, step, "plan")
@@ -210,10 +212,13 @@ def _plan(deployment, planner: str, stopped: threading.Event) -> str:
                 message = masker.mask(exc.message)
                 _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 raise StepFailed(message) from None
+            documents.append((step.name, result.pop(PLAN_DOCUMENT)))
             _end_step(run, StepStatus.SUCCEEDED, result)
             hashes.append((step.order, result["plan_sha256"]))
             summary["resource_changes"] += len(result.get("resource_changes", []))
             costs.append(result.get("cost"))
+        cost = pricing.combine(costs)
+        verdict = _judge(deployment, documents, cost, writer, masker)
     except CloudError as exc:
         writer.write(f"Planning failed: {exc.message}", Stream.SYSTEM)
         writer.close()
@@ -223,11 +228,36 @@ def _plan(deployment, planner: str, stopped: threading.Event) -> str:
         return "plan failed"
     finally:
         writer.close()  # again is harmless; a crash must not leave its threads behind
-    cost = pricing.combine(costs)
-    if not deployment.record_plan(combined_plan_hash(hashes), summary, cost, planner=planner):
+    if not deployment.record_plan(
+        combined_plan_hash(hashes), summary, cost, planner=planner, policy=verdict
+    ):
         return "no longer this worker's plan"
     broadcast_status(deployment.pk, deployment.status)
     return deployment.status
+
+
+def _judge(deployment, documents: list, cost: dict | None, writer, masker: Masker) -> dict | None:
+    """The policies' verdict on the plans (None without a Terraform step), logged
+    for the people watching. Policy files that cannot be evaluated fail the plan
+    with a message for whoever maintains them, not an internal error."""
+    if not documents:
+        return None
+    try:
+        verdict = evaluate_plans(documents, policy_context(deployment, cost))
+    except (plan_policy.PlanDocumentError, plan_policy.PolicyBundleError) as exc:
+        log.error("policies could not judge deployment %s: %s", deployment.pk, exc)
+        raise StepFailed(f"The policies could not be evaluated: {masker.mask(str(exc))}") from None
+    for violation in verdict["violations"]:
+        violation["message"] = masker.mask(violation["message"])
+        where = f" at {violation['address']}" if violation["address"] else ""
+        writer.write(
+            f"Policy {violation['policy']} ({violation['level']}){where}: {violation['message']}",
+            Stream.SYSTEM,
+        )
+    for wanted in verdict["extra_approvals"]:
+        writer.write(f"Policy {wanted['policy']}: {wanted['message']}", Stream.SYSTEM)
+    writer.write(f"Policy outcome: {verdict['outcome']}.", Stream.SYSTEM)
+    return verdict
 
 
 class Heartbeat(threading.Thread):

@@ -148,6 +148,23 @@ class ApprovalSerializer(serializers.ModelSerializer):
         return approval.decision == Decision.APPROVE and approval.digest == current
 
 
+class PolicyOverrideOutSerializer(serializers.Serializer):
+    by = serializers.CharField()
+    reason = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class PolicyCheckSerializer(serializers.Serializer):
+    """Schema of PolicyCheck.as_dict()."""
+
+    outcome = serializers.ChoiceField(choices=["pass", "warn", "override_required", "blocked"])
+    violations = serializers.ListField(child=serializers.DictField())
+    extra_approvals = serializers.ListField(child=serializers.DictField())
+    policy_sha256 = serializers.CharField()
+    evaluated_at = serializers.DateTimeField()
+    override = PolicyOverrideOutSerializer(allow_null=True)
+
+
 class DeploymentSerializer(serializers.ModelSerializer):
     release = ReleaseRefSerializer(read_only=True)
     environment = EnvironmentRefSerializer(read_only=True)
@@ -169,6 +186,15 @@ class DeploymentSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="The previous environment's run that satisfied the promotion rule.",
     )
+    policy = serializers.SerializerMethodField(
+        help_text="What the policies (policies/) said about the plan: `{outcome (pass, warn, "
+        "override_required, blocked), violations [{policy, level, message, address, step}], "
+        "extra_approvals [{policy, group, count, message}], policy_sha256, evaluated_at, "
+        "override {by, reason, at} or null}`; null when no plan was checked."
+    )
+    approvals_needed = serializers.SerializerMethodField(
+        help_text="required_approvals plus the approvals the policies asked for."
+    )
     image_checks = serializers.JSONField(
         read_only=True,
         help_text="What each image's registry said when the deployment was requested: "
@@ -182,6 +208,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "required_approvals", "approval_digest", "approvals", "error",
             "created_at", "queued_at", "started_at", "finished_at", "rollback_of",
             "rolled_back_at", "rolled_back_by_deployment", "promoted_from", "image_checks",
+            "policy", "approvals_needed",
         ]  # fmt: skip
 
     def _digest(self, deployment: Deployment) -> str:
@@ -190,6 +217,14 @@ class DeploymentSerializer(serializers.ModelSerializer):
         if deployment.pk not in digests:
             digests[deployment.pk] = deployment.approval_digest()
         return digests[deployment.pk]
+
+    @extend_schema_field(PolicyCheckSerializer(allow_null=True))
+    def get_policy(self, deployment: Deployment) -> dict | None:
+        check = deployment.policy()
+        return check.as_dict() if check else None
+
+    def get_approvals_needed(self, deployment: Deployment) -> int:
+        return deployment.approvals_needed()
 
     def get_approval_digest(self, deployment: Deployment) -> str:
         return self._digest(deployment)

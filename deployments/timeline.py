@@ -22,6 +22,8 @@ LABELS = {
     "deployment.rollback_started": "Automatic rollback requested",
     "deployment.planned": "Planned",
     "deployment.cost_recorded": "Cost estimate recorded (from a saved plan)",
+    "deployment.policy_evaluated": "Plan checked against the policies",
+    "deployment.policy_overridden": "Policy findings overridden",
     "deployment.awaiting_approval": "Awaiting approval",
     "deployment.approved": "Approved",
     "deployment.rejected": "Rejected",
@@ -44,6 +46,7 @@ COLOURS = {
     "deployment.failed": "red",
     "deployment.cancelled": "grey",
     "deployment.expired": "grey",
+    "deployment.policy_overridden": "amber",
     "terraform.force_unlocked": "amber",
     "terraform.force_unlock_failed": "red",
 }

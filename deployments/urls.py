@@ -16,6 +16,11 @@ urlpatterns = [
         name="step-force-unlock",
     ),
     path("deployments/<int:pk>/approve/", views.deployment_approve, name="deployment-approve"),
+    path(
+        "deployments/<int:pk>/policy-override/",
+        views.deployment_policy_override,
+        name="deployment-policy-override",
+    ),
     path("deployments/<int:pk>/reject/", views.deployment_reject, name="deployment-reject"),
     path("deployments/<int:pk>/cancel/", views.deployment_cancel, name="deployment-cancel"),
     path(

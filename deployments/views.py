@@ -32,6 +32,7 @@ from deployments.forms import (
     DeploymentFilterForm,
     DeploymentRequestForm,
     ForceUnlockForm,
+    PolicyOverrideForm,
     ReleaseForm,
 )
 from deployments.models import Approval, Artifact, Deployment, Release, with_current_deployment
@@ -112,6 +113,7 @@ def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deploym
         "requested_by",
         "freeze_override__requested_by",
         "freeze_override__decided_by",
+        "policy_check__overridden_by",
         "rollback_of__release",
     ).prefetch_related(
         Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service"))
@@ -348,8 +350,10 @@ def _cannot_approve_because(
     if any(a.user_id == user.pk and a.digest == digest for a in approvals):
         return "You have already decided on this deployment."
     try:
-        deployment.check_approver(user)  # the model's own rule, so page and model agree
-    except Forbidden as exc:
+        deployment.check_approver(user)  # the model's own rules, so page and model agree
+        if check := deployment.policy():
+            check.refuse_if_blocked(deployment.environment)
+    except (Forbidden, PolicyError) as exc:
         return exc.message
     return ""
 
@@ -407,8 +411,24 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "cost": pricing.approval_summary(deployment, [s.outputs for s in plan_runs]),
         "may_roll_back": _may_roll_back(deployment, running, user),
         "timeline": build_timeline(deployment, step_runs),
+        "policy_check": deployment.policy(),
+        "approvals_needed": deployment.approvals_needed(),
+        "may_override_policy": _may_override_policy(deployment, user),
+        "override_form": PolicyOverrideForm(),
     }
     return render(request, "deployments/deployment_detail.html", context)
+
+
+def _may_override_policy(deployment: Deployment, user) -> bool:
+    check = deployment.policy()
+    return (
+        deployment.status == Status.AWAITING_APPROVAL
+        and check is not None
+        and check.outcome == "override_required"
+        and not check.overridden
+        and user.pk != deployment.requested_by_id
+        and has_role(user, deployment.environment, Role.ADMIN)
+    )
 
 
 def _step_up_needed(env: Environment, user, authentication: mfa.Authentication | None) -> str:
@@ -505,6 +525,31 @@ def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         done = {"approve": "Approved", "reject": "Rejected", "cancel": "Cancelled"}[action]
         messages.success(
             request, f"{done}. The deployment is now {deployment.get_status_display().lower()}."
+        )
+    return redirect("deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def deployment_policy_override(request: HttpRequest, pk: int) -> HttpResponse:
+    """An environment admin lets the plan's soft-mandatory violations pass."""
+    deployment = _visible_deployment(request, pk)
+    form = PolicyOverrideForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Reason: " + " ".join(form.errors["reason"]))
+        return redirect("deployment-detail", pk=pk)
+    try:
+        deployment.override_policy(request.user, form.cleaned_data["reason"])
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    except PolicyError as exc:
+        messages.error(request, exc.message)
+    else:
+        deployment.refresh_from_db(fields=["status"])
+        messages.success(
+            request,
+            "Policy overridden; the reason is in the audit trail and the evidence pack. "
+            f"The deployment is now {deployment.get_status_display().lower()}.",
         )
     return redirect("deployment-detail", pk=pk)
 

@@ -159,6 +159,8 @@ class EnvironmentAdmin(AuditedAdmin):
                     "implementers_may_not_approve",
                     "approval_mfa_minutes",
                     "image_verification",
+                    "cost_increase_limit_usd",
+                    "cost_approval_group",
                 ]  # fmt: skip
             },
         ),

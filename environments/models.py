@@ -122,6 +122,26 @@ class Environment(models.Model):
         "MFA) at most this many minutes old; empty: no such rule.",
     )
 
+    # Policy as code (environments/plan_policy.py, policies/): a plan that
+    # raises the monthly cost by more than this needs an approval from the group.
+    cost_increase_limit_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="A plan raising the monthly cost by more than this many USD needs one more "
+        "approval, from the cost approval group; empty: no such rule.",
+    )
+    cost_approval_group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who approves a cost increase above the limit (e.g. finance).",
+    )
+
     image_verification = models.CharField(
         max_length=8,
         choices=ImageVerification.choices,
@@ -182,6 +202,13 @@ class Environment(models.Model):
             .first()
         )
 
+    def clean(self) -> None:
+        super().clean()
+        if self.cost_increase_limit_usd is not None and not self.cost_approval_group_id:
+            raise ValidationError(
+                {"cost_approval_group": "A cost increase limit needs the group that approves it."}
+            )
+
     def policy_snapshot(self) -> dict:
         """The protection rules as plain data, for audit events and evidence."""
         return {
@@ -196,6 +223,12 @@ class Environment(models.Model):
             "implementers_may_not_approve": self.implementers_may_not_approve,
             "approval_mfa_minutes": self.approval_mfa_minutes,
             "image_verification": self.image_verification,
+            "cost_increase_limit_usd": (
+                None if self.cost_increase_limit_usd is None else str(self.cost_increase_limit_usd)
+            ),
+            "cost_approval_group": (
+                self.cost_approval_group.name if self.cost_approval_group_id else None
+            ),
         }
 
     def active_freeze(self, now: datetime | None = None) -> tuple[FreezeWindow, datetime] | None:

@@ -217,6 +217,8 @@ def check_plan(plan: object) -> None:
             f"plan.format_version {version} is not supported: this evaluator reads "
             "the 0.x and 1.x formats"
         )
+    if "errored" in plan and not isinstance(plan["errored"], bool):
+        raise PlanDocumentError("plan.errored must be true or false")
     if plan.get("errored") is True:
         raise PlanDocumentError("plan.errored is true: Terraform could not finish this plan")
     if "resource_changes" not in plan and "planned_values" not in plan:
@@ -255,7 +257,7 @@ def _check_resource_change(where: str, rc: object) -> None:
     if not actions:
         raise PlanDocumentError(f"{where}.change.actions must not be empty")
     for position, action in enumerate(actions):
-        if action not in ACTIONS:
+        if not isinstance(action, str) or action not in ACTIONS:  # a dict is unhashable
             raise PlanDocumentError(
                 f"{where}.change.actions[{position}] must be one of "
                 f"{', '.join(sorted(ACTIONS))}, got {_shown(action)}"

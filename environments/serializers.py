@@ -50,6 +50,10 @@ class PolicySerializer(serializers.Serializer):
     implementers_may_not_approve = serializers.BooleanField()
     approval_mfa_minutes = serializers.IntegerField(allow_null=True)
     image_verification = serializers.ChoiceField(choices=["off", "warn", "block"])
+    cost_increase_limit_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True
+    )
+    cost_approval_group = serializers.CharField(allow_null=True)
 
 
 class CurrentReleaseSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ from the pages' URL names."""
 from django.urls import path, re_path
 
 from deployments import api as deployments_api
+from deployments import policy_api
 from environments import api as environments_api
 from portal import api as portal_api
 from portal import catalog_api, views
@@ -74,6 +75,16 @@ urlpatterns = [
         "cost-estimates/",
         deployments_api.CostEstimateCreate.as_view(),
         name="api-cost-estimate-create",
+    ),
+    path(
+        "policy-evaluations/",
+        policy_api.PolicyEvaluationCreate.as_view(),
+        name="api-policy-evaluation-create",
+    ),
+    path(
+        "deployments/<int:pk>/policy-override/",
+        policy_api.DeploymentPolicyOverride.as_view(),
+        name="api-deployment-policy-override",
     ),
     path("audit-events/", portal_api.AuditEventList.as_view(), name="api-audit-event-list"),
     path("schema/", portal_api.SchemaView.as_view(), name="api-schema"),

@@ -103,10 +103,14 @@ def test_it_runs_fraud_detectors_staging_process_to_succeeded(demo, running_sand
     artifacts = {
         s: image_ref(ECR, s, "1.4.1") for s in application.services.values_list("slug", flat=True)
     }
+    # CI pushes the images first: the demo checks every digest against its ECR.
+    for ref in artifacts.values():
+        assert demo_sandbox.put_demo_image(running_sandbox.aws_endpoint_url, ref, tag="1.4.1")
     release = Release.register(application, "1.4.1", artifacts, alice, notes="Demo hotfix")
 
     deployment = Deployment.request(release, demo, alice, "Demo: ship 1.4.1 to staging")
     assert deployment.status == Status.PLANNING
+    assert [check["found"] for check in deployment.image_checks] == [True, True, True]
     work(queues)  # the plan jobs: the seed's production request, then this one
     deployment.refresh_from_db()
     assert deployment.status == Status.AWAITING_APPROVAL, deployment.error

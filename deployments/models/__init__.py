@@ -12,12 +12,13 @@ from deployments.models.deployment import (
     with_current_deployment,
 )
 from deployments.models.notification import Notification, announce, announce_environment
+from deployments.models.policy import PolicyCheck
 from deployments.models.release import IMAGE_REF_RE, Artifact, Release
 from deployments.models.run import CostEstimate, LogLine, StepRun
 
 __all__ = [
     "IMAGE_REF_RE", "Approval", "Artifact", "CostEstimate", "Deployment", "DeploymentQuerySet",
-    "LogLine", "Notification", "Release", "StepRun", "announce", "announce_environment",
-    "approval_digest", "current_estimates", "initial_status", "lock_environment",
-    "wake_next_queued", "with_current_deployment",
+    "LogLine", "Notification", "PolicyCheck", "Release", "StepRun", "announce",
+    "announce_environment", "approval_digest", "current_estimates", "initial_status",
+    "lock_environment", "wake_next_queued", "with_current_deployment",
 ]  # fmt: skip

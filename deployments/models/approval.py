@@ -14,13 +14,13 @@ from deployments.choices import Decision
 from portal.core.mfa import Authentication
 
 
-def approval_digest(artifacts: dict[str, str], plan_sha256: str) -> str:
-    """What an approval is bound to: the exact images and the Terraform plan."""
-    content = json.dumps(
-        {"artifacts": artifacts, "plan_sha256": plan_sha256},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def approval_digest(artifacts: dict[str, str], plan_sha256: str, policy_sha256: str = "") -> str:
+    """What an approval is bound to: the exact images, the Terraform plan and,
+    once the plan was checked, the policy files that judged it."""
+    bound = {"artifacts": artifacts, "plan_sha256": plan_sha256}
+    if policy_sha256:  # unchecked plans keep the digests they always had
+        bound["policy_sha256"] = policy_sha256
+    content = json.dumps(bound, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(content.encode()).hexdigest()
 
 

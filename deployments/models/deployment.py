@@ -26,10 +26,12 @@ from deployments.choices import (
 )
 from deployments.models.approval import Approval, approval_digest
 from deployments.models.notification import announce
+from deployments.models.policy import PolicyCheck, override_policy
+from deployments.models.policy import store as store_policy_check
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
 from deployments.models.release import Release
 from deployments.models.run import CostEstimate
-from environments.choices import ImageVerification, StepKind
+from environments.choices import StepKind
 from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
 from portal.core import audit
@@ -144,7 +146,24 @@ class Deployment(models.Model):
         return self.release.artifact_map()
 
     def approval_digest(self) -> str:
-        return approval_digest(self.artifact_map(), self.plan_sha256)
+        check = self.policy()
+        return approval_digest(
+            self.artifact_map(), self.plan_sha256, check.policy_sha256 if check else ""
+        )
+
+    def policy(self) -> PolicyCheck | None:
+        """What the policies said about the current plan; None: not checked
+        (no Terraform step, or planned before policies were checked)."""
+        try:
+            return self.policy_check
+        except PolicyCheck.DoesNotExist:
+            return None
+
+    def approvals_needed(self) -> int:
+        """The environment's quorum, plus what the policies asked for."""
+        check = self.policy()
+        extra = sum(wanted["count"] for wanted in check.extra_approvals) if check else 0
+        return self.required_approvals + extra
 
     def valid_approvals(self) -> models.QuerySet:
         """Approvals that still count: given for exactly what will ship now."""
@@ -196,7 +215,7 @@ class Deployment(models.Model):
         promoted_from = None
         if environment.require_previous_success and kind == Kind.DEPLOY:
             promoted_from = cls.promotion_source(release, environment)
-        image_checks = cls.verified_images(release, environment) if kind == Kind.DEPLOY else []
+        image_checks = release.verified_images(environment) if kind == Kind.DEPLOY else []
         # Before anything is written: with the queue down the job could not be
         # enqueued, so the request is refused (503) rather than left waiting.
         check_queue(queue_for(kind))
@@ -259,27 +278,6 @@ class Deployment(models.Model):
             )
             deployment.dispatch()
         return deployment
-
-    @staticmethod
-    def verified_images(release: Release, environment: Environment) -> list[dict]:
-        """The registries' word on the release's images, when the environment asks
-        for it: an image not there is refused; one that cannot be checked is
-        refused where the environment says so (`image_verification`), else kept
-        with the reason for the approvers to see. Rollbacks skip it: restoring
-        service must not wait on a registry."""
-        if environment.image_verification == ImageVerification.OFF:
-            return []
-        checks = release.check_images()
-        for check in checks:
-            if check["found"] is False:
-                raise PolicyError(f"{check['service']}: {check['reason']}.", field="release")
-            if check["found"] is None and environment.image_verification == ImageVerification.BLOCK:
-                raise PolicyError(
-                    f"{check['service']}: its image could not be verified ({check['reason']}); "
-                    f"{environment} deploys only images its registry confirms.",
-                    field="release",
-                )
-        return checks
 
     @classmethod
     def promotion_source(cls, release: Release, environment: Environment) -> Deployment | None:
@@ -350,7 +348,11 @@ class Deployment(models.Model):
         if not has_role(user, env, Role.APPROVER):
             raise Forbidden(f"You need the approver role in {env} to decide this.")
         if env.approver_group_id and not user.groups.filter(pk=env.approver_group_id).exists():
-            raise Forbidden(f"Only members of {env.approver_group.name} may approve in {env}.")
+            # A group a policy asked to approve (finance on a cost increase) may.
+            check = self.policy()
+            asked = [wanted["group"] for wanted in check.extra_approvals] if check else []
+            if not asked or not user.groups.filter(name__in=asked).exists():
+                raise Forbidden(f"Only members of {env.approver_group.name} may approve in {env}.")
 
     def _expire_if_stale(self) -> bool:
         if self.status == Status.AWAITING_APPROVAL and timezone.now() >= self.expires_at:
@@ -418,6 +420,8 @@ class Deployment(models.Model):
             if timezone.now() >= self.expires_at:
                 raise PolicyError("This request has expired; request the deployment again.")
             self.check_approver(user)
+            if check := self.policy():
+                check.refuse_if_blocked(self.environment)
             digest = self.approval_digest()
             # Once per person and plan: after a re-plan (a new digest) the
             # approvers decide again on what will now ship.
@@ -441,31 +445,47 @@ class Deployment(models.Model):
                     "plan_sha256": self.plan_sha256,
                     "artifacts": self.artifact_map(),
                     "count": count,
-                    "required": self.required_approvals,
+                    "required": self.approvals_needed(),
                     "comment": approval.comment,
                     "authentication": approval.authentication_summary(),
                     "rules": approval.rules,
                 },
             )
-            if count >= self.required_approvals and self._second_group_satisfied(valid):
-                freeze = self.environment.active_freeze()
-                if freeze and not self.environment.active_override():
-                    window, until = freeze
-                    raise PolicyError(
-                        f"{self.environment} is frozen until {until:%Y-%m-%d %H:%M %Z} "
-                        f"({window.reason}); approve again after the freeze."
-                    )
-                self._set_status(
-                    Status.QUEUED,
-                    "deployment.queued",
-                    actor=user,
-                    detail={"approvers": sorted(a.user.get_username() for a in valid)},
-                    queued_at=timezone.now(),
-                )
-                # The run job first: on-commit hooks enqueue in this order.
-                self.dispatch()
-                announce(self, NotificationEvent.APPROVED)
+            self._release_if_ready(user, valid)
         return approval
+
+    def _release_if_ready(self, actor, valid) -> bool:
+        """awaiting approval → queued once the quorum, the groups and the
+        policies are all satisfied (the caller holds the row lock)."""
+        if valid.count() < self.approvals_needed():
+            return False
+        if not self._second_group_satisfied(valid):
+            return False
+        check = self.policy()
+        if check and not (check.groups_satisfied(valid) and check.cleared(self.environment)):
+            return False  # more approvals, or an admin's override (or break-glass), later
+        freeze = self.environment.active_freeze()
+        if freeze and not self.environment.active_override():
+            window, until = freeze
+            raise PolicyError(
+                f"{self.environment} is frozen until {until:%Y-%m-%d %H:%M %Z} "
+                f"({window.reason}); approve again after the freeze."
+            )
+        detail = {"approvers": sorted(a.user.get_username() for a in valid)}
+        if check and check.outcome == "blocked":  # let through by break-glass: say which
+            detail["policy_break_glass"] = self.environment.active_override().pk
+        self._set_status(
+            Status.QUEUED, "deployment.queued", actor=actor, detail=detail,
+            queued_at=timezone.now(),
+        )  # fmt: skip
+        # The run job first: on-commit hooks enqueue in this order.
+        self.dispatch()
+        announce(self, NotificationEvent.APPROVED)
+        return True
+
+    def override_policy(self, user, reason: str) -> PolicyCheck:
+        """An environment admin lets soft-mandatory violations pass (policy.override)."""
+        return override_policy(self, user, reason)
 
     def reject(
         self, user, comment: str = "", authentication: Authentication | None = None
@@ -566,12 +586,18 @@ class Deployment(models.Model):
         environment_changed(self.environment_id, "deployment")  # e.g. a new pending request
 
     def record_plan(
-        self, plan_sha256: str, summary: dict, cost: dict | None = None, planner: str = ""
+        self,
+        plan_sha256: str,
+        summary: dict,
+        cost: dict | None = None,
+        planner: str = "",
+        policy: dict | None = None,
     ) -> bool:
-        """Planning is done: store the plan hash approvals will be bound to and
-        the plan's cost estimate (`environments.pricing.combine`), in one
-        transaction: a request never awaits approval without its estimate.
-        With `planner`, only while that worker still holds the plan's claim."""
+        """Planning is done: store the plan hash approvals will be bound to,
+        the plan's cost estimate (`environments.pricing.combine`) and the
+        policies' verdict (deployments.models.policy), in one transaction: a
+        request never awaits approval without them. With `planner`, only
+        while that worker still holds the plan's claim."""
         with transaction.atomic():
             self._lock()
             if self.status != Status.PLANNING or (planner and self.worker_name != planner):
@@ -588,8 +614,9 @@ class Deployment(models.Model):
                     "resources": cost["resources"], "not_priced": cost["not_priced"],
                 })  # fmt: skip
             audit.record("deployment.planned", self, after={"plan_sha256": plan_sha256, **summary})
+            check = store_policy_check(self, policy)
             # The plan's claim ends here (start() sets its own heartbeat).
-            if self.required_approvals:
+            if self.approvals_needed() or (check and not check.cleared(self.environment)):
                 self._set_status(
                     Status.AWAITING_APPROVAL, "deployment.awaiting_approval",
                     heartbeat_at=None, worker_name="",

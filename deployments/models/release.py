@@ -10,7 +10,8 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from environments.models import Application, Service
+from environments.choices import ImageVerification
+from environments.models import Application, Environment, Service
 from portal.cloud import registries
 from portal.core import audit
 from portal.core.choices import Role
@@ -115,6 +116,26 @@ class Release(models.Model):
             checks.append(
                 {"service": service, "image": ref, "found": answer.found, "reason": answer.reason}
             )
+        return checks
+
+    def verified_images(self, environment: Environment) -> list[dict]:
+        """The registries' word on the release's images, when the environment asks
+        for it: an image not there is refused; one that cannot be checked is
+        refused where the environment says so (`image_verification`), else kept
+        with the reason for the approvers to see. Rollbacks skip it: restoring
+        service must not wait on a registry."""
+        if environment.image_verification == ImageVerification.OFF:
+            return []
+        checks = self.check_images()
+        for check in checks:
+            if check["found"] is False:
+                raise PolicyError(f"{check['service']}: {check['reason']}.", field="release")
+            if check["found"] is None and environment.image_verification == ImageVerification.BLOCK:
+                raise PolicyError(
+                    f"{check['service']}: its image could not be verified ({check['reason']}); "
+                    f"{environment} deploys only images its registry confirms.",
+                    field="release",
+                )
         return checks
 
     @classmethod

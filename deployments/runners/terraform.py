@@ -103,6 +103,10 @@ class _StepTerraform:
         return path
 
 
+# The key of plan()'s result holding `terraform show -json`; kept in memory only.
+PLAN_DOCUMENT = "plan_document"
+
+
 class TerraformRunner(Runner):
     kind = "terraform"
     has_plan = True
@@ -157,6 +161,9 @@ class TerraformRunner(Runner):
             "workspace": session.workspace,
             "tfvars": template,
             "cost": _mask_values(_plan_cost(ctx, shown), masker),
+            # For the policies (deployments.models.policy); the plan job does
+            # not store it: it may hold the environment's secrets in clear.
+            PLAN_DOCUMENT: shown,
         }
 
     def run(self, ctx: StepContext) -> dict:

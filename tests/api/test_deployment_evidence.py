@@ -26,7 +26,7 @@ def test_it_returns_the_pack(api, deployment):
     assert pack["format"] == "gantry-evidence/1"
     assert set(pack) == {
         "format", "generated_at", "deployment", "release", "plan", "cost", "approvals",
-        "policy", "steps", "alarms_during_bake", "log", "audit",
+        "policy", "policy_check", "steps", "alarms_during_bake", "log", "audit",
     }  # fmt: skip
     assert pack["plan"]["plan_sha256"] == PLAN_SHA
     assert [a["approver"]["username"] for a in pack["approvals"]] == ["bob", "carol"]

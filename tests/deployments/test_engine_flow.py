@@ -113,7 +113,8 @@ def test_it_plans_waits_for_approval_applies_and_succeeds(
     )
     actions = list(events.order_by("seq").values_list("action", flat=True))
     assert actions == [
-        "deployment.requested", "deployment.planned", "deployment.awaiting_approval",
+        "deployment.requested", "deployment.planned", "deployment.policy_evaluated",
+        "deployment.awaiting_approval",
         "deployment.approved", "deployment.queued", "deployment.started", "deployment.succeeded",
     ]  # fmt: skip
 

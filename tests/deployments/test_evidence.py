@@ -139,6 +139,7 @@ def test_it_states_the_policy_in_force(users, deployment):
         "approval_ttl_hours": 24, "require_previous_success": True,
         "rollback_required_approvals": 1, "implementers_may_not_approve": False,
         "approval_mfa_minutes": None, "image_verification": "off",
+        "cost_increase_limit_usd": None, "cost_approval_group": None,
     }  # fmt: skip
     assert policy["current"] == policy["at_request"]
 

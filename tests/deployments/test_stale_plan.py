@@ -77,9 +77,11 @@ def test_a_plan_made_stale_by_another_run_is_made_again_and_approved_again(
         .values_list("action", flat=True)
     )
     assert actions == [
-        "deployment.requested", "deployment.planned", "deployment.awaiting_approval",
+        "deployment.requested", "deployment.planned", "deployment.policy_evaluated",
+        "deployment.awaiting_approval",
         "deployment.approved", "deployment.queued", "deployment.started",
-        "deployment.replanning", "deployment.planned", "deployment.awaiting_approval",
+        "deployment.replanning", "deployment.planned", "deployment.policy_evaluated",
+        "deployment.awaiting_approval",
         "deployment.approved", "deployment.queued", "deployment.started", "deployment.succeeded",
     ]  # fmt: skip
 

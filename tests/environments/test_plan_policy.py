@@ -394,6 +394,9 @@ MALFORMED_PLANS = [
     (broken(lambda d: change_of(d).update(actions=["create", "explode"])),
      "plan.resource_changes[3].change.actions[1] must be one of create, delete, forget, no-op, "
      "read, update, got 'explode'"),
+    (broken(lambda d: change_of(d).update(actions=[{}])),  # unhashable: was a TypeError
+     "plan.resource_changes[3].change.actions[0] must be one of create, delete, forget, no-op, "
+     "read, update, got {}"),
     (broken(lambda d: change_of(d).update(after=["storage_encrypted"])),
      "plan.resource_changes[3].change.after must be an object or null"),
     (broken(lambda d: change_of(d).update(after=None)),

@@ -25,7 +25,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import Max
@@ -45,6 +45,9 @@ from portal.core.models import AuditEvent, Membership
 # Printed by `make run` too. Demo only: never reuse it for a real installation.
 # Production approvals need a second factor confirmed this recently (minutes).
 IDENTITY_MFA_MINUTES = 15
+# Production's cost rule (policies/cost_increase_approval.rego): a plan adding
+# more than this per month needs one more approval, from finance (carol).
+COST_INCREASE_LIMIT_USD = 250
 DEMO_PASSWORD = "gantry-demo"
 DEMO_ROLES = {
     "alice": Role.DEPLOYER,
@@ -560,6 +563,7 @@ class Command(BaseCommand):
                 # The identity rules came into force after the recorded history
                 # (whose approvals were given before approvers had a second factor).
                 self.ensure_identity_rules(spec, application, users["admin"])
+                self.ensure_cost_rule(spec, application, users)
         # The sandbox's Cost Explorer holds 60 days of demo spend: fetch it now,
         # so the cost page and the dashboard have figures at first start.
         if os.environ.get("AWS_ENDPOINT_URL"):
@@ -848,6 +852,25 @@ class Command(BaseCommand):
                 audit.record("environment.policy_changed", environment, environment=environment,
                              before=before, after=environment.policy_snapshot())  # fmt: skip
             self.created.append(f"{spec.slug} {env_spec.slug} identity rules")
+
+    def ensure_cost_rule(self, spec: ApplicationSpec, application: Application, users) -> None:
+        """Production: a cost increase above COST_INCREASE_LIMIT_USD a month
+        needs finance's approval too; carol is in finance."""
+        finance, _ = Group.objects.get_or_create(name="finance")
+        users["carol"].groups.add(finance)
+        for env_spec in spec.environments:
+            environment = application.environments.get(slug=env_spec.slug)
+            if env_spec.tier != Tier.PRODUCTION or environment.cost_increase_limit_usd is not None:
+                continue  # set before (or changed by an admin since): leave it
+            before = environment.policy_snapshot()
+            Environment.objects.filter(pk=environment.pk).update(
+                cost_increase_limit_usd=COST_INCREASE_LIMIT_USD, cost_approval_group=finance
+            )
+            environment.refresh_from_db()
+            with acting_as(users["admin"]):
+                audit.record("environment.policy_changed", environment, environment=environment,
+                             before=before, after=environment.policy_snapshot())  # fmt: skip
+            self.created.append(f"{spec.slug} {env_spec.slug} cost rule")
 
     def ensure_freezes(self, spec: ApplicationSpec, application: Application, admin: User) -> None:
         for env_spec in spec.environments:

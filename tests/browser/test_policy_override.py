@@ -1,0 +1,62 @@
+"""A plan a policy holds, in a real browser: bob approves and sees it held
+by the policy finding; erin, an admin of the environment, overrides it with a
+reason and it is queued. The plan is real (terraform, the Rego policies)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from deployments.choices import Status
+from deployments.models import Deployment
+from tests.browser.conftest import screenshot
+from tests.browser.test_approval_flow import sign_in, sign_out
+from tests.conftest import work
+from tests.deployments.test_engine_flow import sandbox_env, staging  # noqa: F401
+from tests.deployments.test_plan_policies import RELEASE_POLICY, policies  # noqa: F401
+from tests.runners.conftest import demo_aws, moto_endpoint, terraform_cli_config  # noqa: F401
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
+]
+
+
+def test_a_held_plan_is_overridden_by_an_admin_with_a_reason(
+    page: Page,
+    policies,
+    release,
+    staging,
+    users,
+    queues,  # noqa: F811
+):
+    policies("release_marker", RELEASE_POLICY % {"level": "soft_mandatory"})
+    staging.required_approvals = 1
+    staging.save()
+    deployment = Deployment.request(release, staging, users["alice"], "Timeout fix")
+    work(queues)  # the plan job: terraform plan, then the policies
+
+    sign_in(page, "bob")
+    page.goto(f"/deployments/{deployment.pk}/")
+    panel = page.get_by_test_id("policy-check")
+    expect(page.get_by_test_id("policy-outcome")).to_have_text("Override required")
+    expect(panel.get_by_test_id("policy-violation")).to_contain_text("null_resource.release")
+    expect(panel.get_by_test_id("policy-override-form")).to_have_count(0)  # not an admin
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_test_id("deployment-status")).to_have_text("Awaiting approval")
+    screenshot(page, "policy-override-1-approved-but-held")
+    sign_out(page)
+
+    sign_in(page, "erin")
+    page.goto(f"/deployments/{deployment.pk}/")
+    page.fill("textarea[name=reason]", "Marker change reviewed with risk (CHG-4411)")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Override policy").click()
+
+    expect(page.get_by_test_id("deployment-status")).to_have_text("Queued")
+    expect(page.get_by_test_id("policy-override")).to_contain_text("CHG-4411")
+    expect(page.get_by_test_id("policy-override")).to_contain_text("erin")
+    screenshot(page, "policy-override-2-overridden-and-queued")
+    deployment.refresh_from_db()
+    assert deployment.status == Status.QUEUED
