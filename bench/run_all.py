@@ -57,6 +57,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("release_latency", "bench.bench_release_latency", ["--repeats", "5"]),
             ("pricing", "bench.bench_pricing", ["--runs", "20"]),
             ("policies", "bench.bench_policies", ["--runs", "20"]),
+            ("drift", "bench.bench_drift", ["--environments", "30", "--runs", "1"]),
             ("dashboard", "bench.bench_dashboard", ["--quick"]),
             ("fanout", "bench.bench_fanout", ["--count", "200", "--rounds", "3"]),
             ("fanout_floor", "bench.bench_fanout_floor", ["--clients", "200", "--rounds", "3"]),
@@ -69,6 +70,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
         ("release_latency", "bench.bench_release_latency", ["--repeats", "20"]),
         ("pricing", "bench.bench_pricing", ["--runs", "50"]),
         ("policies", "bench.bench_policies", ["--runs", "50"]),
+        ("drift", "bench.bench_drift", []),
         # The dashboard's own databases (gantry_bench_dash, gantry_bench_fanout).
         ("dashboard", "bench.bench_dashboard", []),
         ("fanout", "bench.bench_fanout", []),

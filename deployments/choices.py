@@ -47,6 +47,7 @@ class NotificationEvent(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     ALARM = "alarm", "Alarm state changed"
     BUDGET = "budget", "Budget threshold crossed"
+    DRIFT = "drift", "Drift state changed"
     CHAIN_BROKEN = "chain_broken", "Audit chain broken"
 
 
@@ -74,3 +75,14 @@ class Stream(models.TextChoices):
     STDOUT = "stdout", "stdout"
     STDERR = "stderr", "stderr"
     SYSTEM = "system", "system"
+
+
+class DriftState(models.TextChoices):
+    IN_SYNC = "in_sync", "In sync"
+    DRIFTED = "drifted", "Drifted"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class DriftKind(models.TextChoices):
+    SERVICE = "service", "Running service"
+    TERRAFORM = "terraform", "Terraform"

@@ -1,8 +1,10 @@
 """Periodic jobs, run by `manage.py housekeeping deployments.cron` (RQ's cron
 scheduler, kept running through Redis outages: deployments/worker.py)."""
 
+from django.conf import settings
 from rq import cron
 
+from deployments.drift import sweep as sweep_drift
 from deployments.jobs import (
     expire_stale_requests,
     fail_stalled_deployments,
@@ -30,3 +32,6 @@ cron.register(fetch_costs, "low", cron="15 6 * * *")
 # minute is dropped (the next one reads the same sources); runs that overlap
 # are harmless: transitions are settled by conditional UPDATEs.
 cron.register(poll_alarms, "low", interval=30, ttl=60, job_timeout=300)
+# Drift: every environment's running images against what Gantry deployed;
+# Terraform plans follow as one job per environment (deployments/drift.py).
+cron.register(sweep_drift, "low", interval=settings.DRIFT_CHECK_SECONDS, ttl=60, job_timeout=600)

@@ -43,10 +43,10 @@ from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter, broadcast_status
 from deployments.models import Deployment, StepRun, wake_next_queued
 from deployments.models.deployment import PLAN_JOB_PREFIX, RUN_JOB_PREFIX
+from deployments.models.drift import resolve_services
 from deployments.models.policy import evaluate_plans, policy_context
 from deployments.models.queueing import waiting_deployments
 from deployments.runners import StepFailed, get_runner
-from deployments.runners.terraform import PLAN_DOCUMENT
 from environments import plan_policy, pricing
 from environments.choices import StepKind
 from environments.live import environment_changed
@@ -212,7 +212,7 @@ def _plan(deployment, planner: str, stopped: threading.Event) -> str:
                 message = masker.mask(exc.message)
                 _end_step(run, StepStatus.FAILED, failure_outputs(exc, masker), message)
                 raise StepFailed(message) from None
-            documents.append((step.name, result.pop(PLAN_DOCUMENT)))
+            documents.append((step.name, ctx.plan_document))
             _end_step(run, StepStatus.SUCCEEDED, result)
             hashes.append((step.order, result["plan_sha256"]))
             summary["resource_changes"] += len(result.get("resource_changes", []))
@@ -460,6 +460,8 @@ def run_deployment(deployment_id: int) -> str:
         writer.close()
     with_database(lambda: deployment.finish(status, error), "finishing the run")
     broadcast_status(deployment.pk, status)
+    if status == Status.SUCCEEDED:  # it set every service's images: no runtime drift left
+        with_database(lambda: resolve_services(environment.pk), "resolving drift")
     if alarm_fired and deployment.kind == Kind.DEPLOY:
         rollback.request_rollback(
             environment, reason=f"Automatic rollback: #{deployment.pk} failed its bake ({error})",

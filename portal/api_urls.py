@@ -4,7 +4,7 @@ from the pages' URL names."""
 from django.urls import path, re_path
 
 from deployments import api as deployments_api
-from deployments import policy_api
+from deployments import drift_api, policy_api
 from environments import api as environments_api
 from portal import api as portal_api
 from portal import catalog_api, views
@@ -75,6 +75,16 @@ urlpatterns = [
         "cost-estimates/",
         deployments_api.CostEstimateCreate.as_view(),
         name="api-cost-estimate-create",
+    ),
+    path(
+        "environments/<int:pk>/drift/",
+        drift_api.EnvironmentDriftDetail.as_view(),
+        name="api-environment-drift",
+    ),
+    path(
+        "environments/<int:pk>/drift/check/",
+        drift_api.EnvironmentDriftCheck.as_view(),
+        name="api-environment-drift-check",
     ),
     path(
         "policy-evaluations/",

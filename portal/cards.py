@@ -14,8 +14,9 @@ The cards read plain values (`DeploymentSummary`), not model instances: with
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 
@@ -26,8 +27,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.safestring import SafeString
 
-from deployments.choices import STATUS_COLOURS, Decision, Status, StepStatus
-from deployments.models import Approval, Artifact, Deployment, StepRun
+from deployments.choices import STATUS_COLOURS, Decision, DriftState, Status, StepStatus
+from deployments.models import Approval, Artifact, Deployment, EnvironmentDrift, StepRun
 from environments.choices import ALARM_COLOURS, ALARM_RANK, TIER_COLOURS, AlarmState, StepKind
 from environments.costs import month_start, reporting_day
 from environments.models import Alarm, Application, CostSnapshot, Environment, Step
@@ -37,9 +38,10 @@ LAST_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 PENDING_SHOWN = 3
 NO_SOURCES = "none"
 # Problem labels, most urgent first; a card's rank is its most urgent problem.
-PROBLEMS = ("alarm", "failed", "running", "pending", "over budget", "alarms unknown")
+PROBLEMS = ("alarm", "failed", "drifted", "running", "pending", "over budget", "alarms unknown")
 STATUS_LABELS = dict(Status.choices)
-PROBLEM_COLOURS = {"alarm": "red", "failed": "red", "over budget": "red", "running": "blue"}
+PROBLEM_COLOURS = {"alarm": "red", "failed": "red", "drifted": "red", "over budget": "red",
+                   "running": "blue"}  # fmt: skip
 HEALTH_COLOURS = {"healthy": "green", "unhealthy": "red"}
 _SENTINEL = 918273645
 
@@ -175,6 +177,7 @@ def _card_sql(count: int) -> str:
     """
     d, e, a = (model._meta.db_table for model in (Deployment, Environment, Application))
     step, cost = Step._meta.db_table, CostSnapshot._meta.db_table
+    drift = EnvironmentDrift._meta.db_table
     latest = ",\n".join(
         f"(SELECT d.{column} FROM {d} d WHERE d.environment_id = e.id AND d.status = %s"
         # Ties go to the later request, as in succeeded_latest_first().
@@ -187,6 +190,7 @@ def _card_sql(count: int) -> str:
         SELECT e.id, e.application_id, e.slug, e.name, e.{connection.ops.quote_name("order")},
                e.tier, e.monthly_budget_usd, e.alarm_sources, e.alarms_checked_at,
                a.slug AS application_slug, a.name AS application_name,
+               dr.state AS drift_state, dr.since AS drift_since, dr.items AS drift_items,
                {latest},
                (SELECT d.id FROM {d} d WHERE d.environment_id = e.id AND d.status = %s
                 LIMIT 1) AS running_id,
@@ -196,6 +200,7 @@ def _card_sql(count: int) -> str:
                (SELECT SUM(c.amount_usd) FROM {cost} c WHERE c.environment_id = e.id
                 AND c.day >= %s AND c.day <= %s) AS spend_total
         FROM {e} e JOIN {a} a ON a.id = e.application_id
+        LEFT JOIN {drift} dr ON dr.environment_id = e.id
         WHERE e.id IN ({", ".join(["%s"] * count)})
     """
 
@@ -215,6 +220,10 @@ def card_environments(ids: list[int]) -> list[Environment]:
         env.application = Application(
             pk=env.application_id, slug=env.application_slug, name=env.application_name
         )
+        if isinstance(env.drift_items, str):  # raw SQL hands JSON back as text
+            env.drift_items = json.loads(env.drift_items)
+        if isinstance(env.drift_since, str):  # SQLite: UTC text
+            env.drift_since = datetime.fromisoformat(env.drift_since).replace(tzinfo=UTC)
         # SQLite sums decimals as floats; the cards compute with Decimal.
         env.spend_usd = None if env.spend_total is None else Decimal(str(env.spend_total))
     return environments
@@ -337,6 +346,8 @@ def _problems(card: EnvironmentCard) -> list[str]:
         problems.append("alarm")
     if card.last is not None and card.last.status == Status.FAILED:
         problems.append("failed")
+    if card.environment.drift_state == DriftState.DRIFTED:
+        problems.append("drifted")
     if card.running is not None:
         problems.append("running")
     if card.pending_count:

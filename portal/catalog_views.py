@@ -16,17 +16,20 @@ from django.db.models import Prefetch, prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from deployments import rollback
+from deployments.drift_api import CHECK_JOB
 from deployments.forms import RollbackForm
 from deployments.models import (
     Artifact,
     Deployment,
+    EnvironmentDrift,
     Release,
     current_estimates,
     with_current_deployment,
 )
+from deployments.models.queueing import check_queue, enqueue_on_commit
 from deployments.rollback import succeeded_releases
 from deployments.views import decorate_deployments, rollback_plan
 from environments.alarms import alarm_panel
@@ -167,9 +170,27 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         "rollback_plan": plan,
         "succeeded_releases": succeeded_releases(env, runs_now=plan.current),
         "break_glass_form": BreakGlassForm(),
+        "drift": EnvironmentDrift.objects.filter(environment=env).first(),
         **alarm_panel(env),
     }
     return render(request, "environments/environment_detail.html", context)
+
+
+@login_required
+@require_POST
+def environment_drift_check(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
+    """A deployer asks for a drift check now; the panel shows the result when it is in."""
+    env = visible_environment(request, slug, env_slug)
+    if not has_role(request.user, env, Role.DEPLOYER):
+        raise PermissionDenied(f"You need the deployer role in {env} to check drift.")
+    try:
+        check_queue("low")
+    except Unavailable as exc:
+        messages.error(request, exc.message)
+    else:
+        enqueue_on_commit("low", CHECK_JOB, env.pk)
+        messages.success(request, "Drift check queued: reload in a few seconds for the result.")
+    return redirect("environment-detail", slug=slug, env_slug=env_slug)
 
 
 @login_required

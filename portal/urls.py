@@ -19,6 +19,11 @@ urlpatterns = [
         name="environment-detail",
     ),
     path(
+        "apps/<slug:slug>/envs/<slug:env_slug>/drift/check/",
+        catalog_views.environment_drift_check,
+        name="environment-drift-check",
+    ),
+    path(
         "apps/<slug:slug>/envs/<slug:env_slug>/rollback/",
         catalog_views.environment_rollback,
         name="environment-rollback",

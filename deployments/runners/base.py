@@ -59,6 +59,9 @@ class StepContext(References):
     plan: dict | None = None
     plan_sha256: str = ""
     previous_outputs: dict | None = None
+    # What `terraform show -json` printed for the plan just made, for the
+    # policies: in memory only, as it may hold the environment's secrets.
+    plan_document: dict | None = None
     # Who or what the context serves, for log messages ("deployment #12").
     label: str = ""
 

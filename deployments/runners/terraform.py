@@ -103,17 +103,17 @@ class _StepTerraform:
         return path
 
 
-# The key of plan()'s result holding `terraform show -json`; kept in memory only.
-PLAN_DOCUMENT = "plan_document"
-
-
 class TerraformRunner(Runner):
     kind = "terraform"
     has_plan = True
     # -- the phases --------------------------------------------------------------
 
-    def plan(self, ctx: StepContext, tfvars_template: dict | None = None) -> dict:
-        """init + plan -out + show -json: the diff and the SHA-256 approvals bind to."""
+    def plan(
+        self, ctx: StepContext, tfvars_template: dict | None = None, lock: bool = True
+    ) -> dict:
+        """init + plan -out + show -json: the diff and the SHA-256 approvals bind to.
+        `lock=False` for a plan that is only looked at (drift): it must not hold
+        the state lock a deployment's apply needs."""
         config = self.config(ctx)
         step = _StepTerraform(ctx, config)
         session = step.session
@@ -122,10 +122,13 @@ class TerraformRunner(Runner):
         plan_path = ctx.workdir / PLAN_FILE
         var_file = step.write_var_file(template)
         try:
+            locking = (
+                {"lock_timeout": f"{config['plan_lock_wait_seconds']:g}s"} if lock
+                else {"lock": False}
+            )  # fmt: skip
             returncode = session.run(
-                "plan", input=False, no_color=IsFlagged,
-                lock_timeout=f"{config['plan_lock_wait_seconds']:g}s",
-                detailed_exitcode=IsFlagged, var_file=str(var_file), out=str(plan_path),
+                "plan", input=False, no_color=IsFlagged, detailed_exitcode=IsFlagged,
+                var_file=str(var_file), out=str(plan_path), **locking,
             )  # fmt: skip
         finally:
             var_file.unlink(missing_ok=True)
@@ -148,6 +151,7 @@ class TerraformRunner(Runner):
             counts["change"] += actions == ["update"]
             counts["destroy"] += "delete" in actions
         plan_sha256 = file_sha256(plan_path)
+        ctx.plan_document = shown  # for the policies; never in the returned outputs
         ctx.log(
             f"Plan: {counts['add']} to add, {counts['change']} to change, "
             f"{counts['destroy']} to destroy; plan SHA-256 {plan_sha256}.",
@@ -161,9 +165,6 @@ class TerraformRunner(Runner):
             "workspace": session.workspace,
             "tfvars": template,
             "cost": _mask_values(_plan_cost(ctx, shown), masker),
-            # For the policies (deployments.models.policy); the plan job does
-            # not store it: it may hold the environment's secrets in clear.
-            PLAN_DOCUMENT: shown,
         }
 
     def run(self, ctx: StepContext) -> dict:

@@ -145,7 +145,8 @@ def test_it_plans_a_request_whose_job_was_lost_with_redis_once_it_is_back(
         .values_list("action", flat=True)
     )
     assert actions == [
-        "deployment.requested", "deployment.planned", "deployment.queued",
+        "deployment.requested", "deployment.planned", "deployment.policy_evaluated",
+        "deployment.queued",
         "deployment.started", "deployment.succeeded",
     ]  # fmt: skip
     assert processes.alive(worker) and processes.alive(housekeeping), processes.logs()
