@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             counter.calls = 0
             wall, cpu = time.perf_counter(), time.process_time()
-            clients: dict = {}  # as sweep() shares them
+            clients: dict = {}  # as sweep_drift() shares them
             for environment_id in ids:
                 drift.check_runtime(environment_id, clients)
             walls.append(time.perf_counter() - wall)

@@ -19,7 +19,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from deployments import evidence
+from deployments import evidence, inbox
 from deployments.choices import Status
 from deployments.logs import line_payload
 from deployments.models import Deployment, LogLine, Release
@@ -76,6 +76,7 @@ def visible_deployments(user) -> QuerySet[Deployment]:
             "environment__application",
             "requested_by",
             "policy_check__overridden_by",
+            "reviewed_by",
         )
         .prefetch_related("release__artifacts__service", "approvals__user")
     )
@@ -149,7 +150,13 @@ class DeploymentListCreate(generics.ListCreateAPIView):
     def get_queryset(self) -> QuerySet[Deployment]:
         deployments = visible_deployments(self.request.user)
         params = self.request.query_params
-        reject_nul_bytes(params, ["status", "environment", "release"])
+        reject_nul_bytes(params, ["status", "environment", "release", "awaiting"])
+        awaiting = params.get("awaiting", "").strip()
+        if awaiting:
+            if awaiting != "me":
+                raise _field_error("awaiting", "Only awaiting=me is known.")
+            mine = inbox.awaiting_ids(self.request.user).values("pk")
+            deployments = deployments.filter(pk__in=mine).order_by("created_at", "id")
         wanted_status = params.get("status", "").strip()
         if wanted_status:
             if wanted_status not in Status.values:
@@ -167,6 +174,12 @@ class DeploymentListCreate(generics.ListCreateAPIView):
             OpenApiParameter("status", str, enum=Status.values),
             OpenApiParameter("environment", int, description="Environment id."),
             OpenApiParameter("release", int, description="Release id."),
+            OpenApiParameter(
+                "awaiting",
+                str,
+                enum=["me"],
+                description="Only what you may approve now, oldest first.",
+            ),
         ],
         responses={200: DeploymentSerializer(many=True), **_errors(400)},
     )
@@ -192,7 +205,10 @@ class DeploymentListCreate(generics.ListCreateAPIView):
         )
         if environment is None:
             raise _field_error("environment", f"No environment {data['environment']}.")
-        deployment = Deployment.request(release, environment, request.user, data["reason"])
+        deployment = Deployment.request(
+            release, environment, request.user, data["reason"],
+            not_before=data.get("not_before"), not_after=data.get("not_after"),
+        )  # fmt: skip
         body = DeploymentSerializer(visible_deployments(request.user).get(pk=deployment.pk)).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -220,6 +236,7 @@ class DeploymentDecision(generics.GenericAPIView):
         deployment = get_object_or_404(self.get_queryset(), pk=pk)
         given = DecisionSerializer(data=request.data)
         given.is_valid(raise_exception=True)
+        self.seen_digest = given.validated_data["digest"]
         self.decide(deployment, request.user, given.validated_data["comment"])
         return Response(DeploymentSerializer(self.get_queryset().get(pk=pk)).data)
 
@@ -249,7 +266,8 @@ def caller_authentication(request: Request) -> Authentication | None:
 )
 class DeploymentApprove(DeploymentDecision):
     def decide(self, deployment: Deployment, user, comment: str) -> None:
-        deployment.approve(user, comment, authentication=caller_authentication(self.request))
+        deployment.approve(user, comment, authentication=caller_authentication(self.request),
+                           seen_digest=self.seen_digest)  # fmt: skip
 
 
 @_decision_schema("Reject (a comment is required); ends the request")

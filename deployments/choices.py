@@ -48,6 +48,7 @@ class NotificationEvent(models.TextChoices):
     ALARM = "alarm", "Alarm state changed"
     BUDGET = "budget", "Budget threshold crossed"
     DRIFT = "drift", "Drift state changed"
+    EMERGENCY_REVIEW = "emergency_review", "Emergency change to review"
     CHAIN_BROKEN = "chain_broken", "Audit chain broken"
 
 

@@ -4,7 +4,7 @@ scheduler, kept running through Redis outages: deployments/worker.py)."""
 from django.conf import settings
 from rq import cron
 
-from deployments.drift import sweep as sweep_drift
+from deployments.drift import sweep_drift
 from deployments.jobs import (
     expire_stale_requests,
     fail_stalled_deployments,

@@ -8,7 +8,7 @@ deployed there (the release of its latest succeeded deployment).
 - Terraform (`terraform`): a plan of each Terraform step with the current
   release's variables, without the state lock; any change is drift.
 
-`sweep()` (the scheduler, every DRIFT_CHECK_SECONDS) checks every
+`sweep_drift()` (the scheduler, every DRIFT_CHECK_SECONDS) checks every
 environment's runtime at once and queues one Terraform check per environment
 that has Terraform steps; `check(environment_id)` does both on demand. A
 source that cannot be read makes the state `unknown` with the reason, never
@@ -57,7 +57,7 @@ def current_deployment(environment: Environment) -> Deployment | None:
     )
 
 
-def sweep() -> dict[str, int]:
+def sweep_drift() -> dict[str, int]:
     """Every environment's runtime now; Terraform checks queued one per environment."""
     counts = {"checked": 0, "terraform_queued": 0}
     clients: dict = {}  # one boto3 client per region and role for the whole sweep

@@ -347,6 +347,21 @@ def _deployment_section(deployment: Deployment) -> dict[str, Any]:
         "queued_at": iso(deployment.queued_at),
         "started_at": iso(deployment.started_at),
         "finished_at": iso(deployment.finished_at),
+        "window": {
+            "not_before": iso(deployment.not_before),
+            "not_after": iso(deployment.not_after),
+        },
+        # Break-glass or a policy override let it through: reviewed after it ran.
+        "emergency": (
+            {
+                "review_due_by": iso(deployment.review_due_by),
+                "reviewed_by": identity(deployment.reviewed_by),
+                "reviewed_at": iso(deployment.reviewed_at),
+                "comment": deployment.review_comment,
+            }
+            if deployment.emergency
+            else None
+        ),
         "url": settings.PORTAL_URL.rstrip("/") + f"/deployments/{deployment.pk}/",
     }
 

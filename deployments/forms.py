@@ -8,6 +8,7 @@ name.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.db.models import QuerySet
 
 from deployments.choices import Status
@@ -73,6 +74,17 @@ class DeploymentRequestForm(PolicyErrorMixin, forms.Form):
         max_length=2000,
         help_text="Approvers read this: what changes and why now (ticket, incident).",
     )
+    not_before = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Optional: once approved, it waits and starts no sooner than this "
+        f"({settings.TIME_ZONE}).",
+    )
+    not_after = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Optional: if it has not started by then, it expires.",
+    )
 
     def __init__(self, *args, environments: QuerySet, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +95,8 @@ class DecisionForm(forms.Form):
     comment = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), max_length=2000, required=False
     )
+    # The approval digest the page showed: an approval of anything else is refused.
+    digest = forms.CharField(max_length=64, required=False, widget=forms.HiddenInput)
 
 
 class ForceUnlockForm(forms.Form):
@@ -90,6 +104,15 @@ class ForceUnlockForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         max_length=2000,
         help_text="Why the lock is dead (e.g. the runner that held it was terminated).",
+    )
+
+
+class EmergencyReviewForm(forms.Form):
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        help_text="What the review found: was the emergency real, did the change do what it "
+        "said, is follow-up needed?",
     )
 
 

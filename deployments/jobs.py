@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -38,11 +39,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from deployments import rollback, state_lock
-from deployments.choices import Kind, Status, StepStatus, Stream
+from deployments.choices import Kind, NotificationEvent, Status, StepStatus, Stream
 from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter, broadcast_status
-from deployments.models import Deployment, StepRun, wake_next_queued
-from deployments.models.deployment import PLAN_JOB_PREFIX, RUN_JOB_PREFIX
+from deployments.models import Deployment, StepRun, announce_environment, wake_next_queued
+from deployments.models.deployment import PLAN_JOB_PREFIX, RUN_JOB_PREFIX, WINDOW_STATUSES
 from deployments.models.drift import resolve_services
 from deployments.models.policy import evaluate_plans, policy_context
 from deployments.models.queueing import waiting_deployments
@@ -462,6 +463,8 @@ def run_deployment(deployment_id: int) -> str:
     broadcast_status(deployment.pk, status)
     if status == Status.SUCCEEDED:  # it set every service's images: no runtime drift left
         with_database(lambda: resolve_services(environment.pk), "resolving drift")
+    if deployment.emergency:
+        with_database(lambda: _ask_for_review(deployment), "asking for the emergency review")
     if alarm_fired and deployment.kind == Kind.DEPLOY:
         rollback.request_rollback(
             environment, reason=f"Automatic rollback: #{deployment.pk} failed its bake ({error})",
@@ -469,6 +472,19 @@ def run_deployment(deployment_id: int) -> str:
         )  # fmt: skip
     close_old_connections()
     return status
+
+
+def _ask_for_review(deployment) -> None:
+    deployment.refresh_from_db()
+    due = deployment.review_due_by
+    announce_environment(
+        deployment.environment, NotificationEvent.EMERGENCY_REVIEW,
+        f"Review emergency change #{deployment.pk} ({deployment.release.version} → "
+        f"{deployment.environment.slug})",
+        f"It went ahead through a break-glass or policy override and ended {deployment.status}. "
+        f"An approver or admin who took no part reviews it by {due:%Y-%m-%d %H:%M %Z}: "
+        f"{settings.PORTAL_URL.rstrip('/')}/deployments/{deployment.pk}/",
+    )  # fmt: skip
 
 
 def force_unlock_state(step_run_id: int) -> str:
@@ -547,6 +563,9 @@ def expire_stale_requests() -> int:
     for deployment in candidates.iterator():
         if now >= deployment.expires_at and deployment.expire():
             expired += 1
+    closed = Deployment.objects.filter(status__in=WINDOW_STATUSES, not_after__lt=now)
+    for deployment in closed.select_related("environment").iterator():
+        expired += deployment.expire_window()
     if expired:
         log.info("expired %d deployment request(s)", expired)
     return expired

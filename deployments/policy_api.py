@@ -1,6 +1,7 @@
-"""API endpoints of policy as code: judging a plan before anything is
-requested (for CI, like cost estimates), and an admin's override of a
-deployment's soft-mandatory violations. docs/POLICIES.md has the rules."""
+"""API endpoints of the guardrails: judging a plan before anything is
+requested (for CI, like cost estimates), an admin's override of a
+deployment's soft-mandatory violations (docs/POLICIES.md), and the review of
+an emergency change."""
 
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from deployments.serializers import DeploymentSerializer
 from environments import plan_policy, pricing
 from portal.core.api_params import (
     BIGINT_MAX,
-    StrictCharField,
     reject_nul_bytes,
     whole_number,
 )
 from portal.core.roles import Forbidden, has_role, visible_environments
 
+# Text with something in it and no NUL (which PostgreSQL cannot store).
+TEXT = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 # What `release` reads as when CI asks before registering one.
 UNREGISTERED = "(not registered)"
 
@@ -194,7 +196,11 @@ def _context(environment, plan: dict, request: Request) -> dict:
 
 
 class PolicyOverrideSerializer(serializers.Serializer):
-    reason = StrictCharField(help_text="Why the violations may pass; audited, shown to auditors.")
+    reason = serializers.RegexField(
+        r"\S",
+        max_length=2000,
+        help_text="Why the violations may pass; audited, shown to auditors.",
+    )
 
 
 class DeploymentPolicyOverride(generics.GenericAPIView):
@@ -216,4 +222,32 @@ class DeploymentPolicyOverride(generics.GenericAPIView):
         given = PolicyOverrideSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         deployment.override_policy(request.user, given.validated_data["reason"])
+        return Response(DeploymentSerializer(self.get_queryset().get(pk=pk)).data)
+
+
+class EmergencyReviewSerializer(serializers.Serializer):
+    comment = serializers.RegexField(
+        TEXT, max_length=2000, help_text="What the review found; audited."
+    )
+
+
+class DeploymentEmergencyReview(generics.GenericAPIView):
+    """The post-implementation review of an emergency change, by an approver or
+    admin of the environment who took no part in it."""
+
+    serializer_class = EmergencyReviewSerializer
+
+    def get_queryset(self):
+        return visible_deployments(self.request.user)
+
+    @extend_schema(
+        summary="Review an emergency change after it ran (approver or admin not involved)",
+        request=EmergencyReviewSerializer,
+        responses={200: DeploymentSerializer, **_errors(400, 403, 404, 409)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        deployment: Deployment = get_object_or_404(self.get_queryset(), pk=pk)
+        given = EmergencyReviewSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        deployment.review_emergency(request.user, given.validated_data["comment"])
         return Response(DeploymentSerializer(self.get_queryset().get(pk=pk)).data)

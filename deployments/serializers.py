@@ -154,6 +154,13 @@ class PolicyOverrideOutSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
+class EmergencyReviewOutSerializer(serializers.Serializer):
+    due_by = serializers.DateTimeField(allow_null=True, help_text="Null until it has run.")
+    by = serializers.CharField(allow_null=True)
+    at = serializers.DateTimeField(allow_null=True)
+    comment = serializers.CharField(allow_blank=True)
+
+
 class PolicyCheckSerializer(serializers.Serializer):
     """Schema of PolicyCheck.as_dict()."""
 
@@ -192,6 +199,10 @@ class DeploymentSerializer(serializers.ModelSerializer):
         "extra_approvals [{policy, group, count, message}], policy_sha256, evaluated_at, "
         "override {by, reason, at} or null}`; null when no plan was checked."
     )
+    review = serializers.SerializerMethodField(
+        help_text="An emergency change's post-implementation review: `{due_by, by, at, "
+        "comment}` (by/at null until reviewed); null for other deployments."
+    )
     approvals_needed = serializers.SerializerMethodField(
         help_text="required_approvals plus the approvals the policies asked for."
     )
@@ -208,7 +219,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "required_approvals", "approval_digest", "approvals", "error",
             "created_at", "queued_at", "started_at", "finished_at", "rollback_of",
             "rolled_back_at", "rolled_back_by_deployment", "promoted_from", "image_checks",
-            "policy", "approvals_needed",
+            "policy", "approvals_needed", "not_before", "not_after", "emergency", "review",
         ]  # fmt: skip
 
     def _digest(self, deployment: Deployment) -> str:
@@ -222,6 +233,18 @@ class DeploymentSerializer(serializers.ModelSerializer):
     def get_policy(self, deployment: Deployment) -> dict | None:
         check = deployment.policy()
         return check.as_dict() if check else None
+
+    @extend_schema_field(EmergencyReviewOutSerializer(allow_null=True))
+    def get_review(self, deployment: Deployment) -> dict | None:
+        if not deployment.emergency:
+            return None
+        due = deployment.review_due_by
+        return {
+            "due_by": due.isoformat() if due else None,
+            "by": deployment.reviewed_by.get_username() if deployment.reviewed_by_id else None,
+            "at": deployment.reviewed_at.isoformat() if deployment.reviewed_at else None,
+            "comment": deployment.review_comment,
+        }
 
     def get_approvals_needed(self, deployment: Deployment) -> int:
         return deployment.approvals_needed()
@@ -239,12 +262,27 @@ class DeploymentCreateSerializer(serializers.Serializer):
     release = StrictIntegerField(min_value=1, max_value=MAX_ID, help_text="Release id.")
     environment = StrictIntegerField(min_value=1, max_value=MAX_ID, help_text="Environment id.")
     reason = StrictCharField(allow_blank=True, help_text="Why this deployment is needed.")
+    not_before = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Once approved, wait and start no sooner than this (ISO 8601 with offset).",
+    )
+    not_after = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Expire if not started by then."
+    )
     # No `kind`: a rollback through the API would need only the rollback quorum
     # for any release, so the API requests deployments only.
 
 
 class DecisionSerializer(serializers.Serializer):
     comment = StrictCharField(required=False, allow_blank=True, default="")
+    digest = StrictCharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=64,
+        help_text="Approve only: the approval_digest you reviewed; a 409 if it changed since.",
+    )
 
 
 class LogLineSerializer(serializers.Serializer):

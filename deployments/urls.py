@@ -6,6 +6,8 @@ urlpatterns = [
     path("apps/<slug:slug>/releases/", views.release_list, name="release-list"),
     path("apps/<slug:slug>/releases/new/", views.release_new, name="release-new"),
     path("releases/<int:pk>/", views.release_detail, name="release-detail"),
+    path("approvals/", views.approvals_inbox, name="approvals-inbox"),
+    path("approvals/count/", views.approvals_count, name="approvals-count"),
     path("deployments/", views.deployment_list, name="deployment-list"),
     path("deployments/new/", views.deployment_new, name="deployment-new"),
     path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
@@ -16,6 +18,11 @@ urlpatterns = [
         name="step-force-unlock",
     ),
     path("deployments/<int:pk>/approve/", views.deployment_approve, name="deployment-approve"),
+    path(
+        "deployments/<int:pk>/emergency-review/",
+        views.deployment_emergency_review,
+        name="deployment-emergency-review",
+    ),
     path(
         "deployments/<int:pk>/policy-override/",
         views.deployment_policy_override,

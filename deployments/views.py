@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import (
     require_GET,
     require_http_methods,
@@ -24,18 +25,26 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from deployments import evidence, metrics, rollback, state_lock
+from deployments import evidence, inbox, metrics, rollback, state_lock
 from deployments.choices import STATUS_COLOURS, Kind, Status
 from deployments.forms import (
     ARTIFACT_PREFIX,
     DecisionForm,
     DeploymentFilterForm,
     DeploymentRequestForm,
+    EmergencyReviewForm,
     ForceUnlockForm,
     PolicyOverrideForm,
     ReleaseForm,
 )
-from deployments.models import Approval, Artifact, Deployment, Release, with_current_deployment
+from deployments.models import (
+    Approval,
+    Artifact,
+    Deployment,
+    Release,
+    emergency,
+    with_current_deployment,
+)
 from deployments.timeline import build_timeline
 from environments import pricing
 from environments.models import Application, Environment, Service
@@ -113,6 +122,7 @@ def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deploym
         "requested_by",
         "freeze_override__requested_by",
         "freeze_override__decided_by",
+        "reviewed_by",
         "policy_check__overridden_by",
         "rollback_of__release",
     ).prefetch_related(
@@ -242,6 +252,23 @@ def _rolled_back_from(release: Release, environments: list[Environment]) -> list
 
 @login_required
 @require_safe
+def approvals_inbox(request: HttpRequest) -> HttpResponse:
+    """Waiting for me: what the user may decide now, oldest first."""
+    deployments = inbox.deployments_awaiting(request.user)
+    decorate_deployments(deployments)
+    context = {"deployments": deployments, "overrides": inbox.overrides_awaiting(request.user)}
+    return render(request, "deployments/inbox.html", context)
+
+
+@login_required
+@require_safe
+def approvals_count(request: HttpRequest) -> HttpResponse:
+    """The navigation bar's badge, fetched after the page (HTMX): no page pays for it."""
+    return render(request, "deployments/_inbox_count.html", {"count": inbox.count(request.user)})
+
+
+@login_required
+@require_safe
 def deployment_list(request: HttpRequest) -> HttpResponse:
     """Deployments in the user's environments, newest first, filtered by status and environment."""
     environments = visible_environments(request.user).select_related("application")
@@ -282,8 +309,10 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             deployment = Deployment.request(
-                release, form.cleaned_data["environment"], request.user, form.cleaned_data["reason"]
-            )
+                release, form.cleaned_data["environment"], request.user,
+                form.cleaned_data["reason"], not_before=form.cleaned_data.get("not_before"),
+                not_after=form.cleaned_data.get("not_after"),
+            )  # fmt: skip
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except PolicyError as exc:
@@ -415,8 +444,22 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "approvals_needed": deployment.approvals_needed(),
         "may_override_policy": _may_override_policy(deployment, user),
         "override_form": PolicyOverrideForm(),
+        "review_refusal": _review_refusal(deployment, user),
+        "review_form": EmergencyReviewForm(),
+        "now": timezone.now(),
     }
     return render(request, "deployments/deployment_detail.html", context)
+
+
+def _review_refusal(deployment: Deployment, user) -> str | None:
+    """None when the user may review this emergency change now, else why not."""
+    if not deployment.emergency or deployment.reviewed_at is not None:
+        return ""
+    try:
+        emergency.check_reviewer(deployment, user)
+    except PolicyError as exc:  # Conflict and Forbidden are PolicyErrors
+        return exc.message
+    return None
 
 
 def _may_override_policy(deployment: Deployment, user) -> bool:
@@ -508,8 +551,10 @@ def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         if action == "cancel":
             deployment.cancel(request.user, form.cleaned_data["comment"])
         else:
+            seen = {"seen_digest": form.cleaned_data["digest"]} if action == "approve" else {}
             getattr(deployment, action)(request.user, form.cleaned_data["comment"],
-                                        authentication=mfa.of_session(request.session))  # fmt: skip
+                                        authentication=mfa.of_session(request.session),
+                                        **seen)  # fmt: skip
     except StepUpRequired as exc:
         messages.warning(request, exc.message)
         return redirect("deployment-detail", pk=pk)
@@ -529,29 +574,47 @@ def _decide(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     return redirect("deployment-detail", pk=pk)
 
 
-@login_required
-@require_POST
-def deployment_policy_override(request: HttpRequest, pk: int) -> HttpResponse:
-    """An environment admin lets the plan's soft-mandatory violations pass."""
+def _with_text(request: HttpRequest, pk: int, form_class, act, done) -> HttpResponse:
+    """A POST carrying one text field (a review, a reason) to a model method:
+    form errors and the model's refusals become messages on the deployment page."""
     deployment = _visible_deployment(request, pk)
-    form = PolicyOverrideForm(request.POST)
+    form = form_class(request.POST)
+    (name,) = form.fields
     if not form.is_valid():
-        messages.error(request, "Reason: " + " ".join(form.errors["reason"]))
+        messages.error(request, f"{form.fields[name].label or name.title()}: "
+                       + " ".join(form.errors[name]))  # fmt: skip
         return redirect("deployment-detail", pk=pk)
     try:
-        deployment.override_policy(request.user, form.cleaned_data["reason"])
+        act(deployment, request.user, form.cleaned_data[name])
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
     except PolicyError as exc:
         messages.error(request, exc.message)
     else:
         deployment.refresh_from_db(fields=["status"])
-        messages.success(
-            request,
-            "Policy overridden; the reason is in the audit trail and the evidence pack. "
-            f"The deployment is now {deployment.get_status_display().lower()}.",
-        )
+        messages.success(request, done(deployment))
     return redirect("deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def deployment_emergency_review(request: HttpRequest, pk: int) -> HttpResponse:
+    """An approver or admin who took no part reviews an emergency change."""
+    return _with_text(
+        request, pk, EmergencyReviewForm, Deployment.review_emergency,
+        lambda _: "Review recorded in the audit trail and the evidence pack.",
+    )  # fmt: skip
+
+
+@login_required
+@require_POST
+def deployment_policy_override(request: HttpRequest, pk: int) -> HttpResponse:
+    """An environment admin lets the plan's soft-mandatory violations pass."""
+    return _with_text(
+        request, pk, PolicyOverrideForm, Deployment.override_policy,
+        lambda deployment: "Policy overridden; the reason is in the audit trail and the "
+        f"evidence pack. The deployment is now {deployment.get_status_display().lower()}.",
+    )  # fmt: skip
 
 
 @login_required

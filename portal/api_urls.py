@@ -92,6 +92,11 @@ urlpatterns = [
         name="api-policy-evaluation-create",
     ),
     path(
+        "deployments/<int:pk>/emergency-review/",
+        policy_api.DeploymentEmergencyReview.as_view(),
+        name="api-deployment-emergency-review",
+    ),
+    path(
         "deployments/<int:pk>/policy-override/",
         policy_api.DeploymentPolicyOverride.as_view(),
         name="api-deployment-policy-override",

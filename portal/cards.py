@@ -38,7 +38,8 @@ LAST_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 PENDING_SHOWN = 3
 NO_SOURCES = "none"
 # Problem labels, most urgent first; a card's rank is its most urgent problem.
-PROBLEMS = ("alarm", "failed", "drifted", "running", "pending", "over budget", "alarms unknown")
+PROBLEMS = ("alarm", "failed", "drifted", "running", "pending", "review due", "over budget",
+            "alarms unknown")  # fmt: skip
 STATUS_LABELS = dict(Status.choices)
 PROBLEM_COLOURS = {"alarm": "red", "failed": "red", "drifted": "red", "over budget": "red",
                    "running": "blue"}  # fmt: skip
@@ -197,6 +198,8 @@ def _card_sql(count: int) -> str:
                (SELECT COUNT(*) FROM {d} d WHERE d.environment_id = e.id AND d.status = %s)
                  AS pending_total,
                (SELECT COUNT(*) FROM {step} s WHERE s.environment_id = e.id) AS steps_total,
+               (SELECT COUNT(*) FROM {d} d WHERE d.environment_id = e.id AND d.emergency
+                AND d.reviewed_at IS NULL AND d.finished_at IS NOT NULL) AS reviews_due,
                (SELECT SUM(c.amount_usd) FROM {cost} c WHERE c.environment_id = e.id
                 AND c.day >= %s AND c.day <= %s) AS spend_total
         FROM {e} e JOIN {a} a ON a.id = e.application_id
@@ -352,6 +355,8 @@ def _problems(card: EnvironmentCard) -> list[str]:
         problems.append("running")
     if card.pending_count:
         problems.append("pending")
+    if card.environment.reviews_due:  # emergency changes not yet reviewed
+        problems.append("review due")
     budget = card.budget_usd
     if budget and max(card.spend_usd or 0, card.estimate_usd or 0) > budget:
         problems.append("over budget")

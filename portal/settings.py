@@ -412,6 +412,8 @@ PORTAL_URL = env_str("PORTAL_URL", "http://127.0.0.1:8000")
 WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 5)
 # The cost-allocation tag whose values name environments in Cost Explorer.
 COST_TAG_KEY = env_str("COST_TAG_KEY", "Environment")
+# An emergency change (break-glass, policy override) is reviewed within this many hours.
+EMERGENCY_REVIEW_HOURS = env_int("EMERGENCY_REVIEW_HOURS", 48)
 # How often the scheduler compares what runs with what was deployed (deployments/drift.py).
 DRIFT_CHECK_SECONDS = env_int("DRIFT_CHECK_SECONDS", 300)
 # The Rego policies every Terraform plan is checked against (docs/POLICIES.md).

@@ -11,7 +11,9 @@ from django.db import models
 from django.utils import timezone
 
 from deployments.choices import Decision
+from portal.core.choices import Role
 from portal.core.mfa import Authentication
+from portal.core.roles import Forbidden, has_role
 
 
 def approval_digest(artifacts: dict[str, str], plan_sha256: str, policy_sha256: str = "") -> str:
@@ -94,3 +96,44 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.decision} #{self.deployment_id}"
+
+
+def rules_for(deployment) -> list[str]:
+    """The rules an approver of this deployment is held to now, by name:
+    what Approval.rules records and the evidence pack lists."""
+    env = deployment.environment
+    rules = ["requester_may_not_approve", "approver_role"]
+    if env.approver_group_id:
+        rules.append(f"approver_group:{env.approver_group.name}")
+    if env.implementers_may_not_approve:
+        rules += ["registrant_may_not_approve", "commit_author_may_not_approve"]
+    if env.approval_mfa_minutes:
+        rules.append(f"fresh_mfa_within_minutes:{env.approval_mfa_minutes}")
+    return rules
+
+
+def check_approver(deployment, user) -> None:
+    """Raise Forbidden, saying why, if `user` may not decide on this deployment."""
+    env = deployment.environment
+    if deployment.requested_by_id is not None and user.pk == deployment.requested_by_id:
+        raise Forbidden("You requested this deployment; someone else must approve it.")
+    if env.implementers_may_not_approve:
+        release = deployment.release
+        if user.pk == release.created_by_id:
+            raise Forbidden(
+                f"You registered {release.version}; in {env} someone who did not build "
+                "the release must approve it (implementers may not approve)."
+            )
+        if release.commit_author_user_id is not None and user.pk == release.commit_author_user_id:
+            raise Forbidden(
+                f"You wrote commit {release.commit} of {release.version}; in {env} someone "
+                "who did not build the release must approve it (implementers may not approve)."
+            )
+    if not has_role(user, env, Role.APPROVER):
+        raise Forbidden(f"You need the approver role in {env} to decide this.")
+    if env.approver_group_id and not user.groups.filter(pk=env.approver_group_id).exists():
+        # A group a policy asked to approve (finance on a cost increase) may.
+        check = deployment.policy()
+        asked = [wanted["group"] for wanted in check.extra_approvals] if check else []
+        if not asked or not user.groups.filter(name__in=asked).exists():
+            raise Forbidden(f"Only members of {env.approver_group.name} may approve in {env}.")

@@ -24,7 +24,8 @@ from deployments.choices import (
     NotificationEvent,
     Status,
 )
-from deployments.models.approval import Approval, approval_digest
+from deployments.models import emergency
+from deployments.models.approval import Approval, approval_digest, check_approver, rules_for
 from deployments.models.notification import announce
 from deployments.models.policy import PolicyCheck, override_policy
 from deployments.models.policy import store as store_policy_check
@@ -41,6 +42,8 @@ from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
 
+# Where a request may still wait for its window to open (and expire when it closes).
+WINDOW_STATUSES = (Status.PLANNING, Status.AWAITING_APPROVAL, Status.QUEUED)
 PLAN_JOB = "deployments.jobs.plan_deployment"
 RUN_JOB = "deployments.jobs.run_deployment"
 # Job id prefixes (deployments/models/queueing.py): the sweeper reads them back.
@@ -109,6 +112,16 @@ class Deployment(models.Model):
     freeze_override = models.ForeignKey(
         FreezeOverride, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # The requested window (deployments/models/emergency.py): starts no sooner, expires after.
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    # Released through break-glass or a policy override: reviewed after it ran.
+    emergency = models.BooleanField(default=False)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_comment = models.TextField(blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -188,8 +201,11 @@ class Deployment(models.Model):
         reason: str,
         kind: str = Kind.DEPLOY,
         rollback_of: Deployment | None = None,
+        not_before=None,
+        not_after=None,
     ) -> Deployment:
-        """Create a deployment request after checking every rule that applies."""
+        """Create a deployment request after checking every rule that applies;
+        `not_before`/`not_after` (aware datetimes) name the window it may start in."""
         if not has_role(user, environment, Role.DEPLOYER):
             raise Forbidden(f"You need the deployer role in {environment} to request this.")
         if release.application_id != environment.application_id:
@@ -199,6 +215,7 @@ class Deployment(models.Model):
         reason = (reason or "").strip()
         if not reason:
             raise PolicyError("Say why this deployment is needed.", field="reason")
+        emergency.check_window(not_before, not_after)
         if (
             kind == Kind.ROLLBACK
             and not cls.objects.filter(
@@ -256,6 +273,9 @@ class Deployment(models.Model):
                 rollback_of=rollback_of,
                 promoted_from=promoted_from,
                 image_checks=image_checks,
+                not_before=not_before,
+                not_after=not_after,
+                emergency=override is not None,
                 status=status,
                 queued_at=timezone.now() if status == Status.QUEUED else None,
             )
@@ -274,6 +294,8 @@ class Deployment(models.Model):
                     "rollback_of": rollback_of.pk if rollback_of else None,
                     "promoted_from": promoted_from.pk if promoted_from else None,
                     "image_checks": image_checks,
+                    "not_before": not_before.isoformat() if not_before else None,
+                    "not_after": not_after.isoformat() if not_after else None,
                 },
             )
             deployment.dispatch()
@@ -313,46 +335,12 @@ class Deployment(models.Model):
         self.refresh_from_db()
 
     def approval_rules(self) -> list[str]:
-        """The rules an approver of this deployment is held to now, by name:
-        what Approval.rules records and the evidence pack lists."""
-        env = self.environment
-        rules = ["requester_may_not_approve", "approver_role"]
-        if env.approver_group_id:
-            rules.append(f"approver_group:{env.approver_group.name}")
-        if env.implementers_may_not_approve:
-            rules += ["registrant_may_not_approve", "commit_author_may_not_approve"]
-        if env.approval_mfa_minutes:
-            rules.append(f"fresh_mfa_within_minutes:{env.approval_mfa_minutes}")
-        return rules
+        """The rules an approver is held to now, by name (approval.rules_for)."""
+        return rules_for(self)
 
     def check_approver(self, user) -> None:
-        """Raise Forbidden, saying why, if `user` may not decide on this deployment."""
-        env = self.environment
-        if self.requested_by_id is not None and user.pk == self.requested_by_id:
-            raise Forbidden("You requested this deployment; someone else must approve it.")
-        if env.implementers_may_not_approve:
-            release = self.release
-            if user.pk == release.created_by_id:
-                raise Forbidden(
-                    f"You registered {release.version}; in {env} someone who did not build "
-                    "the release must approve it (implementers may not approve)."
-                )
-            if (
-                release.commit_author_user_id is not None
-                and user.pk == release.commit_author_user_id
-            ):
-                raise Forbidden(
-                    f"You wrote commit {release.commit} of {release.version}; in {env} someone "
-                    "who did not build the release must approve it (implementers may not approve)."
-                )
-        if not has_role(user, env, Role.APPROVER):
-            raise Forbidden(f"You need the approver role in {env} to decide this.")
-        if env.approver_group_id and not user.groups.filter(pk=env.approver_group_id).exists():
-            # A group a policy asked to approve (finance on a cost increase) may.
-            check = self.policy()
-            asked = [wanted["group"] for wanted in check.extra_approvals] if check else []
-            if not asked or not user.groups.filter(name__in=asked).exists():
-                raise Forbidden(f"Only members of {env.approver_group.name} may approve in {env}.")
+        """Raise Forbidden, saying why, if `user` may not decide (approval.check_approver)."""
+        check_approver(self, user)
 
     def _expire_if_stale(self) -> bool:
         if self.status == Status.AWAITING_APPROVAL and timezone.now() >= self.expires_at:
@@ -402,11 +390,17 @@ class Deployment(models.Model):
         )
 
     def approve(
-        self, user, comment: str = "", authentication: Authentication | None = None
+        self,
+        user,
+        comment: str = "",
+        authentication: Authentication | None = None,
+        seen_digest: str = "",
     ) -> Approval:
         """Record user's approval; release the deployment when the policy is met.
         `authentication` is how and when the approver proved who they are; the
-        approval keeps it, and an environment with a fresh-MFA rule checks it."""
+        approval keeps it, and an environment with a fresh-MFA rule checks it.
+        `seen_digest` is the approval digest the approver was shown: when the
+        plan (or images, or policies) changed since, the approval is refused."""
         # Expire in a transaction of its own, so the refusal below cannot undo it.
         if self.expire():
             raise PolicyError("This request has expired; request the deployment again.")
@@ -423,6 +417,11 @@ class Deployment(models.Model):
             if check := self.policy():
                 check.refuse_if_blocked(self.environment)
             digest = self.approval_digest()
+            if seen_digest and seen_digest != digest:
+                raise Conflict(
+                    "The plan changed since you looked: what you saw is no longer what would "
+                    "ship. Read the new plan below, then decide again."
+                )
             # Once per person and plan: after a re-plan (a new digest) the
             # approvers decide again on what will now ship.
             if self.approvals.filter(user=user, digest=digest).exists():
@@ -474,14 +473,23 @@ class Deployment(models.Model):
         detail = {"approvers": sorted(a.user.get_username() for a in valid)}
         if check and check.outcome == "blocked":  # let through by break-glass: say which
             detail["policy_break_glass"] = self.environment.active_override().pk
+        past_policy = bool(check and (check.overridden or check.outcome == "blocked"))
         self._set_status(
             Status.QUEUED, "deployment.queued", actor=actor, detail=detail,
-            queued_at=timezone.now(),
+            queued_at=timezone.now(), emergency=self.emergency or past_policy,
         )  # fmt: skip
         # The run job first: on-commit hooks enqueue in this order.
         self.dispatch()
         announce(self, NotificationEvent.APPROVED)
         return True
+
+    def review_emergency(self, user, comment: str) -> None:
+        """The post-implementation review of an emergency change (emergency.review)."""
+        emergency.review(self, user, comment)
+
+    @property
+    def review_due_by(self):
+        return emergency.review_due_by(self)
 
     def override_policy(self, user, reason: str) -> PolicyCheck:
         """An environment admin lets soft-mandatory violations pass (policy.override)."""
@@ -562,6 +570,21 @@ class Deployment(models.Model):
             return self._expire_if_stale()
 
     # -- running (called by the jobs in deployments/jobs.py) ----------------------
+
+    def expire_window(self) -> bool:
+        """Not started and its window closed: → expired, saying so."""
+        if not emergency.window_closed(self) or self.status not in WINDOW_STATUSES:
+            return False
+        with transaction.atomic():
+            self._lock()
+            if not emergency.window_closed(self) or self.status not in WINDOW_STATUSES:
+                return False
+            self._set_status(
+                Status.EXPIRED, "deployment.expired", finished_at=timezone.now(),
+                error=f"Its window closed at {self.not_after:%Y-%m-%d %H:%M %Z} before it "
+                "could start; request it again with a new window.",
+            )  # fmt: skip
+        return True
 
     @property
     def queue_name(self) -> str:
@@ -668,6 +691,8 @@ class Deployment(models.Model):
         run starts after that.
         """
         now = timezone.now()
+        if emergency.waits_for_window(self, now) or self.expire_window():
+            return False
         try:
             with transaction.atomic():
                 lock_environment(self.environment_id)
@@ -791,8 +816,10 @@ def lock_environment(environment_id: int, nowait: bool = False) -> None:
 def wake_next_queued(environment_id: int, skip: Iterable[int] = ()) -> bool:
     """After a run ends, enqueue the oldest deployment waiting for the
     environment, unless it is in `skip` (its job waits in a queue already)."""
+    now = timezone.now()
     waiting = (
         Deployment.objects.filter(environment_id=environment_id, status=Status.QUEUED)
+        .filter(models.Q(not_before__isnull=True) | models.Q(not_before__lte=now))
         .order_by("queued_at", "id")
         .first()
     )

@@ -22,7 +22,7 @@ def four_eyes_refuses(path) -> bool:
         )
         columns = {row[1] for row in conn.execute("PRAGMA table_info(deployments_deployment)")}
         # Columns later migrations add (NOT NULL, defaults kept by Django): given when present.
-        later = {"image_checks": "'[]'"}
+        later = {"image_checks": "'[]'", "emergency": "0", "review_comment": "''"}
         extra = {name: value for name, value in later.items() if name in columns}
         conn.execute(
             "INSERT INTO deployments_deployment (id, kind, status, reason, required_approvals,"

@@ -116,6 +116,7 @@ def test_a_soft_violation_waits_for_an_admins_reasoned_override(
     assert policy["outcome"] == "override_required"
     assert policy["override"]["by"] == "erin"
     assert policy["override"]["reason"] == "Marker change reviewed with the risk team (CHG-4411)"
+    assert body.json()["emergency"] is True  # reviewed after it runs, by someone not involved
     with pytest.raises(Conflict):
         deployment.override_policy(users["erin"], "again")  # no longer awaiting approval
     event = AuditEvent.objects.get(action="deployment.policy_overridden")

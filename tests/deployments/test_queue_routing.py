@@ -55,4 +55,5 @@ def test_the_periodic_jobs_queues():
         "verify_audit_chain": "low",
         "fetch_costs": "low",
         "poll_alarms": "low",
+        "sweep_drift": "low",
     }

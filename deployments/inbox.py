@@ -1,0 +1,74 @@
+"""The approvals inbox: what is waiting for this user's decision, oldest
+first — deployments they may approve now and break-glass requests they may
+decide. The same rules as the decisions themselves (Deployment.check_approver,
+FreezeOverride), so the inbox never offers what would then be refused."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from deployments.choices import Status
+from deployments.models import Deployment
+from environments.choices import OverrideStatus
+from environments.models import FreezeOverride
+from portal.core.choices import Role
+from portal.core.roles import Forbidden, PolicyError, has_role, prime_roles, visible_environments
+
+
+def _decider_environments(user, *roles: str) -> list[int]:
+    ids = list(visible_environments(user).values_list("pk", flat=True))
+    prime_roles(user, ids)
+    return [pk for pk in ids if has_role(user, pk, *roles)]
+
+
+def deployments_awaiting(user) -> list[Deployment]:
+    """Deployments awaiting approval that `user` may approve now."""
+    candidates = (
+        Deployment.objects.filter(
+            status=Status.AWAITING_APPROVAL,
+            environment_id__in=_decider_environments(user, Role.APPROVER),
+        )
+        .exclude(requested_by=user)
+        .select_related(
+            "release__application",
+            "environment__application",
+            "requested_by",
+            "environment__approver_group",
+            "policy_check",
+        )  # fmt: skip
+        .order_by("created_at", "id")
+    )
+    waiting = []
+    for deployment in candidates:
+        try:
+            deployment.check_approver(user)
+            if check := deployment.policy():
+                check.refuse_if_blocked(deployment.environment)
+        except (Forbidden, PolicyError):
+            continue
+        if deployment.approvals.filter(user=user, digest=deployment.approval_digest()).exists():
+            continue
+        waiting.append(deployment)
+    return waiting
+
+
+def awaiting_ids(user) -> QuerySet:
+    """The same deployments as a queryset (for the API's `?awaiting=me`)."""
+    return Deployment.objects.filter(pk__in=[d.pk for d in deployments_awaiting(user)])
+
+
+def overrides_awaiting(user) -> list[FreezeOverride]:
+    """Break-glass requests `user` may approve or reject (a second person)."""
+    return list(
+        FreezeOverride.objects.filter(
+            status=OverrideStatus.PENDING,
+            environment_id__in=_decider_environments(user, Role.APPROVER, Role.ADMIN),
+        )
+        .exclude(requested_by=user)
+        .select_related("environment__application", "requested_by")
+        .order_by("created_at", "id")
+    )
+
+
+def count(user) -> int:
+    return len(deployments_awaiting(user)) + len(overrides_awaiting(user))

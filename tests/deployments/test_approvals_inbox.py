@@ -1,0 +1,76 @@
+"""Waiting for me: the approvals inbox, its navigation badge and the API's
+`?awaiting=me`, each following the same rules as the decisions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from deployments import inbox
+from deployments.models import Release
+from environments.models import FreezeOverride
+from tests.api.conftest import api, request_deployment  # noqa: F401
+from tests.conftest import env, image
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def later(release, users):
+    """A second release, requested for staging after the first."""
+    artifacts = {s: image(s, "b") for s in ("fraud-api", "fraud-ml", "fraud-worker")}
+    return Release.register(release.application, "1.5.0", artifacts, users["alice"])
+
+
+def test_it_lists_what_each_person_may_decide_now(users, release, later):
+    staging_env = env(release.application, "staging")
+    staging_env.required_approvals = 2  # bob's approval leaves it waiting for carol
+    staging_env.save()
+    staging = request_deployment(release, users, "staging")
+    second = request_deployment(later, users, "staging")
+    glass = FreezeOverride.request(env(release.application, "production"), users["erin"],
+                                   "INC-9", timedelta(hours=1))  # fmt: skip
+
+    assert [d.pk for d in inbox.deployments_awaiting(users["bob"])] == [staging.pk, second.pk]
+    assert inbox.deployments_awaiting(users["alice"]) == []  # she asked for them
+    assert inbox.deployments_awaiting(users["dave"]) == []  # a viewer
+    second.approve(users["bob"])
+    assert [d.pk for d in inbox.deployments_awaiting(users["bob"])] == [staging.pk]
+    assert [d.pk for d in inbox.deployments_awaiting(users["carol"])] == [staging.pk, second.pk]
+    assert inbox.overrides_awaiting(users["bob"]) == [glass]
+    assert inbox.overrides_awaiting(users["erin"]) == []  # a second person decides
+    assert inbox.count(users["carol"]) == 3
+
+
+def test_the_page_and_the_badge_show_them(client, users, release):
+    deployment = request_deployment(release, users, "staging")
+    client.force_login(users["bob"])
+
+    page = client.get(reverse("approvals-inbox"))
+    badge = client.get(reverse("approvals-count"))
+    client.force_login(users["alice"])
+    none = client.get(reverse("approvals-count"))
+    empty = client.get(reverse("approvals-inbox"))
+
+    assert f'href="/deployments/{deployment.pk}/"' in page.content.decode()
+    assert 'data-testid="approvals-count"' in badge.content.decode() and ">1<" in (
+        badge.content.decode()
+    )
+    assert none.content.decode().strip() == ""
+    assert "Nothing waits for your approval." in empty.content.decode()
+
+
+def test_the_api_filters_awaiting_me_oldest_first(api, users, release, later):  # noqa: F811
+    staging = request_deployment(release, users, "staging")
+    second = request_deployment(later, users, "staging")
+    url = reverse("api-deployment-list")
+
+    mine = api("bob").get(url, {"awaiting": "me"}).json()["results"]
+    theirs = api("alice").get(url, {"awaiting": "me"}).json()["results"]
+    bad = api("bob").get(url, {"awaiting": "you"})
+
+    assert [d["id"] for d in mine] == [staging.pk, second.pk]
+    assert theirs == []
+    assert bad.status_code == 400 and "awaiting" in bad.json()
