@@ -331,6 +331,29 @@ def _audit_section(deployment: Deployment) -> dict[str, Any]:
     }
 
 
+def _override(override) -> dict[str, Any] | None:
+    if override is None:
+        return None
+    return {
+        "id": override.pk, "reason": override.reason, "status": override.status,
+        "requested_by": identity(override.requested_by),
+        "decided_by": identity(override.decided_by),
+        "requested_at": iso(override.created_at), "decided_at": iso(override.decided_at),
+        "expires_at": iso(override.expires_at),
+    }  # fmt: skip
+
+
+def _promotion(deployment: Deployment) -> dict[str, Any] | None:
+    source = deployment.promoted_from
+    if source is None:
+        return None
+    return {
+        "id": source.pk, "environment": source.environment.slug,
+        "release": source.release.version, "finished_at": iso(source.finished_at),
+        "url": settings.PORTAL_URL.rstrip("/") + f"/deployments/{source.pk}/",
+    }  # fmt: skip
+
+
 def _deployment_section(deployment: Deployment) -> dict[str, Any]:
     env = deployment.environment
     return {
@@ -347,6 +370,10 @@ def _deployment_section(deployment: Deployment) -> dict[str, Any]:
         "queued_at": iso(deployment.queued_at),
         "started_at": iso(deployment.started_at),
         "finished_at": iso(deployment.finished_at),
+        # The break-glass that let it through a freeze, and the run that satisfied
+        # the promotion rule.
+        "freeze_override": _override(deployment.freeze_override),
+        "promoted_from": _promotion(deployment),
         "window": {
             "not_before": iso(deployment.not_before),
             "not_after": iso(deployment.not_after),

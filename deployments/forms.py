@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from deployments.choices import Status
+from deployments.models.release import NOTES_MAX, Release
 from environments.models import Service
 from portal.core.roles import PolicyError
 
@@ -45,11 +46,15 @@ class ReleaseForm(PolicyErrorMixin, forms.Form):
         help_text="Who wrote the commit (“Name <email>”, an e-mail or a Gantry user name); "
         "where implementers may not approve, that user may not approve it.",
     )
-    notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
+    notes = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=NOTES_MAX,
+        help_text=f"What changed, for approvers and auditors ({NOTES_MAX:,} characters at most).",
+    )  # fmt: skip
 
-    def __init__(self, *args, services: list[Service], **kwargs) -> None:
+    def __init__(self, *args, services: list[Service], application=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.services = services
+        self.application = application
         for service in services:
             repository = (service.image_repositories or ["repository"])[0]
             self.fields[ARTIFACT_PREFIX + service.slug] = forms.CharField(
@@ -59,6 +64,39 @@ class ReleaseForm(PolicyErrorMixin, forms.Form):
                 f"({repository}:1.4.0) resolved to its digest through the registry",
                 widget=forms.TextInput(attrs={"class": "mono", "spellcheck": "false"}),
             )
+
+    def clean(self) -> dict:
+        """Every problem at once: the model's own checks (Release.problems) on
+        whatever the fields hold, beside the fields' own errors."""
+        data = super().clean()
+        if self.application is None:
+            return data
+        raw = {s.slug: (self.data.get(ARTIFACT_PREFIX + s.slug) or "").strip()
+               for s in self.services}  # fmt: skip
+        for problem in Release.problems(
+            self.application, self.data.get("version", ""), raw, self.data.get("notes", ""),
+            self.data.get("commit", ""), self.data.get("commit_author", ""),
+        ):  # fmt: skip
+            name = problem.field or ""
+            slug = name.removeprefix("artifacts.")
+            if name.startswith("artifacts.") and "@" not in raw.get(slug, "@") and raw[slug]:
+                continue  # a tag: resolved through the registry after this
+            if name.startswith("artifacts.") and not raw.get(slug):
+                continue  # the field's own "required" says it
+            field = self._field_for(name)
+            if field is None or not self.has_error(field):
+                self.add_policy_error(problem)
+        version = (self.data.get("version") or "").strip()
+        if version and Release.objects.filter(application=self.application,
+                                              version=version).exists():  # fmt: skip
+            self.add_error("version", f"{self.application.slug} {version} is already "
+                           "registered; releases are immutable.")  # fmt: skip
+        return data
+
+    def _field_for(self, name: str) -> str | None:
+        if name.startswith("artifacts."):
+            name = ARTIFACT_PREFIX + name.removeprefix("artifacts.")
+        return name if name in self.fields else None
 
     def artifacts(self) -> dict[str, str]:
         return {s.slug: self.cleaned_data[ARTIFACT_PREFIX + s.slug] for s in self.services}

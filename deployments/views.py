@@ -171,7 +171,7 @@ def release_new(request: HttpRequest, slug: str) -> HttpResponse:
             f"You need the deployer role in an environment of {application} to register releases."
         )
     services = list(Service.objects.filter(application=application))
-    form = ReleaseForm(request.POST or None, services=services)
+    form = ReleaseForm(request.POST or None, services=services, application=application)
     resolved = []
     if request.method == "POST" and form.is_valid():
         try:
@@ -181,7 +181,7 @@ def release_new(request: HttpRequest, slug: str) -> HttpResponse:
                 form = ReleaseForm(
                     {**request.POST.dict(), **{ARTIFACT_PREFIX + r["service"]: r["image"]
                                                for r in resolved}},
-                    services=services,
+                    services=services, application=application,
                 )  # fmt: skip
                 form.is_valid()
                 context = {"application": application, "form": form, "resolved": resolved}
@@ -359,6 +359,14 @@ def _running_now(environment: Environment) -> Deployment | None:
     )
 
 
+def _with_artifacts(deployment_id: int) -> Deployment:
+    return (
+        Deployment.objects.select_related("release")
+        .prefetch_related(Prefetch("release__artifacts", queryset=Artifact.objects.all()))
+        .get(pk=deployment_id)
+    )
+
+
 def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:
     now = {a.service_id: a for a in running.release.artifacts.all()} if running else {}
     return [ServiceChange(a.service, a, now.get(a.service_id)) for a in release.artifacts.all()]
@@ -405,6 +413,14 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for approval in approvals:
         approval.still_valid = approval.counts_for(digest)
     running = _running_now(env)
+    # An open request is compared with what runs now; a finished one with what
+    # ran when it started (or was requested), kept with it.
+    if deployment.is_open:
+        compared = running
+    else:
+        compared = (
+            _with_artifacts(deployment.compared_with_id) if deployment.compared_with_id else None
+        )
     refusal = _cannot_approve_because(deployment, user, approvals, digest)
     may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal
     authentication = mfa.of_session(request.session)
@@ -421,8 +437,9 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "environment": env,
         "deployment": deployment,
         "release": deployment.release,
-        "changes": _diff(deployment.release, running),
+        "changes": _diff(deployment.release, compared),
         "running": running,
+        "compared": compared,
         "approvals": approvals,
         "valid_count": sum(1 for a in approvals if a.still_valid),
         "digest": digest,

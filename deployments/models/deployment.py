@@ -112,6 +112,11 @@ class Deployment(models.Model):
     freeze_override = models.ForeignKey(
         FreezeOverride, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # What ran here when it was requested, and again when it started: the diff
+    # its page shows after the fact is against this, not against itself.
+    compared_with = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     # The requested window (deployments/models/emergency.py): starts no sooner, expires after.
     not_before = models.DateTimeField(null=True, blank=True)
     not_after = models.DateTimeField(null=True, blank=True)
@@ -275,6 +280,7 @@ class Deployment(models.Model):
                 image_checks=image_checks,
                 not_before=not_before,
                 not_after=not_after,
+                compared_with=cls.objects.filter(environment=env).succeeded_latest_first().first(),
                 emergency=override is not None,
                 status=status,
                 queued_at=timezone.now() if status == Status.QUEUED else None,
@@ -696,9 +702,14 @@ class Deployment(models.Model):
         try:
             with transaction.atomic():
                 lock_environment(self.environment_id)
+                running_before = (
+                    Deployment.objects.filter(environment_id=self.environment_id)
+                    .succeeded_latest_first()
+                    .first()
+                )
                 started = Deployment.objects.filter(pk=self.pk, status=Status.QUEUED).update(
                     status=Status.RUNNING, started_at=now, heartbeat_at=now,
-                    worker_name=worker_name[:200],
+                    worker_name=worker_name[:200], compared_with=running_before,
                 )  # fmt: skip
                 if started:
                     audit.record(

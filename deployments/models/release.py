@@ -23,6 +23,7 @@ IMAGE_REF_RE = re.compile(
 )
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 EMAIL_IN_AUTHOR_RE = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+NOTES_MAX = 10_000  # release notes: a changelog, not the whole history
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}$")
 
 
@@ -138,6 +139,65 @@ class Release(models.Model):
                 )
         return checks
 
+    @staticmethod
+    def problems(
+        application: Application,
+        version: str,
+        artifacts: dict,
+        notes: str = "",
+        commit: str = "",
+        commit_author: str = "",
+    ) -> list[PolicyError]:
+        """Every problem with a release's fields, each naming its field (the
+        form shows them all at once; `register` refuses on the first)."""
+        found = []
+        if not VERSION_RE.match((version or "").strip()):
+            found.append(PolicyError(
+                "Use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
+                field="version",
+            ))  # fmt: skip
+        if len(notes or "") > NOTES_MAX:
+            found.append(PolicyError(f"Notes are {NOTES_MAX:,} characters at most "
+                                     f"({len(notes):,} given).", field="notes"))  # fmt: skip
+        commit = (commit or "").strip().lower()
+        if commit and not COMMIT_RE.match(commit):
+            found.append(PolicyError("A commit is 7 to 40 hexadecimal digits.", field="commit"))
+        commit_author = " ".join((commit_author or "").split())
+        if len(commit_author) > 254:
+            found.append(PolicyError("A commit author is 254 characters at most.",
+                                     field="commit_author"))  # fmt: skip
+        if commit_author and not commit:
+            found.append(PolicyError("Name the commit the author wrote.", field="commit"))
+        if not isinstance(artifacts, dict):
+            found.append(PolicyError("Give an object mapping service slug to image.",
+                                     field="artifacts"))  # fmt: skip
+            return found
+        services = {s.slug: s for s in application.services.all()}
+        unknown = sorted(set(artifacts) - set(services))
+        if unknown:
+            found.append(PolicyError(
+                f"Unknown service(s) for {application.slug}: {', '.join(unknown)}.",
+                field="artifacts",
+            ))  # fmt: skip
+        missing = sorted(set(services) - set(artifacts))
+        if missing:
+            found.append(PolicyError(
+                f"Missing an image for service(s): {', '.join(missing)}.", field="artifacts"
+            ))  # fmt: skip
+        for slug, ref in artifacts.items():
+            if slug not in services:
+                continue
+            if not isinstance(ref, str) or not IMAGE_REF_RE.match(ref.strip()):
+                found.append(PolicyError(
+                    f"{slug}: pin the image by digest, as repository@sha256:<64 hex digits>.",
+                    field=f"artifacts.{slug}",
+                ))  # fmt: skip
+                continue
+            repository = ref.strip().split("@", 1)[0]
+            if not services[slug].allows(repository):
+                found.append(_foreign_repository(services[slug], repository))
+        return found
+
     @classmethod
     def register(
         cls,
@@ -151,43 +211,13 @@ class Release(models.Model):
     ) -> Release:
         """Validate and store a release; every problem names the field it is about."""
         _require_deployer(application, user)
-        version = (version or "").strip()
-        if not VERSION_RE.match(version):
-            raise PolicyError(
-                "Use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
-                field="version",
-            )
+        problems = cls.problems(application, version, artifacts, notes, commit, commit_author)
+        if problems:
+            raise problems[0]
+        version = version.strip()
         commit = (commit or "").strip().lower()
-        if commit and not COMMIT_RE.match(commit):
-            raise PolicyError("A commit is 7 to 40 hexadecimal digits.", field="commit")
         commit_author = " ".join((commit_author or "").split())
-        if len(commit_author) > 254:
-            raise PolicyError("A commit author is 254 characters at most.", field="commit_author")
-        if commit_author and not commit:
-            raise PolicyError("Name the commit the author wrote.", field="commit")
-        if not isinstance(artifacts, dict):
-            raise PolicyError("Give an object mapping service slug to image.", field="artifacts")
         services = {s.slug: s for s in application.services.all()}
-        unknown = sorted(set(artifacts) - set(services))
-        if unknown:
-            raise PolicyError(
-                f"Unknown service(s) for {application.slug}: {', '.join(unknown)}.",
-                field="artifacts",
-            )
-        missing = sorted(set(services) - set(artifacts))
-        if missing:
-            raise PolicyError(
-                f"Missing an image for service(s): {', '.join(missing)}.", field="artifacts"
-            )
-        for slug, ref in artifacts.items():
-            if not isinstance(ref, str) or not IMAGE_REF_RE.match(ref.strip()):
-                raise PolicyError(
-                    f"{slug}: pin the image by digest, as repository@sha256:<64 hex digits>.",
-                    field=f"artifacts.{slug}",
-                )
-            repository = ref.strip().split("@", 1)[0]
-            if not services[slug].allows(repository):
-                raise _foreign_repository(services[slug], repository)
         with transaction.atomic():
             if cls.objects.filter(application=application, version=version).exists():
                 raise Conflict(

@@ -193,3 +193,27 @@ def test_it_offers_cancel_on_a_running_deployment(users, deployment):
     Deployment.objects.filter(pk=deployment.pk).update(cancel_requested_at=timezone.now())
     html = browser(users["alice"]).get(url(deployment)).content.decode()
     assert ">Cancel deployment</button>" not in html and "Cancel requested" in html
+
+
+def test_a_finished_deployment_keeps_the_diff_of_its_time(catalog, users):
+    """Once later releases ran, a finished deployment's page still shows what it
+    changed then, not a comparison with itself or with what runs now."""
+    staging = env(catalog, "staging")
+    first = Release.register(catalog, "1.3.0", {s: image(s, "b") for s in SERVICES},
+                             users["alice"])  # fmt: skip
+    second = Release.register(catalog, "1.4.0", {**{s: image(s, "b") for s in SERVICES},
+                                                 "fraud-ml": image("fraud-ml", "c")},
+                              users["alice"])  # fmt: skip
+    third = Release.register(catalog, "1.5.0", {s: image(s, "d") for s in SERVICES},
+                             users["alice"])  # fmt: skip
+    ran = [succeed(Deployment.request(r, staging, users["alice"], "go"))
+           for r in (first, second, third)]  # fmt: skip
+
+    middle = browser(users["bob"]).get(url(ran[1]))
+    oldest = browser(users["bob"]).get(url(ran[0]))
+
+    changes = {row.service.slug: row.change for row in middle.context["changes"]}
+    assert changes == {"fraud-api": "unchanged", "fraud-ml": "changed", "fraud-worker": "unchanged"}
+    assert "Compared with what ran there when it started: 1.3.0" in middle.content.decode()
+    assert {row.change for row in oldest.context["changes"]} == {"new"}
+    assert "Nothing ran there before it" in oldest.content.decode()

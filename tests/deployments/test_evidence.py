@@ -363,3 +363,11 @@ def test_it_reports_a_break_found_by_the_scheduled_check(users, deployment):
     assert verification["chain"]["covers_these_events"] is False
     html = browser(users["dave"]).get(html_url(deployment)).content.decode()
     assert f"BROKEN at event #{registered.seq}</span>" in html
+
+
+def test_it_names_the_run_that_satisfied_the_promotion_rule(users, deployment):
+    section = download(users["dave"], deployment)["deployment"]
+    staging_run = deployment.promoted_from
+    assert section["promoted_from"]["id"] == staging_run.pk
+    assert section["promoted_from"]["environment"] == "staging"
+    assert section["freeze_override"] is None

@@ -89,3 +89,25 @@ def test_it_refuses_other_methods(users, catalog):
 def test_it_needs_sign_in(client, catalog):
     assert client.post(URL, form())["Location"].startswith(reverse("login"))
     assert not Release.objects.exists()
+
+
+def test_it_shows_every_error_at_once(users, catalog):
+    response = browser(users["alice"]).post(URL, form(**{
+        "version": "-bad", "commit": "xyz", "notes": "n" * 10_001,
+        "artifact_fraud-ml": "fraud-ml@latest",
+    }))  # fmt: skip
+
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert set(errors) == {"version", "commit", "notes", "artifact_fraud-ml"}
+    assert "Use 1-64 letters" in errors["version"][0]
+    assert "7 to 40 hexadecimal digits" in errors["commit"][0]
+    assert "10000" in errors["notes"][0] or "10,000" in errors["notes"][0]
+    assert not Release.objects.exists()
+
+
+def test_it_says_a_version_is_taken_with_the_other_errors(users, release):
+    response = browser(users["alice"]).post(URL, form(version="1.4.0", commit="nothex!"))
+    errors = response.context["form"].errors
+    assert "already registered" in errors["version"][0]
+    assert "hexadecimal" in errors["commit"][0]

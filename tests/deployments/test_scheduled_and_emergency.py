@@ -146,6 +146,9 @@ def test_a_break_glass_change_is_reviewed_by_someone_not_involved(
     assert event.actor_id == frank.pk and event.after["late"] is False
     pack = evidence.build_pack(Deployment.objects.get(pk=deployment.pk))
     assert pack["deployment"]["emergency"]["reviewed_by"]["username"] == "frank"
+    glass = pack["deployment"]["freeze_override"]
+    assert (glass["requested_by"]["username"], glass["decided_by"]["username"]) == ("erin", "carol")
+    assert glass["reason"] == "INC-7 payments down" and glass["expires_at"]
     cards = build_cards(card_environments([deployment.environment_id]))
     assert "review due" not in cards[0].problems
 
