@@ -41,13 +41,14 @@ from django.utils import timezone
 from deployments import rollback, state_lock
 from deployments.choices import Kind, NotificationEvent, Status, StepStatus, Stream
 from deployments.engine import step_context, step_workdir
-from deployments.logs import LogWriter, broadcast_status
+from deployments.logs import LogWriter
 from deployments.models import Deployment, StepRun, announce_environment, wake_next_queued
 from deployments.models.deployment import PLAN_JOB_PREFIX, RUN_JOB_PREFIX, WINDOW_STATUSES
 from deployments.models.drift import resolve_services
 from deployments.models.policy import evaluate_plans, policy_context
 from deployments.models.queueing import waiting_deployments
 from deployments.runners import StepFailed, get_runner
+from deployments.viewers import broadcast_status
 from environments import plan_policy, pricing
 from environments.choices import StepKind
 from environments.live import environment_changed

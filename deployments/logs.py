@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from deployments.choices import Stream
 from deployments.models import LogLine
+from deployments.viewers import group_name
 from environments.live import LAYER, publish
 from portal.cloud.masking import Masker
 from portal.core.observability import LOG_STORE_LATENCY
@@ -52,10 +53,6 @@ LINE_OVERHEAD = 120
 
 # The channel layer of live logs (see settings.CHANNEL_LAYERS).
 LOG_CHANNEL_LAYER = LAYER  # the one publish() sends to
-
-
-def group_name(deployment_id: int) -> str:
-    return f"deployment-{deployment_id}"
 
 
 def line_payload(seq: int, step: str, stream: str, text: str, at) -> dict:
@@ -405,14 +402,3 @@ class LogWriter:
                     time.sleep(STORE_RETRY_SECONDS)
         finally:
             close_old_connections()
-
-
-def broadcast_status(deployment_id: int, status: str) -> None:
-    """Tell viewers the deployment changed state (they then re-sync from the
-    database). Never raises: with Redis down the state change stands, and a
-    viewer that reconnects reads it from the database."""
-    try:
-        publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
-                                            "at": time.time()})  # fmt: skip
-    except Exception:  # noqa: BLE001 - see above
-        log.warning("status of deployment %s not broadcast", deployment_id, exc_info=True)

@@ -119,6 +119,7 @@ def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deploym
         "environment__application",
         "environment__approver_group",
         "environment__second_approver_group",
+        "environment__cost_approval_group",
         "requested_by",
         "freeze_override__requested_by",
         "freeze_override__decided_by",

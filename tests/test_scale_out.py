@@ -28,8 +28,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from deployments.choices import FINAL_STATUSES, Status
-from deployments.logs import group_name
 from deployments.models import Deployment, LogLine, Release
+from deployments.viewers import group_name
 from environments.live import _publisher, environment_group
 from environments.models import Environment, Step
 from tests.conftest import env, image

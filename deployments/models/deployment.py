@@ -32,6 +32,7 @@ from deployments.models.policy import store as store_policy_check
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
 from deployments.models.release import Release
 from deployments.models.run import CostEstimate
+from deployments.viewers import broadcast_status
 from environments.choices import StepKind
 from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
@@ -368,6 +369,13 @@ class Deployment(models.Model):
             after["error"] = fields["error"]
         audit.record(action, self, actor=actor, before={"status": before}, after=after)
         environment_changed(self.environment_id, "deployment")
+        self.tell_viewers()
+
+    def tell_viewers(self) -> None:
+        """After the commit, open pages of this deployment fetch their panels again
+        (an approval, an override or a review changes them without a new status)."""
+        pk, status = self.pk, self.status
+        transaction.on_commit(lambda: broadcast_status(pk, status))
 
     def _second_group_satisfied(self, approvals) -> bool:
         group_id = self.environment.second_approver_group_id
@@ -438,6 +446,7 @@ class Deployment(models.Model):
                 comment=(comment or "").strip(), digest=digest, rules=self.approval_rules(),
                 **Approval.authentication_fields(authentication),
             )  # fmt: skip
+            self.tell_viewers()
             valid = self.valid_approvals().select_related("user")
             count = valid.count()
             audit.record(

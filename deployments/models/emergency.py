@@ -130,6 +130,7 @@ def review(deployment, user, comment: str) -> None:
         deployment.reviewed_by, deployment.reviewed_at, deployment.review_comment = (
             user, now, comment,
         )  # fmt: skip
+        deployment.tell_viewers()
         due = review_due_by(deployment)
         audit.record(
             "deployment.emergency_reviewed", deployment, actor=user,

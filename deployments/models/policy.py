@@ -233,6 +233,7 @@ def override_policy(deployment, user, reason: str) -> PolicyCheck:
             after={"reason": reason, "policy_sha256": check.policy_sha256,
                    "violations": check.blocking()},
         )  # fmt: skip
+        deployment.tell_viewers()
         deployment._release_if_ready(user, deployment.valid_approvals().select_related("user"))
     return check
 

@@ -127,8 +127,51 @@
     }
   }
 
+  // The page's other panels (plan, cost, policy, approvals, digest, timeline):
+  // the page again, its [data-live] blocks swapped in, unless the reader is
+  // typing in one (a comment, a reason): that one waits for the next change.
+  function refreshPanels() {
+    fetch(window.location.pathname, {credentials: "same-origin", headers: {Accept: "text/html"}})
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error(response.status);
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var blocks = document.querySelectorAll("[data-live]");
+        for (var i = 0; i < blocks.length; i++) {
+          var old = blocks[i];
+          var next = fresh.getElementById(old.id);
+          if (!next || busy(old)) {
+            continue;
+          }
+          old.replaceWith(next);
+          if (window.htmx) {
+            window.htmx.process(next);
+          }
+        }
+      })
+      .catch(function () {});
+  }
+
+  function busy(block) {
+    if (block.contains(document.activeElement) && document.activeElement !== document.body) {
+      return true;
+    }
+    var fields = block.querySelectorAll("textarea, input[type=text]");
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i].value) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   function refresh() {
     refreshTimer = null;
+    refreshPanels();
     fetchHtml(panel.dataset.stepsUrl).then(function (html) {
       replaceWith("step-runs", html);
     }).catch(function () {});
@@ -146,6 +189,7 @@
   function onStatus(value) {
     status = value;
     if (isFinal(value)) {
+      showState("finished");
       // Buttons that only make sense while the deployment runs (Cancel).
       var stale = document.querySelectorAll("[data-hide-when-final]");
       for (var i = 0; i < stale.length; i++) {

@@ -25,8 +25,9 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from deployments.choices import Status
-from deployments.logs import LogWriter, broadcast_status, group_name
+from deployments.logs import LogWriter
 from deployments.models import Deployment, LogLine, StepRun
+from deployments.viewers import broadcast_status, group_name
 from tests.browser.conftest import screenshot
 from tests.conftest import env
 from tests.live import wait_subscribed
@@ -242,3 +243,27 @@ def test_it_polls_the_api_when_the_socket_cannot_open(page: Page, alice, running
         f"polled {n}" for n in range(1, 6)
     ]
     screenshot(page, "live-logs-polling")
+
+
+def test_the_other_panels_follow_an_approval_without_a_reload(page: Page, alice, release, users,
+                                                             catalog):  # fmt: skip
+    staging = env(catalog, "staging")
+    staging.required_approvals = 2
+    staging.save()
+    deployment = Deployment.request(release, staging, users["alice"], "Live panels")
+    sign_in(page)
+    page.goto(f"/deployments/{deployment.pk}/")
+    approvals = page.get_by_test_id("approvals")
+    expect(approvals).to_contain_text("0 of 2 needed")
+    expect(page.get_by_test_id("log-state")).to_have_text("live")
+    wait_subscribed(group_name(deployment.pk))
+    page.evaluate("window.__sameDocument = true")
+
+    off_the_browser_loop(deployment.approve, users["bob"], "Plan read")
+
+    # Still awaiting approval: no new status, yet the page shows bob's approval.
+    expect(page.get_by_test_id("approvals")).to_contain_text("1 of 2 needed")
+    expect(page.get_by_test_id("approvals")).to_contain_text("bob")
+    expect(page.get_by_test_id("timeline")).to_contain_text("Approved")
+    assert page.evaluate("window.__sameDocument") is True
+    screenshot(page, "live-panels-approval-arrives")

@@ -16,8 +16,9 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from deployments import consumers, logs
-from deployments.logs import LogWriter, broadcast_status
+from deployments.logs import LogWriter
 from deployments.models import Deployment, LogLine
+from deployments.viewers import broadcast_status
 from environments.live import publish
 from portal.cloud.masking import Masker
 from portal.routing import websocket_urlpatterns
