@@ -56,7 +56,7 @@ def visible_environment(
     if environments is None:
         environments = visible_environments(request.user)
     environments = environments.select_related(
-        "application", "approver_group", "second_approver_group"
+        "application", "approver_group", "second_approver_group", "cost_approval_group"
     )
     return get_object_or_404(
         environments.prefetch_related("freeze_windows"), application__slug=slug, slug=env_slug

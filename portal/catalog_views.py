@@ -102,7 +102,7 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
     application = get_object_or_404(visible_applications(request.user), slug=slug)
     environments = list(
         with_current_deployment(visible_environments(request.user).filter(application=application))
-        .select_related("approver_group", "second_approver_group")
+        .select_related("approver_group", "second_approver_group", "cost_approval_group")
         .prefetch_related("freeze_windows")
         .order_by("order")
     )

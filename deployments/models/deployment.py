@@ -212,6 +212,8 @@ class Deployment(models.Model):
     ) -> Deployment:
         """Create a deployment request after checking every rule that applies;
         `not_before`/`not_after` (aware datetimes) name the window it may start in."""
+        # The rules as they stand now, not as the caller's copy last read them.
+        environment = Environment.objects.get(pk=environment.pk)
         if not has_role(user, environment, Role.DEPLOYER):
             raise Forbidden(f"You need the deployer role in {environment} to request this.")
         if release.application_id != environment.application_id:

@@ -305,3 +305,16 @@ def test_image_names_are_read_as_registries_read_them(image, expected):
 def test_a_name_without_tag_or_digest_is_refused():
     with pytest.raises(ValueError, match="names no tag and no digest"):
         registries.parse("registry.example.com/team/app")
+
+
+def test_a_request_reads_the_rule_as_it_stands_not_the_callers_copy(declared, users,
+                                                                    monkeypatch):  # fmt: skip
+    """An environment object read before an admin turned checks on still gets them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no registry answers
+    pinned = {s: f"{ECR}/{s}@{digest_of(s)}" for s in SERVICES}
+    release = Release.register(declared, "7.0.0", pinned, users["alice"])
+    stale = env(declared, "staging")
+    type(stale).objects.filter(pk=stale.pk).update(image_verification=ImageVerification.BLOCK)
+
+    with pytest.raises(PolicyError, match="could not be verified|ECR has no"):
+        Deployment.request(release, stale, users["alice"], "checked")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,14 +31,20 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from kubernetes.client import AppsV1Api
+from kubernetes.client.exceptions import ApiException
 
-from deployments import rollback, sandbox
+from deployments import drift, rollback, sandbox
 from deployments.choices import Status, Stream
+from deployments.engine import step_context
 from deployments.models import CostEstimate, Deployment, LogLine, Release
+from deployments.runners import get_runner
 from environments import pricing
 from environments.choices import FreezeKind, ImageVerification, StepKind, Tier
 from environments.costs import fetch_costs
 from environments.models import Application, Environment, FreezeWindow, Service, Step
+from portal.cloud.errors import CloudError
+from portal.cloud.kube import KubeAccess
 from portal.core import audit, group_roles
 from portal.core.choices import Role
 from portal.core.models import AuditEvent, Membership
@@ -48,6 +55,10 @@ IDENTITY_MFA_MINUTES = 15
 # Production's cost rule (policies/cost_increase_approval.rego): a plan adding
 # more than this per month needs one more approval, from finance (carol).
 COST_INCREASE_LIMIT_USD = 250
+# Changed by hand in the sandbox after seeding: the demo's drift (namespace,
+# Deployment, container, image). The dashboard shows it within a sweep.
+DEMO_DRIFT = ("fintech-ai-dev", "api-gateway", "api-gateway",
+              "registry.example.com/fintech-ai/api-gateway:hotfix-manual")  # fmt: skip
 DEMO_PASSWORD = "gantry-demo"
 DEMO_ROLES = {
     "alice": Role.DEPLOYER,
@@ -181,7 +192,8 @@ def ecs_steps(env: str, bake_seconds: float = 0) -> list:
     terraform = {
         "path": "infra/terraform/fraud-detector",
         # State outside the checkout; one workspace per environment in it.
-        "backend_config": {"workspace_dir": str(Path(settings.BASE_DIR) / "var" / "tfstate")},
+        # Next to the deployments' work directories (var/ in the checkout).
+        "backend_config": {"workspace_dir": str(Path(settings.DEPLOY_WORKDIR).parent / "tfstate")},
         "variables": {
             "environment": "${environment}",
             "release_version": "${release.version}",
@@ -555,6 +567,9 @@ class Command(BaseCommand):
             # open requests: those are verified for real.
             for spec, application in applications:
                 self.ensure_image_checks(spec, application, users["admin"])
+            # The sandbox starts empty each time: it is made to run what the
+            # recorded history deployed, then one service is changed by hand.
+            self.ensure_sandbox_runs_history()
             self.ensure_open_requests(users)
             # Freezes last: the open requests must not fall into a freeze
             # that happens to be in force while seeding.
@@ -803,6 +818,42 @@ class Command(BaseCommand):
                 with acting_as(users[username]):
                     deployment.approve(users[username], APPROVAL_COMMENT)
         self.open_requests = []
+
+    def ensure_sandbox_runs_history(self) -> None:
+        """With the sandbox running: each environment's ECS services and
+        Kubernetes Deployments run the images of its latest succeeded
+        deployment (set by the same runners a deployment uses), so drift
+        checks compare like with like. Then DEMO_DRIFT: someone ran `kubectl
+        set image` in fintech-ai-platform's dev behind Gantry's back."""
+        if not os.environ.get("AWS_ENDPOINT_URL") or not os.environ.get("KUBE_API_URL"):
+            return
+        kinds = (StepKind.TERRAFORM, StepKind.ECS_ROLLING, StepKind.K8S_ROLLING)
+        steps = Step.objects.filter(kind__in=kinds).select_related("environment")
+        for step in steps.order_by("environment_id", "order"):
+            current = drift.current_deployment(step.environment)
+            if current is None:
+                continue
+            config = dict(step.config)
+            if step.kind != StepKind.TERRAFORM:  # the sandbox answers at once
+                config.update(timeout_seconds=60, poll_seconds=0.2)
+            with tempfile.TemporaryDirectory(prefix="gantry-seed-") as workdir:
+                ctx = step_context(current, config, workdir=Path(workdir), log=lambda *a, **k: None)
+                try:
+                    runner = get_runner(step.kind)
+                    if step.kind == StepKind.TERRAFORM:  # its state, as the last apply left it
+                        ctx.plan = runner.plan(ctx)
+                    runner.run(ctx)
+                except CloudError as exc:
+                    self.stdout.write(f"Sandbox: {step.environment} not set up: {exc.message}")
+        namespace, name, container, image = DEMO_DRIFT
+        apps = AppsV1Api(KubeAccess()())
+        try:
+            apps.patch_namespaced_deployment(name, namespace, {"spec": {"template": {"spec": {
+                "containers": [{"name": container, "image": image}]}}}})  # fmt: skip
+        except ApiException as exc:  # a sandbox without that namespace
+            self.stdout.write(f"Sandbox: no demo drift ({exc.status} {exc.reason}).")
+            return
+        self.created.append(f"sandbox runs the recorded releases; drift in {namespace}/{name}")
 
     def ensure_image_checks(
         self, spec: ApplicationSpec, application: Application, admin: User
