@@ -25,6 +25,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from deployments.choices import STATUS_COLOURS, Decision, DriftState, Status, StepStatus
@@ -200,6 +201,8 @@ def _card_sql(count: int) -> str:
                (SELECT COUNT(*) FROM {step} s WHERE s.environment_id = e.id) AS steps_total,
                (SELECT COUNT(*) FROM {d} d WHERE d.environment_id = e.id AND d.emergency
                 AND d.reviewed_at IS NULL AND d.finished_at IS NOT NULL) AS reviews_due,
+               (SELECT MIN(d.not_before) FROM {d} d WHERE d.environment_id = e.id
+                AND d.status = %s AND d.not_before > %s) AS next_window,
                (SELECT SUM(c.amount_usd) FROM {cost} c WHERE c.environment_id = e.id
                 AND c.day >= %s AND c.day <= %s) AS spend_total
         FROM {e} e JOIN {a} a ON a.id = e.application_id
@@ -217,7 +220,9 @@ def card_environments(ids: list[int]) -> list[Environment]:
     # on the 1st, the month that just ended rather than an empty one.
     last = reporting_day()
     params = [status for status in LAST_STATUSES for _ in range(2)]
-    params += [Status.RUNNING, Status.AWAITING_APPROVAL, month_start(last), last, *ids]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())  # SQLite: its own text
+    params += [Status.RUNNING, Status.AWAITING_APPROVAL, Status.QUEUED, now,
+               month_start(last), last, *ids]  # fmt: skip
     environments = list(Environment.objects.raw(_card_sql(len(ids)), params))
     for env in environments:
         env.application = Application(
@@ -225,8 +230,9 @@ def card_environments(ids: list[int]) -> list[Environment]:
         )
         if isinstance(env.drift_items, str):  # raw SQL hands JSON back as text
             env.drift_items = json.loads(env.drift_items)
-        if isinstance(env.drift_since, str):  # SQLite: UTC text
-            env.drift_since = datetime.fromisoformat(env.drift_since).replace(tzinfo=UTC)
+        for name in ("drift_since", "next_window"):  # SQLite hands back UTC text
+            if isinstance(getattr(env, name), str):
+                setattr(env, name, datetime.fromisoformat(getattr(env, name)).replace(tzinfo=UTC))
         # SQLite sums decimals as floats; the cards compute with Decimal.
         env.spend_usd = None if env.spend_total is None else Decimal(str(env.spend_total))
     return environments

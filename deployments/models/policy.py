@@ -84,8 +84,8 @@ class PolicyCheck(models.Model):
         """A hard-mandatory violation refuses approvals, unless break-glass is on."""
         if self.outcome == Outcome.BLOCKED and not self.cleared(environment):
             raise PolicyError(
-                f"Policy blocks this plan: {self.summary()}. Change the plan and request "
-                "again, or ask an admin for a break-glass override."
+                f"Policy blocks this plan: {self.summary().rstrip('.')}. Change the plan and "
+                "request again, or ask an admin for a break-glass override."
             )
 
     def groups_satisfied(self, approvals) -> bool:

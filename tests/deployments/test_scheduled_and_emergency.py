@@ -58,6 +58,8 @@ def test_an_approved_request_waits_for_its_window_then_starts(release, users, qu
     work(queues)
     deployment.refresh_from_db()
     assert deployment.status == Status.QUEUED
+    card = build_cards(card_environments([dev.pk]))[0]
+    assert card.environment.next_window == opens  # the dashboard says it is scheduled
 
     Deployment.objects.filter(pk=deployment.pk).update(not_before=timezone.now())  # time passes
     jobs.wake_waiting_deployments()
