@@ -241,6 +241,13 @@ class Environment(models.Model):
                 best = (window, until)
         return best
 
+    def frozen_until_text(self, freeze: tuple[FreezeWindow, datetime]) -> str:
+        """ "<env> is frozen until <end> (<reason>)", the end in the portal's time
+        zone (TIME_ZONE), as every page shows it, whatever the window's own zone."""
+        window, until = freeze
+        end = timezone.localtime(until)
+        return f"{self} is frozen until {end:%Y-%m-%d %H:%M %Z} ({window.reason})"
+
     def active_override(self, now: datetime | None = None) -> FreezeOverride | None:
         now = now or timezone.now()
         return self.freeze_overrides.filter(

@@ -253,9 +253,8 @@ class Deployment(models.Model):
             if freeze is not None:
                 override = env.active_override()
                 if override is None:
-                    window, until = freeze
                     raise PolicyError(
-                        f"{env} is frozen until {until:%Y-%m-%d %H:%M %Z} ({window.reason}). "
+                        f"{env.frozen_until_text(freeze)}. "
                         "An admin can request a break-glass override.",
                         field="environment",
                     )
@@ -482,10 +481,9 @@ class Deployment(models.Model):
             return False  # more approvals, or an admin's override (or break-glass), later
         freeze = self.environment.active_freeze()
         if freeze and not self.environment.active_override():
-            window, until = freeze
             raise PolicyError(
-                f"{self.environment} is frozen until {until:%Y-%m-%d %H:%M %Z} "
-                f"({window.reason}); approve again after the freeze."
+                f"{self.environment.frozen_until_text(freeze)}; approve again after the "
+                "freeze, or once an admin's break-glass override is active."
             )
         detail = {"approvers": sorted(a.user.get_username() for a in valid)}
         if check and check.outcome == "blocked":  # let through by break-glass: say which

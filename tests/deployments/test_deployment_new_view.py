@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django.urls import reverse
 from django.utils import timezone
@@ -10,7 +11,7 @@ from django.utils import timezone
 from deployments.choices import Status
 from deployments.models import Deployment
 from environments.choices import FreezeKind
-from environments.models import FreezeWindow
+from environments.models import FreezeOverride, FreezeWindow
 from tests.conftest import env, grant
 from tests.environments.ui import browser, last_event
 
@@ -108,3 +109,30 @@ def test_it_needs_sign_in(client, release, catalog):
     response = client.post(url(release), {"environment": env(catalog, "dev").pk, "reason": "go"})
     assert response["Location"].startswith(reverse("login"))
     assert not Deployment.objects.exists()
+
+
+def test_freeze_messages_use_one_time_zone_and_name_an_active_override(users, release, catalog):
+    """A window kept in America/Toronto: the page and the refusal both say its
+    end in the portal's time zone (UTC here), the same text."""
+    production = env(catalog, "production")
+    production.require_previous_success = False
+    production.save()
+    toronto = (
+        timezone.now().astimezone(ZoneInfo("America/Toronto")).replace(second=0, microsecond=0)
+    )
+    starts, ends = toronto - timedelta(hours=1), toronto + timedelta(hours=5)
+    FreezeWindow.objects.create(environment=production, kind=FreezeKind.WEEKLY,
+                                reason="Month-end close", time_zone="America/Toronto",
+                                start_weekday=starts.weekday(), start_time=starts.time(),
+                                end_weekday=ends.weekday(), end_time=ends.time())  # fmt: skip
+    end = timezone.localtime(ends).strftime("%Y-%m-%d %H:%M UTC")
+    client = browser(users["alice"])
+
+    page = client.get(url(release)).content.decode()
+    refused = client.post(url(release), {"environment": production.pk, "reason": "go"})
+
+    assert f"frozen until {end}" in page
+    assert f"frozen until {end}" in refused.context["form"].errors["environment"][0]
+    glass = FreezeOverride.request(production, users["erin"], "INC-1", timedelta(hours=1))
+    glass.approve(users["carol"])
+    assert f"Break-glass #{glass.pk} is active until" in client.get(url(release)).content.decode()
