@@ -702,15 +702,16 @@ class Deployment(models.Model):
 
         The partial unique index settles the race between two workers: the
         loser's UPDATE fails and its deployment stays queued. The environment
-        row lock comes first: a force-unlock holds it while it runs, and the
-        run starts after that.
+        row lock comes first: a force-unlock holds it while it runs, and so
+        does `finish` while it ends the run before this one, so a start is
+        stamped after the end it waited for.
         """
-        now = timezone.now()
-        if emergency.waits_for_window(self, now) or self.expire_window():
+        if emergency.waits_for_window(self) or self.expire_window():
             return False
         try:
             with transaction.atomic():
                 lock_environment(self.environment_id)
+                now = timezone.now()
                 running_before = (
                     Deployment.objects.filter(environment_id=self.environment_id)
                     .succeeded_latest_first()
@@ -764,8 +765,11 @@ class Deployment(models.Model):
         return Deployment.objects.filter(pk=self.pk, cancel_requested_at__isnull=False).exists()
 
     def finish(self, status: str, error: str = "") -> bool:
-        """running → succeeded | failed | cancelled; wakes the next queued deployment."""
+        """running → succeeded | failed | cancelled; wakes the next queued deployment.
+        Holds the environment's row lock (before its own, as every path takes
+        them) so the next run's start comes after this end."""
         with transaction.atomic():
+            lock_environment(self.environment_id)
             self._lock()
             if self.status != Status.RUNNING:
                 return False
