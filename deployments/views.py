@@ -112,22 +112,26 @@ def _visible_release(request: HttpRequest, pk) -> Release:
 def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deployment:
     """The deployment if the user holds a role in its environment, else 404;
     `related` names more relations to join for this page."""
+    # Joined: what every page reads. Prefetched: the relations that are mostly
+    # empty (a prefetch of only empty keys costs no query), because each join
+    # more makes PostgreSQL plan the query longer (~10 ms at 20 joins) than run it.
     deployments = Deployment.objects.select_related(
         *related,
         "release__application",
         "release__created_by",
         "environment__application",
+        "requested_by",
+        "policy_check",
+    ).prefetch_related(
+        Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service")),
         "environment__approver_group",
         "environment__second_approver_group",
         "environment__cost_approval_group",
-        "requested_by",
         "freeze_override__requested_by",
         "freeze_override__decided_by",
         "reviewed_by",
         "policy_check__overridden_by",
         "rollback_of__release",
-    ).prefetch_related(
-        Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service"))
     )
     return get_object_or_404(deployments, pk=pk, environment__in=visible_environments(request.user))
 
@@ -325,6 +329,8 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
             return redirect("deployment-detail", pk=deployment.pk)
     # Freezes are shown up front, so nobody has to submit the form to find out.
     frozen = [e for e in environments if decorate_environment(e).freeze]
+    for environment in frozen:  # requests are allowed while break-glass is active: say so
+        environment.override = environment.active_override()
     context = {
         "application": release.application,
         "release": release,

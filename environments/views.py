@@ -41,7 +41,6 @@ def decorate_environment(env: Environment, now=None) -> Environment:
     prefetch_related_objects([env], "freeze_windows")  # a no-op when the caller prefetched
     env.tier_colour = TIER_COLOURS.get(env.tier, "grey")
     env.freeze = env.active_freeze(now or timezone.now())
-    env.override = env.active_override(now) if env.freeze else None
     env.windows = list(env.freeze_windows.all())
     for window in env.windows:
         window.start_day = DAY_NAMES.get(window.start_weekday, "")
