@@ -504,9 +504,24 @@ def force_unlock_state(step_run_id: int) -> str:
 
 def fail_stalled_deployments() -> list[int]:
     """Housekeeping: a run whose worker died (kill -9) is failed, freeing the environment."""
-    failed = Deployment.fail_stalled(STALE_AFTER)
+    failed = _fail_stalled(STALE_AFTER)
     for pk in failed:
         broadcast_status(pk, Status.FAILED)
+    return failed
+
+
+def _fail_stalled(stale_after: timedelta) -> list[int]:
+    """Fail running deployments whose job stopped beating (its worker died)."""
+    cutoff = timezone.now() - stale_after
+    failed = []
+    for deployment in Deployment.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
+        last = deployment.heartbeat_at
+        reason = (
+            f"The worker {deployment.worker_name or '?'} stopped responding "
+            f"(last heartbeat {last:%Y-%m-%d %H:%M:%S %Z}); the run was abandoned."
+        )
+        if deployment.finish(Status.FAILED, reason):
+            failed.append(deployment.pk)
     return failed
 
 

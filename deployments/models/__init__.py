@@ -3,14 +3,13 @@ and their approvals, what a run leaves behind, notifications."""
 
 from deployments.choices import DriftState
 from deployments.models.approval import Approval, approval_digest
+from deployments.models.current import current_estimates, with_current_deployment
 from deployments.models.deployment import (
     Deployment,
     DeploymentQuerySet,
-    current_estimates,
     initial_status,
     lock_environment,
     wake_next_queued,
-    with_current_deployment,
 )
 from deployments.models.drift import EnvironmentDrift
 from deployments.models.notification import Notification, announce, announce_environment

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from deployments.choices import Decision
 from portal.core.choices import Role
-from portal.core.mfa import Authentication
+from portal.core.mfa import Authentication, StepUpRequired
 from portal.core.roles import Forbidden, has_role
 
 
@@ -137,3 +137,24 @@ def check_approver(deployment, user) -> None:
         asked = [wanted["group"] for wanted in check.extra_approvals] if check else []
         if not asked or not user.groups.filter(name__in=asked).exists():
             raise Forbidden(f"Only members of {env.approver_group.name} may approve in {env}.")
+
+
+def check_fresh_authentication(deployment, authentication: Authentication | None) -> None:
+    """Raise StepUpRequired unless the approver's last strong authentication
+    is as fresh as the environment asks (approval_mfa_minutes)."""
+    minutes = deployment.environment.approval_mfa_minutes
+    if not minutes or (authentication is not None and authentication.fresh(minutes)):
+        return
+    env = deployment.environment
+    if authentication is not None and authentication.method == "api_token":
+        raise StepUpRequired(
+            f"Approvals in {env} need a strong authentication (MFA) at most {minutes} "
+            "minutes old, which an API token cannot prove. Approve in the browser: "
+            f"{settings.PORTAL_URL.rstrip('/')}/deployments/{deployment.pk}/",
+            minutes=minutes,
+        )
+    raise StepUpRequired(
+        f"Approvals in {env} need a strong authentication (MFA) at most {minutes} minutes "
+        "old: confirm your identity again, then approve.",
+        minutes=minutes,
+    )

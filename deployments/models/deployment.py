@@ -25,10 +25,17 @@ from deployments.choices import (
     Status,
 )
 from deployments.models import emergency
-from deployments.models.approval import Approval, approval_digest, check_approver, rules_for
+from deployments.models.approval import (
+    Approval,
+    approval_digest,
+    check_approver,
+    check_fresh_authentication,
+    rules_for,
+)
 from deployments.models.notification import announce
 from deployments.models.policy import PolicyCheck, override_policy
 from deployments.models.policy import store as store_policy_check
+from deployments.models.promotion import promotion_source
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
 from deployments.models.release import Release
 from deployments.models.run import CostEstimate
@@ -38,7 +45,7 @@ from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
 from portal.core import audit
 from portal.core.choices import Role
-from portal.core.mfa import Authentication, StepUpRequired
+from portal.core.mfa import Authentication
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
@@ -311,29 +318,9 @@ class Deployment(models.Model):
 
     @classmethod
     def promotion_source(cls, release: Release, environment: Environment) -> Deployment | None:
-        """The previous environment's run that lets `release` come here: a forward
-        deployment that succeeded there and was not rolled away from since. None
-        without a previous environment; PolicyError saying why when there is none."""
-        previous = environment.previous()
-        if previous is None:
-            return None
-        runs = cls.objects.filter(
-            release=release, environment=previous, kind=Kind.DEPLOY, status=Status.SUCCEEDED
-        ).latest_first()
-        source = runs.filter(rolled_back_at__isnull=True).first()
-        if source is not None:
-            return source
-        if runs.exists():
-            raise PolicyError(
-                f"{release.version} was rolled back from {previous.slug}; deploy it there again "
-                f"and let it succeed before it may go to {environment.slug}.",
-                field="release",
-            )
-        raise PolicyError(
-            f"{release.version} must first succeed in {previous.slug} "
-            f"before it may go to {environment.slug}.",
-            field="release",
-        )
+        """The previous environment's run that lets `release` come here
+        (deployments/models/current.py)."""
+        return promotion_source(cls.objects.all(), release, environment)
 
     # -- approving --------------------------------------------------------------
 
@@ -385,24 +372,8 @@ class Deployment(models.Model):
         return approvals.filter(user__groups__id=group_id).exists()
 
     def check_authentication(self, authentication: Authentication | None) -> None:
-        """Raise StepUpRequired unless the approver's last strong authentication
-        is as fresh as the environment asks (approval_mfa_minutes)."""
-        minutes = self.environment.approval_mfa_minutes
-        if not minutes or (authentication is not None and authentication.fresh(minutes)):
-            return
-        env = self.environment
-        if authentication is not None and authentication.method == "api_token":
-            raise StepUpRequired(
-                f"Approvals in {env} need a strong authentication (MFA) at most {minutes} "
-                "minutes old, which an API token cannot prove. Approve in the browser: "
-                f"{settings.PORTAL_URL.rstrip('/')}/deployments/{self.pk}/",
-                minutes=minutes,
-            )
-        raise StepUpRequired(
-            f"Approvals in {env} need a strong authentication (MFA) at most {minutes} minutes "
-            "old: confirm your identity again, then approve.",
-            minutes=minutes,
-        )
+        """StepUpRequired unless fresh enough (approval.check_fresh_authentication)."""
+        check_fresh_authentication(self, authentication)
 
     def approve(
         self,
@@ -804,23 +775,6 @@ class Deployment(models.Model):
             )  # fmt: skip
         return marked
 
-    @classmethod
-    def fail_stalled(cls, stale_after: timedelta) -> list[int]:
-        """Fail running deployments whose job stopped beating (its worker died)."""
-        cutoff = timezone.now() - stale_after
-        failed = []
-        for deployment in cls.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
-            last = deployment.heartbeat_at
-            reason = (
-                f"The worker {deployment.worker_name or '?'} stopped responding "
-                f"(last heartbeat {last:%Y-%m-%d %H:%M:%S %Z}); the run was abandoned."
-            )
-            if deployment.finish(Status.FAILED, reason):
-                failed.append(deployment.pk)
-        return failed
-
-    # -- rollback -----------------------------------------------------------------
-
 
 def queue_for(kind: str) -> str:
     """Rollbacks (and their plans) go first: the `high` queue."""
@@ -851,22 +805,3 @@ def wake_next_queued(environment_id: int, skip: Iterable[int] = ()) -> bool:
         return False
     waiting.dispatch()
     return True
-
-
-def with_current_deployment(environments: models.QuerySet) -> models.QuerySet:
-    """Annotate each environment with its latest succeeded deployment (what runs now)."""
-    latest = Deployment.objects.filter(environment=models.OuterRef("pk")).succeeded_latest_first()
-    return environments.annotate(
-        current_deployment_id=models.Subquery(latest.values("pk")[:1]),
-        current_release_id=models.Subquery(latest.values("release_id")[:1]),
-    )
-
-
-def current_estimates(environment_ids: Iterable[int]) -> dict[int, CostEstimate]:
-    """{environment id: the cost estimate of what runs there now}, i.e. of its
-    latest succeeded deployment; environments without one are left out."""
-    running = with_current_deployment(Environment.objects.filter(pk__in=list(environment_ids)))
-    estimates = CostEstimate.objects.filter(
-        deployment__in=running.values("current_deployment_id")
-    ).select_related("deployment")
-    return {estimate.deployment.environment_id: estimate for estimate in estimates}
