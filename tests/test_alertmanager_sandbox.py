@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings
 
 from deployments import sandbox_alertmanager as sandbox
-from deployments.management.commands.seed_demo import PLATFORM_ALARMS
+from deployments.demo import PLATFORM_ALARMS
 from environments.alarms import poll_environment
 from environments.choices import AlarmSource, AlarmState, Tier
 from environments.models import Alarm, Application, Environment

@@ -20,7 +20,7 @@ from django.core.management import call_command
 
 from deployments import sandbox as demo_sandbox
 from deployments.choices import OPEN_STATUSES, Status, StepStatus
-from deployments.management.commands.seed_demo import DEMO_BAKE_SECONDS, ECR, image_ref
+from deployments.demo import DEMO_BAKE_SECONDS, ECR, image_ref
 from deployments.models import Deployment, LogLine, Release
 from environments.choices import StepKind
 from environments.models import Environment, Step

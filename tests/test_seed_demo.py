@@ -14,12 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.choices import Kind, Status
-from deployments.management.commands.seed_demo import (
-    DEMO_PASSWORD,
-    HISTORY_WEEKS,
-    image_ref,
-    recorded_plan_cost,
-)
+from deployments.demo import HISTORY_WEEKS, image_ref
+from deployments.management.commands.seed_demo import DEMO_PASSWORD, recorded_plan_cost
 from deployments.metrics import delivery_metrics
 from deployments.models import (
     IMAGE_REF_RE,

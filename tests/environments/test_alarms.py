@@ -479,7 +479,7 @@ def test_the_admin_saves_good_sources_audited(admin_client, change_url, catalog)
 
 
 def test_the_demo_sources_are_valid():
-    from deployments.management.commands.seed_demo import FRAUD_ALARMS, PLATFORM_ALARMS
+    from deployments.demo import FRAUD_ALARMS, PLATFORM_ALARMS
 
     assert validate_alarm_sources(FRAUD_ALARMS)["cloudwatch"]["alarm_prefix"] == (
         "fraud-detector-${environment}-"
@@ -493,15 +493,14 @@ def test_the_demo_sources_are_valid():
 def test_the_demo_shows_the_sandbox_alarms_and_an_honest_unknown(monkeypatch):
     from django.core.management import call_command
 
-    from deployments import sandbox
-    from deployments.management.commands import seed_demo
+    from deployments import demo, sandbox
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     # The demo's Alertmanager address, 9093, is held by any `make run` on this
     # machine: the seeded sources point at a port nothing listens on instead.
     silent = f"http://127.0.0.1:{closed_port()}"
-    platform_alarms = {"alertmanager": {**seed_demo.PLATFORM_ALARMS["alertmanager"], "url": silent}}
-    monkeypatch.setattr(seed_demo, "PLATFORM_ALARMS", platform_alarms)
+    platform_alarms = {"alertmanager": {**demo.PLATFORM_ALARMS["alertmanager"], "url": silent}}
+    monkeypatch.setattr(demo, "PLATFORM_ALARMS", platform_alarms)
     call_command("seed_demo", stdout=io.StringIO())
     # Only the alarms: moto keeps one state per process, shared by every
     # server in it, and the demo's other resources (fraud-detector-staging-…
