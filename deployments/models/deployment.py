@@ -324,6 +324,14 @@ class Deployment(models.Model):
 
     # -- approving --------------------------------------------------------------
 
+    def lock_awaiting_approval(self) -> None:
+        """Take the row lock and refuse (Conflict) unless it still awaits approval."""
+        self._lock()
+        if self.status != Status.AWAITING_APPROVAL:
+            raise Conflict(
+                f"This deployment is {self.get_status_display().lower()}, not awaiting approval."
+            )
+
     def _lock(self) -> None:
         """Take the row lock, then reload: every rule is checked on fresh data."""
         Deployment.objects.select_for_update().filter(pk=self.pk).values_list("pk").first()
@@ -391,12 +399,7 @@ class Deployment(models.Model):
         if self.expire():
             raise PolicyError("This request has expired; request the deployment again.")
         with transaction.atomic():
-            self._lock()
-            if self.status != Status.AWAITING_APPROVAL:
-                raise Conflict(
-                    f"This deployment is {self.get_status_display().lower()}, "
-                    "not awaiting approval."
-                )
+            self.lock_awaiting_approval()
             if timezone.now() >= self.expires_at:
                 raise PolicyError("This request has expired; request the deployment again.")
             self.check_approver(user)
@@ -488,12 +491,7 @@ class Deployment(models.Model):
         fresh MFA (stopping a change is always safe), but records how the
         rejecter signed in like an approval does."""
         with transaction.atomic():
-            self._lock()
-            if self.status != Status.AWAITING_APPROVAL:
-                raise Conflict(
-                    f"This deployment is {self.get_status_display().lower()}, "
-                    "not awaiting approval."
-                )
+            self.lock_awaiting_approval()
             self.check_approver(user)
             comment = (comment or "").strip()
             if not comment:

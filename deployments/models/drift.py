@@ -58,6 +58,7 @@ def record(environment_id: int, kind: str, items: list[dict], reason: str = "") 
             environment_id=environment_id
         )
         before = drift.state if drift.checked_at else None
+        shown_before = (drift.state, drift.items, drift.reasons)
         drift.items = [i for i in drift.items if i["kind"] != kind] + items
         reasons = {k: v for k, v in drift.reasons.items() if k != kind}
         if reason:
@@ -70,7 +71,9 @@ def record(environment_id: int, kind: str, items: list[dict], reason: str = "") 
         drift.save()
         if before is not None and drift.state != before:
             _announce(drift, before)
-    environment_changed(environment_id, "drift")
+    # A sweep finds most environments as they were: their cards stay cached.
+    if (drift.state, drift.items, drift.reasons) != shown_before:
+        environment_changed(environment_id, "drift")
     return drift
 
 

@@ -29,7 +29,6 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from deployments.choices import Status
 from environments import plan_policy
 from environments.plan_policy import LEVEL_RANK, Level, Outcome
 from portal.core import audit
@@ -213,12 +212,7 @@ def override_policy(deployment, user, reason: str) -> PolicyCheck:
     if deployment.expire():
         raise PolicyError("This request has expired; request the deployment again.")
     with transaction.atomic():
-        deployment._lock()
-        if deployment.status != Status.AWAITING_APPROVAL:
-            raise Conflict(
-                f"This deployment is {deployment.get_status_display().lower()}, "
-                "not awaiting approval."
-            )
+        deployment.lock_awaiting_approval()
         check = deployment.policy()
         reason = check_override(deployment, check, user, reason)
         now = timezone.now()

@@ -170,15 +170,23 @@ class EcsRollingRunner(Runner):
         ecs = ctx.aws.client("ecs")
         records = []
         outputs = {"cluster": cluster, "services": records}
+        return self._each_service(
+            ctx, ecs, config, outputs,
+            lambda name: self._update(ctx, ecs, cluster, name, config, records),
+        )  # fmt: skip
+
+    @staticmethod
+    def _each_service(ctx, ecs, config: dict, outputs: dict, update) -> dict:
+        """`update(name)` for each service, then wait until all are stable."""
         try:
             for name in config["services"]:
-                self._update(ctx, ecs, cluster, name, config, records)
+                update(name)
         except StepFailed as failure:
-            # Services updated before the failure are in `records`: rollback needs them.
+            # Services updated before the failure are in the outputs: rollback needs them.
             failure.outputs = failure.outputs or outputs
             raise
         wait_stable(
-            ctx, ecs, cluster, config["services"], config["timeout_seconds"],
+            ctx, ecs, outputs["cluster"], config["services"], config["timeout_seconds"],
             config["poll_seconds"], outputs,
         )  # fmt: skip
         return outputs
@@ -210,25 +218,19 @@ class EcsRollingRunner(Runner):
         }
         records = []
         outputs = {"cluster": cluster, "services": records, "rollback": True}
-        try:
-            for name in config["services"]:
-                arn = recorded.get(name)
-                if arn and self._still_registered(ctx, ecs, arn):
-                    service = describe_service(ecs, cluster, name)
-                    records.append({"service": name, "previous_task_definition":
-                                    service["taskDefinition"], "task_definition": arn,
-                                    "restored": True})  # fmt: skip
-                    update_service(ctx, ecs, cluster, name, arn)
-                else:
-                    self._update(ctx, ecs, cluster, name, config, records)
-        except StepFailed as failure:
-            failure.outputs = failure.outputs or outputs
-            raise
-        wait_stable(
-            ctx, ecs, cluster, config["services"], config["timeout_seconds"],
-            config["poll_seconds"], outputs,
-        )  # fmt: skip
-        return outputs
+
+        def restore(name: str) -> None:
+            arn = recorded.get(name)
+            if not (arn and self._still_registered(ctx, ecs, arn)):
+                self._update(ctx, ecs, cluster, name, config, records)
+                return
+            service = describe_service(ecs, cluster, name)
+            records.append({"service": name, "previous_task_definition":
+                            service["taskDefinition"], "task_definition": arn,
+                            "restored": True})  # fmt: skip
+            update_service(ctx, ecs, cluster, name, arn)
+
+        return self._each_service(ctx, ecs, config, outputs, restore)
 
     @staticmethod
     def _still_registered(ctx: StepContext, ecs, arn: str) -> bool:

@@ -16,6 +16,7 @@ from kubernetes import client
 from deployments import drift
 from deployments.choices import DriftState, NotificationEvent, Status
 from deployments.models import EnvironmentDrift, Notification
+from deployments.models import drift as drift_model
 from environments.models import Step
 from portal.core.models import AuditEvent
 from tests.api.conftest import api  # noqa: F401
@@ -192,3 +193,13 @@ def test_the_api_reads_drift_and_queues_a_check_for_deployers(
     assert accepted.status_code == 202
     assert after["state"] == "in_sync" and after["items"] == [] and after["checked_at"]
     assert api("dave").get(reverse("api-environment-drift", args=[999999])).status_code == 404
+
+
+def test_a_check_that_finds_the_same_leaves_the_dashboard_card_alone(staging, monkeypatch):  # noqa: F811
+    told = []
+    monkeypatch.setattr(drift_model, "environment_changed", lambda *a: told.append(a))
+    drift.check_runtime(staging.pk)
+    drift.check_runtime(staging.pk)  # the next sweep: same state, same reason
+
+    assert told == [(staging.pk, "drift")]
+    assert EnvironmentDrift.objects.get(environment=staging).checked_at is not None
