@@ -1,21 +1,34 @@
-"""The floor under the fan-out benchmark: one asyncio process writes one
-small message (the size of a dashboard's "changed" frame) to each of N TCP
-sockets on loopback, with nothing else on the way (no channel layer, no
-ASGI server, no WebSocket framing). Latency runs from the first write to each
-client's receipt; the clients are 4 other processes, as in bench_fanout.
+"""The floors under the fan-out benchmarks: what delivering one small message
+to N sockets costs with no framework of ours on the way.
 
-What this takes per socket is what any single-process server pays on this
-machine before doing any work of its own.
+"pubsub" (the floor the fan-out goal is set against): a server process on
+the event loop the portal's server runs on (uvloop), subscribed to one Redis
+channel, answers each WebSocket handshake by hand and, on every message
+published to that channel, writes one pre-built WebSocket frame (the size of
+a dashboard's "changed" message) to every socket. The clients are
+bench_fanout's own (aiohttp, 4 processes, the same handshake trickle), and
+latency runs, as there, from the PUBLISH to each client's receipt. So the
+Redis hop, the kernel, the event loop and the clients' WebSocket parsing are
+all in it; the portal's fan-out adds its channel layer, ASGI server,
+consumer and hub on top, and that difference is what the goal bounds.
 
-python -m bench.bench_fanout_floor [--clients 1000] [--rounds 5]   # prints JSON
+"tcp": one asyncio process writes the frame's bytes to N plain TCP sockets
+read with `readexactly` (no Redis, no WebSocket parsing on either side);
+kept to compare with earlier runs.
+
+python -m bench.bench_fanout_floor [--clients 1000] [--rounds 5] [--kinds pubsub,tcp]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import multiprocessing
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,11 +39,18 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from bench import common  # noqa: E402
 
 CLIENT_PROCESSES = 4
-# A dashboard's message as the server frames it: a 2-byte header and the JSON.
-MESSAGE = b"\x81\x3e" + b'{"type": "changed", "environment": 42, "what": "alarms"}     '
+TEXT = b'{"type": "changed", "environment": 42, "what": "alarms"}     '
+# A dashboard's message as a server frames it: FIN + text opcode, length, the JSON.
+MESSAGE = b"\x81" + bytes([len(TEXT)]) + TEXT
+REDIS_URL = "redis://127.0.0.1:6379/8"
+CHANNEL = "gantry-bench-fanout-floor"
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def _client(port: int, count: int, rounds: int, results) -> None:
+# -- "tcp" ----------------------------------------------------------------------
+
+
+def _tcp_client(port: int, count: int, rounds: int, results) -> None:
     async def main() -> list[float]:
         streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(count)]
         received: list[float] = []
@@ -46,7 +66,7 @@ def _client(port: int, count: int, rounds: int, results) -> None:
     results.put(asyncio.run(main()))
 
 
-async def _serve(clients: int, rounds: int) -> dict:
+async def _tcp(clients: int, rounds: int) -> dict:
     writers: list[asyncio.StreamWriter] = []
     everyone = asyncio.Event()
 
@@ -60,7 +80,7 @@ async def _serve(clients: int, rounds: int) -> dict:
     results: multiprocessing.Queue = multiprocessing.Queue()
     share = clients // CLIENT_PROCESSES
     processes = [
-        multiprocessing.Process(target=_client, args=(port, share, rounds, results))
+        multiprocessing.Process(target=_tcp_client, args=(port, share, rounds, results))
         for _ in range(CLIENT_PROCESSES)
     ]
     for process in processes:
@@ -97,20 +117,136 @@ async def _serve(clients: int, rounds: int) -> dict:
     }
 
 
+# -- "pubsub": the server (a child process) ----------------------------------------
+
+
+async def _serve_pubsub(port: int) -> None:
+    import redis.asyncio
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handshake(reader, writer) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        writers.append(writer)
+        # Whatever the client sends from now on (nothing, then its close) is read and dropped.
+        while await reader.read(4096):
+            pass
+        writers.remove(writer)
+        writer.close()
+
+    server = await asyncio.start_server(handshake, "127.0.0.1", port, backlog=1024)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    print("listening", flush=True)
+    async with server:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                for writer in list(writers):
+                    writer.write(MESSAGE)
+
+
+def serve_pubsub(port: int) -> None:
+    import uvloop
+
+    uvloop.run(_serve_pubsub(port))
+
+
+def _pubsub(clients: int, rounds: int) -> dict:
+    import redis
+
+    from bench.bench_fanout import CLIENT_PROCESSES as PROCESSES
+    from bench.bench_fanout import raise_open_files
+    from bench.bench_logs import free_port
+
+    raise_open_files()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_fanout_floor", "--serve-pubsub", str(port)],
+        cwd=common.ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watchers: list[subprocess.Popen] = []
+    publisher = redis.Redis.from_url(REDIS_URL)
+    try:
+        if server.stdout.readline().strip() != "listening":
+            raise RuntimeError("the floor server did not start")
+        url, origin = f"ws://127.0.0.1:{port}/", f"http://127.0.0.1:{port}"
+        # The fan-out benchmark's clients, as they are (the cookie is not looked at here).
+        env = {**os.environ, "BENCH_SESSION_COOKIE": "floor"}
+        share = [clients // PROCESSES + (i < clients % PROCESSES) for i in range(PROCESSES)]
+        for n in share:
+            watchers.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.bench_fanout", "--clients", url, "--origin", origin,
+                 "--count", str(n), "--rounds", str(rounds)],
+                cwd=common.ROOT, env=env, stdout=subprocess.PIPE, text=True,
+            ))  # fmt: skip
+        for watcher in watchers:
+            if watcher.stdout.readline().strip() != "ready":
+                raise RuntimeError("a client process could not connect")
+        time.sleep(1.0)
+        published: list[int] = []
+        for _ in range(rounds):
+            published.append(time.time_ns())
+            publisher.publish(CHANNEL, b"changed")
+            time.sleep(1.0)
+        receipts: list[list[int]] = []
+        for watcher in watchers:
+            out, _ = watcher.communicate(timeout=60)
+            receipts.extend(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in (*watchers, server):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    latencies = sorted(
+        (received[n] - published[n]) / 1e6
+        for received in receipts
+        for n in range(min(len(received), rounds))
+    )
+    return {
+        "clients": clients,
+        "rounds": rounds,
+        "delivered": len(latencies),
+        "p50_ms": round(common.median(latencies), 1),
+        "p99_ms": round(common.percentile(latencies, 99), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kinds", default="pubsub,tcp")
     # run_all passes the engine benchmarks' --keep (their database): not ours.
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-pubsub", type=int, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.serve_pubsub:
+        serve_pubsub(args.serve_pubsub)
+        return 0
     from bench.bench_logs import machine
 
-    result = asyncio.run(_serve(args.clients, args.rounds))
+    result: dict = {}
+    for kind in args.kinds.split(","):
+        if kind == "pubsub":
+            result["pubsub"] = _pubsub(args.clients, args.rounds)
+        elif kind == "tcp":
+            result["tcp"] = asyncio.run(_tcp(args.clients, args.rounds))
+        print(json.dumps({kind: result[kind]}), file=sys.stderr, flush=True)
     print(json.dumps({"fanout_floor": result, "machine": machine()}, indent=2, default=str))
     return 0
 

@@ -8,10 +8,11 @@ The CLI side is what an engineer would type: `terraform init`, `plan -out`,
 `apply <plan>`, output read through pipes. The portal side is everything the
 engine does for a Terraform step, which is one process more: `plan` also
 runs `show -json` (the diff approvers see and the cost estimate prices);
-`run` applies the saved plan in the data dir the plan initialised and reads
-outputs from the state file. "cli_same" runs the portal's commands by the
-CLI, with the second `init` and `output -json` a person would need, which
-isolates the runner's own cost. The per-phase times show where the
+`run` applies the saved plan in the data dir the plan initialised; the
+outputs come from the plan when it knows them all (this module's do), else
+from `terraform output -json`. "cli_same" runs by the CLI what a person
+would need for the same result (`show -json`, a second `init`, `output
+-json`), which isolates the runner's own cost. The per-phase times show where the
 difference goes; --apply-delay adds a rollout to the apply.
 
 python -m bench.bench_terraform [--runs N]
@@ -141,7 +142,7 @@ def run_portal(deployment, workdir: Path, state_dir: Path) -> dict:
     outputs = runner.run(ctx)
     writer.close()
     phases["run"] = time.perf_counter() - applied
-    # The module's outputs, read back with `terraform output -json` after the apply.
+    # The module's outputs, all known at plan time (else read with `terraform output -json`).
     if outputs.get("outputs", {}).get("release_version") != ctx.release_version:
         raise RuntimeError(f"unexpected apply result: {outputs}")
     return phases

@@ -89,6 +89,20 @@ def render_engine(engine: dict) -> str:
         row(f"fan-out to 1,000 dashboards ({layer} layer), p50 / p99 ms, lost", "fanout",
             lambda r, layer=layer: f"{r[layer]['p50_ms']} / {r[layer]['p99_ms']}, "
                                    f"{r[layer]['lost']}", "p99 ≤ 100")  # fmt: skip
+    floor = engine.get("fanout_floor", {})
+    for kind, label in (("pubsub", "Redis pub/sub to the same WebSocket clients"),
+                        ("tcp", "plain TCP writes and reads")):  # fmt: skip
+        row(f"fan-out floor ({label}), p50 / p99 ms", "fanout_floor",
+            lambda r, kind=kind: f"{r[kind]['p50_ms']} / {r[kind]['p99_ms']}", "")  # fmt: skip
+    pubsub_floor = (floor.get("pubsub") or {}).get("p99_ms")
+    if pubsub_floor:
+        for key, label in (("fanout", "dashboard fan-out"), ("logs", "log lines, flat out")):
+            result = engine.get(key) or {}
+            p99 = (result.get("pubsub") or result).get("p99_ms")
+            if p99:
+                ratio = p99 / pubsub_floor
+                out.append(f"| {label} p99 / pub/sub floor p99 | {p99} / {pubsub_floor} = "
+                           f"{ratio:.2f}× | ≤ 2× | {'yes' if ratio <= 2 else 'no'} |")  # fmt: skip
     return "\n".join(out)
 
 

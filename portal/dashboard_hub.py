@@ -104,7 +104,21 @@ class Hub:
             {"type": "changed", "environment": event["environment"], "what": event.get("what", "")}
         )
         frame = {"type": "websocket.send", "text": text}
-        # A socket that closed meanwhile just fails its own write.
-        await asyncio.gather(
-            *(consumer.base_send(frame) for consumer in consumers), return_exceptions=True
-        )
+        waiting = []
+        for consumer in consumers:
+            # Step each send by hand: an ASGI send to a socket with room in its
+            # buffer finishes without waiting, and a task per socket (what
+            # gather would make) cost more than the write itself.
+            send = consumer.base_send(frame)
+            try:
+                send.send(None)
+            except StopIteration:
+                continue  # written
+            except Exception:  # noqa: BLE001 - a socket that closed meanwhile fails alone
+                continue
+            # This socket's buffer is full (a slow reader): let it wait in a
+            # task of its own, without holding up the rest.
+            send.close()
+            waiting.append(consumer.base_send(frame))
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)

@@ -32,7 +32,12 @@ from environments import pricing
 from environments.steps import REFERENCE_RE
 from portal.cloud.masking import Masker
 from portal.cloud.process import stream_process
-from portal.cloud.terraform import TerraformSession, file_sha256, summarize_change
+from portal.cloud.terraform import (
+    TerraformSession,
+    file_sha256,
+    planned_outputs,
+    summarize_change,
+)
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +170,8 @@ class TerraformRunner(Runner):
             "workspace": session.workspace,
             "tfvars": template,
             "cost": _mask_values(_plan_cost(ctx, shown), masker),
+            # None: some output is known only after the apply, which then reads them all.
+            "planned_outputs": _mask_values(planned_outputs(shown), masker),
         }
 
     def run(self, ctx: StepContext) -> dict:
@@ -189,12 +196,15 @@ class TerraformRunner(Runner):
             session.init()
         self._apply(session, plan_path)
         previous = (ctx.previous_outputs or {}).get("tfvars")
+        outputs = ctx.plan.get("planned_outputs")
+        if outputs is None:
+            outputs = _mask_values(session.outputs(), Masker(ctx.secret_values))
         return {
             "plan_sha256": actual,
             "workspace": session.workspace,
             "tfvars": ctx.plan.get("tfvars", {}),
             "previous_tfvars": previous,
-            "outputs": session.outputs(),
+            "outputs": outputs,
         }
 
     def _apply(self, session: TerraformSession, plan_path: Path) -> None:

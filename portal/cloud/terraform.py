@@ -316,6 +316,20 @@ class TerraformSession:
         return sum(1 for line in listed.splitlines() if line.strip())
 
 
+def planned_outputs(shown: dict) -> dict | None:
+    """The root module's outputs as an apply of this plan (`show -json`) will
+    leave them, when the plan knows every one; None when some output is known
+    only after the apply. Terraform refuses an apply whose results differ from
+    what its plan promised, so a known planned output is the applied one, and
+    the apply need not run `terraform output` to read it back."""
+    if any(change.get("after_unknown") for change in (shown.get("output_changes") or {}).values()):
+        return None
+    planned = (shown.get("planned_values") or {}).get("outputs") or {}
+    if any("value" not in output for output in planned.values()):
+        return None
+    return outputs_of({"outputs": planned})
+
+
 def outputs_of(state: dict) -> dict:
     """The root module's outputs; sensitive ones never leave the state file."""
     return {

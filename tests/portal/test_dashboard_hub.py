@@ -74,6 +74,40 @@ def test_a_failed_write_does_not_stop_the_others(catalog):
     asyncio.run(scenario())
 
 
+class SlowSocket(Socket):
+    """A socket whose buffer is full, as uvicorn's: its send waits until the
+    reader has caught up, before writing anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writable = asyncio.Event()
+
+    async def base_send(self, message: dict) -> None:
+        await self.writable.wait()
+        self.sent.append(message)
+
+
+def test_a_slow_reader_waits_alone_and_gets_its_message_once(catalog):
+    async def scenario():
+        slow, fast = SlowSocket(), [Socket(), Socket()]
+        for socket in (slow, *fast):
+            hub().watchers.setdefault(9, set()).add(socket)
+            hub().watch(socket)
+        telling = asyncio.create_task(
+            hub().tell({"type": "environment.changed", "environment": 9, "what": "step"})
+        )
+        await asyncio.sleep(0.05)
+        # The others were written to while the slow one still waits.
+        assert [len(s.sent) for s in fast] == [1, 1] and slow.sent == []
+        assert not telling.done()
+        slow.writable.set()
+        await asyncio.wait_for(telling, 1)
+        assert len(slow.sent) == 1
+        assert slow.sent == fast[0].sent
+
+    asyncio.run(scenario())
+
+
 def test_a_dashboard_still_in_its_handshake_keeps_its_groups(catalog):
     """One dashboard leaves while another has joined the same environment
     but not yet accepted its socket: the group stays, and the newcomer hears

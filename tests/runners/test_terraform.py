@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deployments.runners.terraform import TerraformRunner
+from deployments.runners.terraform import TerraformRunner, _StepTerraform
 from portal.cloud.errors import Cancelled, CloudError
 from portal.cloud.masking import Masker
-from portal.cloud.terraform import file_sha256
+from portal.cloud.terraform import TerraformSession, file_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -282,6 +282,48 @@ def test_it_applies_without_a_second_init_and_reads_outputs_from_state(make_ctx,
     assert "Initializing the backend" not in apply_ctx.log.text
     state = json.loads(state_file(tf_config).read_text())
     assert outputs["outputs"]["images"] == state["outputs"]["images"]["value"]
+
+
+def test_outputs_the_plan_knows_are_what_the_apply_leaves(make_ctx, tf_config, monkeypatch):
+    """Every output of the module is known at plan time: the apply reports
+    them from the plan, and they are what `terraform output -json` reads back."""
+    runner = TerraformRunner()
+    plan = runner.plan(make_ctx(tf_config))
+    assert plan["planned_outputs"]["release_version"] == "1.4.0"
+    apply_ctx = make_ctx(tf_config, plan=plan)
+    read_back = []
+    original = TerraformSession.outputs
+    monkeypatch.setattr(
+        TerraformSession, "outputs", lambda self: read_back.append(1) or original(self)
+    )
+
+    outputs = runner.run(apply_ctx)
+
+    assert read_back == []  # not asked of Terraform
+    assert outputs["outputs"] == plan["planned_outputs"]
+    assert (
+        outputs["outputs"] == _StepTerraform(apply_ctx, runner.config(apply_ctx)).session.outputs()
+    )
+
+
+def test_an_output_known_only_after_the_apply_is_read_back(make_ctx, tf_config, tmp_path):
+    module = tmp_path / "module"
+    module.mkdir()
+    (module / "main.tf").write_text(
+        (MODULE / "main.tf").read_text()
+        + '\noutput "release_id" {\n  value = null_resource.release.id\n}\n'
+    )
+    tf_config["path"] = str(module)
+    runner = TerraformRunner()
+    plan = runner.plan(make_ctx(tf_config))
+    assert plan["planned_outputs"] is None  # the id exists only once the resource does
+
+    outputs = runner.run(make_ctx(tf_config, plan=plan))
+
+    state = json.loads(state_file(tf_config).read_text())
+    release = next(r for r in state["resources"] if r["name"] == "release")
+    assert outputs["outputs"]["release_id"] == release["instances"][0]["attributes"]["id"]
+    assert outputs["outputs"]["release_version"] == "1.4.0"
 
 
 def git(repo: Path, *args: str) -> str:
