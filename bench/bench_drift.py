@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         moto.terminate()
         moto.wait(timeout=10)
-    print(json.dumps(result))
+    from bench.bench_logs import machine
+
+    print(json.dumps({"drift": result, "machine": machine()}))
     return 0
 
 

@@ -83,6 +83,10 @@ def render_engine(engine: dict) -> str:
     row("policies on a 1,000-resource plan, median / p95 ms (CPU median)", "policies",
         lambda r: f"{r['median_ms']} / {r['p95_ms']} ({r['cpu_median_ms']})", "p95 ≤ 100",
         "meets_goal")  # fmt: skip
+    row("drift sweep (runtime), median s, AWS calls per sweep", "drift",
+        lambda r: f"{r['wall_s_median']} ({r['environments']} environments × "
+                  f"{r['services_per_environment']} services), {r['aws_calls_per_sweep']}",
+        "≤ 10 s", "goal_met")  # fmt: skip
     row("dashboard, 100 cards, 10 changed per load, full data: queries, p50 / p95 ms",
         "dashboard", _dashboard_cell, "p95 ≤ 50", "met")  # fmt: skip
     for layer in ("pubsub", "core"):
@@ -111,12 +115,24 @@ def _dashboard_cell(result: dict) -> str:
     return f"{page['queries']} q, {page['p50_ms']} / {page['p95_ms']}"
 
 
+def _load_line(summary: dict) -> list[str]:
+    load = summary.get("load_average")
+    if not load:
+        return []
+    return [
+        f"Load average (1 min) during the run, sampled every {load['every_seconds']:g} s: "
+        f"min {load['min']}, median {load['median']}, max {load['max']} "
+        f"({load['samples']} samples); {summary.get('total_seconds', '?')} s in all.",
+        "",
+    ]
+
+
 def render(summary: dict) -> str:
     if not summary.get("stages"):
-        return render_engine(summary.get("engine", {}))
+        return "\n".join([*_load_line(summary), render_engine(summary.get("engine", {}))])
     stages = summary["stages"]
     labels = list(stages)
-    out = []
+    out = _load_line(summary)
     out.append("| measure | " + " | ".join(labels) + " | goal |")
     out.append("|---|" + "---|" * len(labels) + "---|")
 

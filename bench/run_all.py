@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +80,33 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every few seconds while the benchmarks run:
+    the figures mean something only next to the load they were measured under."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self.done.wait(self.every)
+
+    def summary(self) -> dict:
+        self.done.set()
+        ordered = sorted(self.samples)
+        return {
+            "every_seconds": self.every,
+            "samples": len(ordered),
+            "min": round(ordered[0], 2),
+            "median": round(common.median(ordered), 2),
+            "max": round(ordered[-1], 2),
+        }
+
+
 def measure_engine(quick: bool) -> dict:
     """Each engine benchmark in its own process: they use their own database
     (gantry_bench_engine, recreated by the first) and start uvicorn and rqworker."""
@@ -93,8 +122,12 @@ def measure_engine(quick: bool) -> dict:
             engine[key] = {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
             log(f"engine: {key} failed:\n{done.stderr[-3000:]}")
             continue
-        result = json.loads(done.stdout)
-        engine[key] = {"machine": result.pop("machine"), **next(iter(result.values()))}
+        try:
+            result = json.loads(done.stdout)
+            engine[key] = {"machine": result.pop("machine"), **next(iter(result.values()))}
+        except (ValueError, KeyError, StopIteration) as exc:  # keep the others' results
+            engine[key] = {"error": [f"unreadable result: {exc!r}"]}
+            log(f"engine: {key}: unreadable result {done.stdout[-500:]!r}")
     return engine
 
 
@@ -108,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    load = LoadSampler()
+    load.start()
     summary: dict = {"machine": None, "stages": {}}
     if not args.engine_only:
         common.setup_django(fresh=not args.keep)
@@ -128,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"settled: {summary['settled']}")
         summary["engine"] = measure_engine(args.quick)
     summary["total_seconds"] = round(time.perf_counter() - started)
+    summary["load_average"] = load.summary()
+    log(f"load average (1 min) during the run: {summary['load_average']}")
 
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = common.RESULTS_DIR / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.utils import timezone
+
 from deployments.models import StepRun
 from environments.choices import StepKind
 from portal.core.models import AuditEvent
@@ -65,6 +67,18 @@ class TimelineEntry:
     seq: int | None = None  # the audit event's position in the chain
     duration: timedelta | None = None
     since_previous: timedelta | None = None
+
+    @property
+    def local_at(self) -> datetime:
+        return timezone.localtime(self.at)
+
+    @property
+    def at_text(self) -> str:
+        """As the page shows it, in the portal's time zone (what the `date`
+        filter with "Y-m-d H:i:s T" gives, at a fraction of its cost: a long
+        timeline has a hundred of these)."""
+        local = self.local_at
+        return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
 
     @property
     def duration_text(self) -> str:

@@ -82,9 +82,21 @@ class RollbackPlan:
     why_not: str = ""
 
 
-def rollback_plan(env: Environment, release: Release | None = None) -> RollbackPlan:
-    """The default rollback of `env`, or to `release`; never raises for the page."""
-    current = env.deployments.succeeded_latest_first().select_related("release").first()
+_ASK = object()
+
+
+def rollback_plan(
+    env: Environment,
+    release: Release | None = None,
+    *,
+    current: Deployment | None = _ASK,
+    succeeded: list[rollback.Succeeded] | None = None,
+) -> RollbackPlan:
+    """The default rollback of `env`, or to `release`; never raises for the page.
+    A page that has already read what runs now (`current`) or the releases that
+    succeeded here (`succeeded_releases`) passes them on, saving their queries."""
+    if current is _ASK:
+        current = env.deployments.succeeded_latest_first().select_related("release").first()
     try:
         if release is None:
             target, undo = rollback.default_target(env)
@@ -92,9 +104,13 @@ def rollback_plan(env: Environment, release: Release | None = None) -> RollbackP
             target, undo = rollback.chosen_target(env, release)
     except PolicyError as exc:
         return RollbackPlan(current, None, None, None, exc.message)
-    target_run = (
-        env.deployments.filter(release=target, status=Status.SUCCEEDED).latest_first().first()
-    )
+    # The target's newest success here: in the list when the page has it (its
+    # rows are each release's newest success, in the same order).
+    target_run = next((s.deployment for s in succeeded or () if s.release.pk == target.pk), None)
+    if target_run is None:
+        target_run = (
+            env.deployments.filter(release=target, status=Status.SUCCEEDED).latest_first().first()
+        )
     return RollbackPlan(current, target, target_run, undo)
 
 

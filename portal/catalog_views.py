@@ -156,7 +156,9 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         request, env.deployments.select_related("release", "requested_by").order_by("-created_at")
     )
     decorate_deployments(deployments)
-    plan = rollback_plan(env)
+    current = env.current_deployment  # what runs now, read by attach_current_releases
+    succeeded = succeeded_releases(env, runs_now=current)
+    plan = rollback_plan(env, current=current, succeeded=succeeded)
     context = {
         "application": env.application,
         "environment": env,
@@ -168,7 +170,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         "can_deploy": has_role(user, env, Role.DEPLOYER),
         "can_roll_back": has_role(user, env, Role.DEPLOYER) and plan.target is not None,
         "rollback_plan": plan,
-        "succeeded_releases": succeeded_releases(env, runs_now=plan.current),
+        "succeeded_releases": succeeded,
         "break_glass_form": BreakGlassForm(),
         "drift": EnvironmentDrift.objects.filter(environment=env).first(),
         **alarm_panel(env),
