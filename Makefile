@@ -3,7 +3,7 @@
 #   make test   lint, Django checks and the whole test suite (PostgreSQL and Redis)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint fmt bench soak requirements clean
+.PHONY: help run test check lint fmt bench bench-under-load soak requirements clean
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -27,6 +27,7 @@ help:
 	@echo "make lint    ruff check and format check, imports against the layers"
 	@echo "make fmt     format and fix what ruff can"
 	@echo "make bench   run the benchmarks"
+	@echo "make bench-under-load   the benchmarks while the test suite runs alongside"
 	@echo "make soak    the deploy engine under many random sequences"
 
 $(BIN)/python:
@@ -90,6 +91,9 @@ soak: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	@if [ -f bench/__main__.py ]; then $(TEST_ENV) $(BIN)/python -m bench; \
 	else $(TEST_ENV) $(BIN)/python bench/run_all.py; fi
+
+bench-under-load: $(DEV_STAMP)
+	scripts/bench-under-load.sh
 
 # Re-pin requirements*.txt from requirements*.in (pip-tools in a throwaway venv).
 requirements: | $(BIN)/python
