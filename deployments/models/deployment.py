@@ -395,8 +395,10 @@ class Deployment(models.Model):
         approval keeps it, and an environment with a fresh-MFA rule checks it.
         `seen_digest` is the approval digest the approver was shown: when the
         plan (or images, or policies) changed since, the approval is refused."""
-        # Expire in a transaction of its own, so the refusal below cannot undo it.
-        if self.expire():
+        # Expire in a transaction of its own, so the refusal below cannot undo it;
+        # a request still inside its window (the usual case) skips that
+        # transaction: the check under the lock below sees the same clock.
+        if self.expires_at <= timezone.now() and self.expire():
             raise PolicyError("This request has expired; request the deployment again.")
         with transaction.atomic():
             self.lock_awaiting_approval()

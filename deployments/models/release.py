@@ -67,7 +67,16 @@ class Release(models.Model):
         super().save(*args, **kwargs)
 
     def artifact_map(self) -> dict[str, str]:
-        return {a.service.slug: a.image_ref for a in self.artifacts.all()}
+        """{service slug: pinned image}, in one query (none when the page
+        prefetched the artifacts with their services): the approval digest
+        reads it on every decision, and a lazy `.service` per artifact made
+        it one query per service."""
+        prefetched = getattr(self, "_prefetched_objects_cache", {}).get("artifacts")
+        if prefetched is not None and all(Artifact.service.is_cached(a) for a in prefetched):
+            return {a.service.slug: a.image_ref for a in prefetched}
+        return dict(
+            self.artifacts.order_by("service__slug").values_list("service__slug", "image_ref")
+        )
 
     @staticmethod
     def resolve_tags(application: Application, artifacts: dict, user) -> tuple[dict, list[dict]]:

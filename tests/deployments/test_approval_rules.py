@@ -6,9 +6,11 @@ import threading
 
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
+from django.db.models import Prefetch
+from django.test.utils import CaptureQueriesContext
 
 from deployments.choices import Decision, Status
-from deployments.models import Approval, Deployment
+from deployments.models import Approval, Artifact, Deployment, Release
 from portal.core.models import AuditEvent
 from portal.core.roles import Conflict, Forbidden, PolicyError
 from tests.conftest import env, grant
@@ -156,3 +158,20 @@ def test_an_approval_counts_only_for_exactly_what_ships():
     assert Approval(decision=Decision.APPROVE, digest="a" * 64).counts_for("a" * 64)
     assert not Approval(decision=Decision.APPROVE, digest="a" * 64).counts_for("b" * 64)
     assert not Approval(decision=Decision.REJECT, digest="a" * 64).counts_for("a" * 64)
+
+
+def test_what_ships_is_read_in_one_query_however_many_services(release, users):
+    """The approval digest reads the release's images on every decision: one
+    query for three services (it was one per service), none once prefetched."""
+    expected = {a.service.slug: a.image_ref for a in release.artifacts.select_related("service")}
+    fresh = Release.objects.get(pk=release.pk)
+    with CaptureQueriesContext(connection) as queries:
+        assert fresh.artifact_map() == expected
+    assert len(queries) == 1
+    prefetched = Release.objects.prefetch_related(
+        Prefetch("artifacts", queryset=Artifact.objects.select_related("service"))
+    ).get(pk=release.pk)
+    with CaptureQueriesContext(connection) as queries:
+        assert prefetched.artifact_map() == expected
+    assert len(queries) == 0
+    assert list(expected) == sorted(expected) and len(expected) == 3
