@@ -5,10 +5,10 @@ FreezeOverride), so the inbox never offers what would then be refused."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from deployments.choices import Status
-from deployments.models import Deployment
+from deployments.models import Approval, Artifact, Deployment
 from environments.choices import OverrideStatus
 from environments.models import FreezeOverride
 from portal.core.choices import Role
@@ -36,6 +36,12 @@ def deployments_awaiting(user) -> list[Deployment]:
             "environment__approver_group",
             "policy_check",
         )  # fmt: skip
+        # Read with the deployments, not per deployment: the navigation
+        # badge asks on every page.
+        .prefetch_related(
+            Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service")),
+            Prefetch("approvals", queryset=Approval.objects.filter(user=user), to_attr="mine"),
+        )
         .order_by("created_at", "id")
     )
     waiting = []
@@ -46,8 +52,9 @@ def deployments_awaiting(user) -> list[Deployment]:
                 check.refuse_if_blocked(deployment.environment)
         except (Forbidden, PolicyError):
             continue
-        if deployment.approvals.filter(user=user, digest=deployment.approval_digest()).exists():
-            continue
+        digest = deployment.approval_digest()
+        if any(approval.digest == digest for approval in deployment.mine):
+            continue  # decided already, on what would ship now
         waiting.append(deployment)
     return waiting
 

@@ -575,11 +575,9 @@ def expire_stale_requests() -> int:
     candidates = Deployment.objects.filter(status=Status.AWAITING_APPROVAL).select_related(
         "environment"
     )
-    now = timezone.now()
     for deployment in candidates.iterator():
-        if now >= deployment.expires_at and deployment.expire():
-            expired += 1
-    closed = Deployment.objects.filter(status__in=WINDOW_STATUSES, not_after__lt=now)
+        expired += deployment.expire()  # locks only a request past its window
+    closed = Deployment.objects.filter(status__in=WINDOW_STATUSES, not_after__lt=timezone.now())
     for deployment in closed.select_related("environment").iterator():
         expired += deployment.expire_window()
     if expired:

@@ -45,6 +45,7 @@ from deployments.models import (
     emergency,
     with_current_deployment,
 )
+from deployments.models.policy import check_overrider
 from deployments.timeline import build_timeline
 from environments import pricing
 from environments.models import Application, Environment, Service
@@ -492,7 +493,8 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _review_refusal(deployment: Deployment, user) -> str | None:
-    """None when the user may review this emergency change now, else why not."""
+    """ "" when there is nothing to review, None when the user may review this
+    emergency change now, else why they may not."""
     if not deployment.emergency or deployment.reviewed_at is not None:
         return ""
     try:
@@ -503,15 +505,14 @@ def _review_refusal(deployment: Deployment, user) -> str | None:
 
 
 def _may_override_policy(deployment: Deployment, user) -> bool:
-    check = deployment.policy()
-    return (
-        deployment.status == Status.AWAITING_APPROVAL
-        and check is not None
-        and check.outcome == "override_required"
-        and not check.overridden
-        and user.pk != deployment.requested_by_id
-        and has_role(user, deployment.environment, Role.ADMIN)
-    )
+    """The model's own rule (policy.check_overrider), so page and model agree."""
+    if deployment.status != Status.AWAITING_APPROVAL:
+        return False
+    try:
+        check_overrider(deployment, deployment.policy(), user)
+    except PolicyError:  # Conflict and Forbidden are PolicyErrors
+        return False
+    return True
 
 
 def _step_up_needed(env: Environment, user, authentication: mfa.Authentication | None) -> str:

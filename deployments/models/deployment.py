@@ -395,10 +395,8 @@ class Deployment(models.Model):
         approval keeps it, and an environment with a fresh-MFA rule checks it.
         `seen_digest` is the approval digest the approver was shown: when the
         plan (or images, or policies) changed since, the approval is refused."""
-        # Expire in a transaction of its own, so the refusal below cannot undo it;
-        # a request still inside its window (the usual case) skips that
-        # transaction: the check under the lock below sees the same clock.
-        if self.expires_at <= timezone.now() and self.expire():
+        # Expire in a transaction of its own, so the refusal below cannot undo it.
+        if self.expire():
             raise PolicyError("This request has expired; request the deployment again.")
         with transaction.atomic():
             self.lock_awaiting_approval()
@@ -498,11 +496,12 @@ class Deployment(models.Model):
             comment = (comment or "").strip()
             if not comment:
                 raise PolicyError("Say why you reject this deployment.", field="comment")
-            if self.approvals.filter(user=user, digest=self.approval_digest()).exists():
+            digest = self.approval_digest()
+            if self.approvals.filter(user=user, digest=digest).exists():
                 raise Conflict("You have already decided on this deployment.")
             approval = Approval.objects.create(
                 deployment=self, user=user, decision=Decision.REJECT,
-                comment=comment, digest=self.approval_digest(), rules=self.approval_rules(),
+                comment=comment, digest=digest, rules=self.approval_rules(),
                 **Approval.authentication_fields(authentication),
             )  # fmt: skip
             self._set_status(
@@ -550,7 +549,12 @@ class Deployment(models.Model):
             )
 
     def expire(self) -> bool:
-        """Expire a request past its approval window (housekeeping job)."""
+        """Expire a request past its approval window (the housekeeping job, and
+        before each decision). Inside its window, the usual case, no lock is
+        taken: the window only closes, and the decision checks it again under
+        the lock."""
+        if timezone.now() < self.expires_at:
+            return False
         with transaction.atomic():
             self._lock()
             return self._expire_if_stale()

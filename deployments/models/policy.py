@@ -233,8 +233,21 @@ def override_policy(deployment, user, reason: str) -> PolicyCheck:
 
 
 def check_override(deployment, check: PolicyCheck | None, user, reason: str) -> str:
-    """Raise, saying why, unless `user` may override this check now; returns
-    the cleaned reason."""
+    """Raise, saying why, unless `user` may override this check now with this
+    reason; returns the cleaned reason."""
+    check_overrider(deployment, check, user)
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise PolicyError("Say why the policy may be overridden; the reason is audited.",
+                          field="reason")  # fmt: skip
+    if len(reason) > REASON_MAX:
+        raise PolicyError(f"Keep the reason under {REASON_MAX} characters.", field="reason")
+    return reason
+
+
+def check_overrider(deployment, check: PolicyCheck | None, user) -> None:
+    """Raise, saying why, unless `user` may override this check now (the
+    rules alone, for the page to offer the form)."""
     environment = deployment.environment
     if check is None or check.outcome != Outcome.OVERRIDE_REQUIRED:
         if check is not None and check.outcome == Outcome.BLOCKED:
@@ -250,10 +263,3 @@ def check_override(deployment, check: PolicyCheck | None, user, reason: str) -> 
                         "decide on its policy override.")  # fmt: skip
     if not has_role(user, environment, Role.ADMIN):
         raise Forbidden(f"Only admins of {environment} may override a policy there.")
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise PolicyError("Say why the policy may be overridden; the reason is audited.",
-                          field="reason")  # fmt: skip
-    if len(reason) > REASON_MAX:
-        raise PolicyError(f"Keep the reason under {REASON_MAX} characters.", field="reason")
-    return reason

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from deployments import inbox
@@ -74,3 +76,21 @@ def test_the_api_filters_awaiting_me_oldest_first(api, users, release, later):  
     assert [d["id"] for d in mine] == [staging.pk, second.pk]
     assert theirs == []
     assert bad.status_code == 400 and "awaiting" in bad.json()
+
+
+def test_the_badge_reads_the_same_queries_however_many_wait(client, users, release, later):
+    """The navigation badge is fetched on every page: its queries do not grow
+    with the requests waiting (images and one's own decisions are read with them)."""
+    client.force_login(users["bob"])
+    request_deployment(release, users, "staging")
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(reverse("approvals-count")).status_code == 200
+    for version in ("1.6.0", "1.7.0"):
+        artifacts = {s: image(s, "c") for s in ("fraud-api", "fraud-ml", "fraud-worker")}
+        more = Release.register(release.application, version, artifacts, users["alice"])
+        request_deployment(more, users, "staging")
+    request_deployment(later, users, "staging")
+    with CaptureQueriesContext(connection) as four:
+        response = client.get(reverse("approvals-count"))
+    assert ">4</span>" in response.content.decode()
+    assert len(four) == len(one)
