@@ -29,7 +29,7 @@ from deployments.choices import DriftKind, Status
 from deployments.engine import step_context
 from deployments.models import Deployment, StepRun
 from deployments.models.drift import record
-from deployments.models.queueing import enqueue_on_commit
+from deployments.models.queueing import check_queue, enqueue_on_commit
 from deployments.runners import StepFailed, get_runner
 from deployments.runners.kubernetes import K8sRollingRunner
 from deployments.runners.terraform import TerraformRunner
@@ -38,9 +38,12 @@ from environments.models import Environment
 from portal.cloud.aws import aws_call
 from portal.cloud.errors import CloudError
 from portal.cloud.masking import Masker
+from portal.core.choices import Role
+from portal.core.roles import Forbidden, has_role
 
 log = logging.getLogger(__name__)
 
+CHECK_JOB = "deployments.drift.check"
 TERRAFORM_JOB = "deployments.drift.check_terraform"
 RUNTIME_KINDS = (StepKind.ECS_ROLLING, StepKind.ECS_BLUE_GREEN, StepKind.K8S_ROLLING)
 # describe_services takes at most this many services per call.
@@ -57,14 +60,26 @@ def current_deployment(environment: Environment) -> Deployment | None:
     )
 
 
+def request_check(environment: Environment, user) -> None:
+    """A deployer asks for both checks now (the page's button, the API):
+    Forbidden for anyone else, Unavailable while the job queue is down."""
+    if not has_role(user, environment, Role.DEPLOYER):
+        raise Forbidden(f"You need the deployer role in {environment} to check drift.")
+    check_queue("low")
+    enqueue_on_commit("low", CHECK_JOB, environment.pk)
+
+
 def sweep_drift() -> dict[str, int]:
     """Every environment's runtime now; Terraform checks queued one per environment."""
     counts = {"checked": 0, "terraform_queued": 0}
     clients: dict = {}  # one boto3 client per region and role for the whole sweep
+    with_terraform = set(
+        Environment.objects.filter(steps__kind=StepKind.TERRAFORM).values_list("pk", flat=True)
+    )
     for environment in Environment.objects.all():
         check_runtime(environment.pk, clients)
         counts["checked"] += 1
-        if environment.steps.filter(kind=StepKind.TERRAFORM).exists():
+        if environment.pk in with_terraform:
             enqueue_on_commit("low", TERRAFORM_JOB, environment.pk)
             counts["terraform_queued"] += 1
     return counts

@@ -8,14 +8,11 @@ from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from deployments import drift
 from deployments.api import _errors
 from deployments.choices import DriftState
 from deployments.models import EnvironmentDrift
-from deployments.models.queueing import check_queue, enqueue_on_commit
-from portal.core.choices import Role
-from portal.core.roles import Forbidden, has_role, visible_environments
-
-CHECK_JOB = "deployments.drift.check"
+from portal.core.roles import visible_environments
 
 
 class DriftItemSerializer(serializers.Serializer):
@@ -72,10 +69,7 @@ class EnvironmentDriftCheck(generics.GenericAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         environment = _environment(request, pk)
-        if not has_role(request.user, environment, Role.DEPLOYER):
-            raise Forbidden(f"Checking drift in {environment} is for its deployers and admins.")
-        check_queue("low")
-        enqueue_on_commit("low", CHECK_JOB, environment.pk)
+        drift.request_check(environment, request.user)
         return Response(
             {"detail": f"Drift check of {environment} queued.", "environment": environment.pk},
             status=status.HTTP_202_ACCEPTED,

@@ -18,8 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from deployments import rollback
-from deployments.drift_api import CHECK_JOB
+from deployments import drift, rollback
 from deployments.forms import RollbackForm
 from deployments.models import (
     Artifact,
@@ -29,7 +28,6 @@ from deployments.models import (
     current_estimates,
     with_current_deployment,
 )
-from deployments.models.queueing import check_queue, enqueue_on_commit
 from deployments.rollback import succeeded_releases
 from deployments.views import decorate_deployments, rollback_plan
 from environments.alarms import alarm_panel
@@ -183,14 +181,13 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
 def environment_drift_check(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
     """A deployer asks for a drift check now; the panel shows the result when it is in."""
     env = visible_environment(request, slug, env_slug)
-    if not has_role(request.user, env, Role.DEPLOYER):
-        raise PermissionDenied(f"You need the deployer role in {env} to check drift.")
     try:
-        check_queue("low")
+        drift.request_check(env, request.user)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
     except Unavailable as exc:
         messages.error(request, exc.message)
     else:
-        enqueue_on_commit("low", CHECK_JOB, env.pk)
         messages.success(request, "Drift check queued: reload in a few seconds for the result.")
     return redirect("environment-detail", slug=slug, env_slug=env_slug)
 

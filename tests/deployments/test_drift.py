@@ -6,6 +6,7 @@ edited by hand (the real terraform binary plans against it)."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import boto3
@@ -203,3 +204,33 @@ def test_a_check_that_finds_the_same_leaves_the_dashboard_card_alone(staging, mo
 
     assert told == [(staging.pk, "drift")]
     assert EnvironmentDrift.objects.get(environment=staging).checked_at is not None
+
+
+def test_the_check_button_queues_for_deployers_and_says_when_the_queue_is_down(
+    client, release, staging, users, queues, settings
+):
+    url = reverse("environment-drift-check", args=[staging.application.slug, staging.slug])
+    page = reverse("environment-detail", args=[staging.application.slug, staging.slug])
+    low = queues[2]
+
+    client.force_login(users["dave"])  # a viewer
+    assert client.post(url).status_code == 403
+    assert low.job_ids == []
+
+    client.force_login(users["alice"])
+    for _ in range(2):  # a second click queues a second check, nothing else
+        response = client.post(url, follow=True)
+        assert response.redirect_chain[-1][0] == page
+        assert "Drift check queued" in response.content.decode()
+    assert [low.fetch_job(i).func_name for i in low.job_ids] == [drift.CHECK_JOB] * 2
+
+    with socket.socket() as probe:  # the queue's Redis at a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    reachable = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {name: {**q, "URL": closed} for name, q in reachable.items()}
+    response = client.post(url, follow=True)
+    settings.RQ_QUEUES = reachable  # before the queues fixture empties them
+    assert response.status_code == 200
+    assert "The job queue (Redis) is not answering" in response.content.decode()
+    assert len(low.job_ids) == 2  # nothing more was queued
