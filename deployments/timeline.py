@@ -69,15 +69,11 @@ class TimelineEntry:
     since_previous: timedelta | None = None
 
     @property
-    def local_at(self) -> datetime:
-        return timezone.localtime(self.at)
-
-    @property
     def at_text(self) -> str:
         """As the page shows it, in the portal's time zone (what the `date`
         filter with "Y-m-d H:i:s T" gives, at a fraction of its cost: a long
         timeline has a hundred of these)."""
-        local = self.local_at
+        local = timezone.localtime(self.at)
         return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
 
     @property

@@ -3,16 +3,23 @@ steps → bake → result, with actors and durations, on the deployment page."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
+from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, StepRun
-from deployments.timeline import build_timeline, deployment_events, format_duration
+from deployments.timeline import (
+    TimelineEntry,
+    build_timeline,
+    deployment_events,
+    format_duration,
+)
 from portal.core import audit
 from portal.core.models import AuditEvent
 from tests.deployments.history import shipped
@@ -171,3 +178,15 @@ def test_the_deployment_page_shows_the_timeline(deployment, users):
 )
 def test_it_formats_durations(span, text):
     assert format_duration(span) == text
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Toronto"])
+def test_times_read_as_the_date_filter_would_print_them(zone):
+    """The timeline formats its times itself (it has a hundred of them); what
+    it prints is what `date:"Y-m-d H:i:s T"` prints, in the portal's zone."""
+    printed = Template('{{ at|date:"Y-m-d H:i:s T" }}')
+    with timezone.override(zone):
+        for at in (datetime(2026, 1, 15, 3, 4, tzinfo=UTC), datetime(2026, 7, 1, 23, tzinfo=UTC)):
+            expected = printed.render(Context({"at": at}))
+            assert TimelineEntry(at=at, label="x").at_text == expected
+    assert expected.endswith("EDT" if zone == "America/Toronto" else "UTC")
