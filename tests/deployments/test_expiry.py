@@ -31,6 +31,13 @@ def test_it_refuses_an_approval_after_the_window_and_expires_the_request(release
     assert deployment.status == Status.EXPIRED
     assert AuditEvent.objects.filter(action="deployment.expired").count() == 1
     assert not deployment.approvals.exists()
+    # Again, by another approver, and the housekeeping job after them: still
+    # refused, and the request expired once.
+    with pytest.raises(PolicyError):
+        deployment.approve(users["carol"])
+    assert expire_stale_requests() == 0
+    assert AuditEvent.objects.filter(action="deployment.expired").count() == 1
+    assert not deployment.approvals.exists()
 
 
 def test_the_housekeeping_job_expires_only_stale_requests(release, users, catalog):
