@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from html import escape
 
-from django.utils import timezone
+from django.utils.html import html_safe
+from django.utils.safestring import mark_safe
 
 from deployments.models import StepRun
 from environments.choices import StepKind
 from portal.core.models import AuditEvent
+from portal.core.templatetags.local_time import local
 
 # What each audit action means on a timeline; actions not listed are shown by name.
 LABELS = {
@@ -54,6 +57,7 @@ COLOURS = {
 }
 
 
+@html_safe  # {{ entry }} renders the markup below, unescaped (it escapes its values)
 @dataclass
 class TimelineEntry:
     """One moment of a deployment's life; `duration` is what a step took."""
@@ -73,8 +77,7 @@ class TimelineEntry:
         """As the page shows it, in the portal's time zone (what the `date`
         filter with "Y-m-d H:i:s T" gives, at a fraction of its cost: a long
         timeline has a hundred of these)."""
-        local = timezone.localtime(self.at)
-        return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
+        return local(self.at, "%Y-%m-%d %H:%M:%S %Z")
 
     @property
     def duration_text(self) -> str:
@@ -83,6 +86,32 @@ class TimelineEntry:
     @property
     def since_previous_text(self) -> str:
         return format_duration(self.since_previous)
+
+    def __str__(self) -> str:
+        """The entry as the timeline lists it: `{{ entry }}` in a template.
+
+        Built here rather than in the template: a long timeline has a hundred
+        entries, and the template engine took ~180 µs for each one's dozen
+        lookups and conditions (~15 ms of the deployment page). Every value is
+        escaped exactly as the template escaped it (Django's `escape` is
+        `html.escape`), by the standard library's function directly.
+        """
+        gap, duration = self.since_previous_text, self.duration_text
+        return mark_safe(  # noqa: S308 - every value below goes through escape()
+            f'<li class="timeline-entry timeline-{escape(self.colour)}"'
+            f' data-action="{escape(self.action)}">'
+            + (f'<div class="timeline-gap" data-testid="timeline-gap">+{escape(gap)}</div>'
+               if gap else "")
+            + f'<time datetime="{self.at.isoformat()}">{escape(self.at_text)}</time> '
+            f'<strong data-testid="timeline-label">{escape(self.label)}</strong>'
+            + (f' <span class="muted">by {escape(self.actor)}</span>' if self.actor else "")
+            + (' <span class="badge badge-grey" title="How long the step ran">'
+               f"{escape(duration)}</span>" if duration else "")
+            + (f" <div><small>{escape(self.detail)}</small></div>" if self.detail else "")
+            + (' <small class="muted" title="Position in the audit chain">'
+               f"event #{self.seq}</small>" if self.seq else "")
+            + "</li>"
+        )  # fmt: skip
 
 
 def format_duration(span: timedelta | None) -> str:
