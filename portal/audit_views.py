@@ -191,7 +191,8 @@ def _json_documents(events) -> Iterator[str]:
     """One JSON object per event, built by PostgreSQL, read through a server-side cursor."""
     pairs = []
     for name, expr in _pg_columns().items():
-        pairs += [Value(name), expr]
+        # Typed: a bound parameter of unknown type is refused as json_build_object's key.
+        pairs += [Cast(Value(name), TextField()), expr]
     document = Func(*pairs, function="json_build_object", output_field=TextField())
     return (
         events.annotate(x_document=Cast(document, TextField()))

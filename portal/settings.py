@@ -227,7 +227,23 @@ DATABASES = {
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Bind parameters on the server so that a query run DB_PREPARE_THRESHOLD
+    # times on one connection is prepared: PostgreSQL then plans it once, not
+    # on every page load. Planning the deployment page's 9-join query took
+    # longer than running it (3–6 ms against 0.4). Pays off with persistent
+    # connections (DB_CONN_MAX_AGE); "none" turns it off, as a pooler in
+    # transaction mode without prepared-statement support needs.
+    if env_str("DB_PREPARE_THRESHOLD", "5").strip().lower() != "none":
+        _threshold = env_int("DB_PREPARE_THRESHOLD", 5)
+        if _threshold < 0:
+            raise ImproperlyConfigured(
+                f"DB_PREPARE_THRESHOLD={_threshold} must be 0 or more, or none."
+            )
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=_threshold
+        )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while a worker writes; IMMEDIATE takes the
     # write lock at BEGIN so the audit chain's read-then-append never deadlocks.
     DATABASES["default"]["OPTIONS"] = {
