@@ -43,6 +43,11 @@ def test_a_held_plan_is_overridden_by_an_admin_with_a_reason(
     expect(page.get_by_test_id("policy-outcome")).to_have_text("Override required")
     expect(panel.get_by_test_id("policy-violation")).to_contain_text("null_resource.release")
     expect(panel.get_by_test_id("policy-override-form")).to_have_count(0)  # not an admin
+    # The plan's long attribute values wrap inside their panel: the page does
+    # not grow wider than the window (the side column once ran off it).
+    assert page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_test_id("deployment-status")).to_have_text("Awaiting approval")
     screenshot(page, "policy-override-1-approved-but-held")
