@@ -160,7 +160,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
     context = {
         "application": env.application,
         "environment": env,
-        "previous": env.previous(),
+        "previous": env.previous() if env.require_previous_success else None,
         "active_override": next((o for o in overrides if o.is_active), None),
         "overrides": overrides,
         "page_obj": deployments,
