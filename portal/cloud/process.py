@@ -8,8 +8,10 @@ environment can't turn into shell syntax.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -137,6 +139,39 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv (Debian: essential), or None where it is missing."""
+    return shutil.which("setpriv")
+
+
+def _launch(
+    argv: list[str], env: dict[str, str], cwd: Path | None
+) -> tuple[list[str], Callable | None]:
+    """(argv to start, preexec_fn) for a process that dies with the worker.
+
+    The death signal is set by `setpriv --pdeathsig KILL`, which then execs
+    the tool (same pid; the signal survives exec): a preexec_fn makes Python
+    fork the whole worker (~130 MB) and run Python in the child, 5.6 ms a
+    process against 1.5 ms through setpriv (each Terraform command, each
+    command step). Without setpriv, the preexec_fn does it. setpriv reports
+    a missing tool only as an exit code, so that is checked here, as Popen
+    would report it.
+    """
+    setpriv = _setpriv()
+    if setpriv is None:
+        return argv, _die_with_parent
+    program = argv[0]
+    if os.sep in program:  # a path, relative to where the process starts
+        path = Path(cwd or ".") / program
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            reason = "Permission denied" if path.exists() else "No such file or directory"
+            raise CloudError(f"Could not start {program}: {reason}.")
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise CloudError(f"Could not start {program}: No such file or directory.")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv], None
+
+
 def _stop(process: subprocess.Popen, first_signal: int, grace: float) -> None:
     """Ask the whole process group to stop, then kill it if it won't."""
     try:
@@ -171,18 +206,20 @@ def stream_process(
     after `grace` seconds (raising Cancelled or CloudError). `log` is only
     ever called from this thread.
     """
+    env = env if env is not None else base_environment()
+    launch, preexec_fn = _launch(argv, env, cwd)
     try:
         process = subprocess.Popen(
-            argv,
+            launch,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=env if env is not None else base_environment(),
+            env=env,
             start_new_session=True,  # its own process group, so we can stop children too
             # If the worker dies (kill -9), the step's process dies with it instead
-            # of running on after the environment lock was freed.
-            preexec_fn=_die_with_parent,
+            # of running on after the environment lock was freed (see _launch).
+            preexec_fn=preexec_fn,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise CloudError(f"Could not start {argv[0]}: {exc.strerror or exc}.") from None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from deployments.runners.command import CommandRunner
+from portal.cloud import process
 from portal.cloud.errors import Cancelled, CloudError
 from portal.cloud.process import MAX_LINE_BYTES, _LineSplitter
 
@@ -140,9 +143,77 @@ def test_cancel_terminates_the_subprocess_and_its_children(make_ctx, tmp_path):
     assert not alive(child)
 
 
-def test_it_reports_a_program_that_does_not_exist(make_ctx):
-    with pytest.raises(CloudError, match="Could not start no-such-tool"):
+# Processes start through setpriv where it exists (Debian: always), else
+# through a preexec_fn; both must behave the same.
+LAUNCHERS = ["setpriv", "preexec"]
+
+
+@pytest.fixture(params=LAUNCHERS)
+def launcher(request, monkeypatch) -> str:
+    if request.param == "preexec":
+        monkeypatch.setattr(process, "_setpriv", lambda: None)
+    else:
+        assert process._setpriv(), "setpriv (util-linux) is missing on this machine"
+    return request.param
+
+
+def test_it_reports_a_program_that_does_not_exist(make_ctx, launcher):
+    with pytest.raises(CloudError, match="Could not start no-such-tool: No such file or directory"):
         CommandRunner().run(make_ctx({"argv": ["no-such-tool", "--help"]}))
+
+
+def test_it_reports_a_path_it_cannot_run(make_ctx, launcher, tmp_path):
+    script = tmp_path / "deploy.sh"
+    script.write_text("#!/bin/sh\necho hi\n")  # not executable
+    with pytest.raises(CloudError, match="Could not start .*deploy.sh: Permission denied"):
+        CommandRunner().run(make_ctx({"argv": [str(script)]}))
+    with pytest.raises(CloudError, match="Could not start ./gone.sh: No such file or directory"):
+        process.stream_process(["./gone.sh"], log=print, cancelled=threading.Event(),
+                               cwd=tmp_path)  # fmt: skip
+    script.chmod(0o755)  # and a relative path runs from the process's directory
+    lines = []
+    returncode, _ = process.stream_process(
+        ["./deploy.sh"], log=lambda text, stream: lines.append(text),
+        cancelled=threading.Event(), cwd=tmp_path,
+    )  # fmt: skip
+    assert (returncode, lines) == (0, ["hi"])
+
+
+WORKER = """
+import sys, threading
+sys.path.insert(0, {root!r})
+from portal.cloud import process
+if {launcher!r} == "preexec":
+    process._setpriv = lambda: None
+step = "import os, time; open({pidfile!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+process.stream_process(
+    [sys.executable, "-c", step], log=lambda text, stream: None, cancelled=threading.Event()
+)
+"""
+
+
+def test_a_step_process_dies_with_its_worker(launcher, tmp_path):
+    """A worker killed with SIGKILL takes the step's process with it (Linux's
+    parent-death signal), instead of leaving it to run after the environment
+    lock is freed; through setpriv as through the preexec_fn."""
+    pidfile = tmp_path / "step.pid"
+    root = str(Path(__file__).resolve().parents[2])
+    worker = subprocess.Popen(
+        [PY, "-c", WORKER.format(root=root, launcher=launcher, pidfile=str(pidfile))]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        step = int(pidfile.read_text())
+        assert alive(step)
+    finally:
+        worker.kill()
+        worker.wait()
+    deadline = time.monotonic() + 10
+    while alive(step) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(step)
 
 
 def test_it_runs_the_rollback_argv_if_configured(make_ctx):
