@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-import django_rq
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
@@ -16,6 +15,7 @@ from deployments.choices import Status, Stream
 from deployments.engine import step_context, step_workdir
 from deployments.logs import LogWriter
 from deployments.models import Deployment, StepRun, lock_environment
+from deployments.models.queueing import get_queue
 from deployments.runners.terraform import StateUnlock
 from environments.choices import StepKind
 from portal.cloud.errors import CloudError
@@ -136,7 +136,7 @@ def request_force_unlock(deployment: Deployment, step_run: StepRun, user, reason
                 after={"step": step_run.name, "lock_id": lock["id"], "lock": lock,
                        "reason": reason},
             )  # fmt: skip
-            django_rq.get_queue("high").enqueue(FORCE_UNLOCK_JOB, step_run.pk)
+            get_queue("high").enqueue(FORCE_UNLOCK_JOB, step_run.pk)
     except OperationalError as exc:
         if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
             raise

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-import django_rq
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpResponse
@@ -38,6 +37,7 @@ from rq.worker import Worker
 
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, StepRun
+from deployments.models.queueing import get_queue
 from environments.choices import AlarmSource, AlarmState
 from environments.models import Alarm
 from portal.core.models import ChainVerification
@@ -136,7 +136,7 @@ def queue_metrics():
     )  # fmt: skip
     connection = None
     for name in settings.RQ_QUEUES:
-        queue = django_rq.get_queue(name)
+        queue = get_queue(name)
         connection = queue.connection
         jobs.add_metric([name, "queued"], queue.count)
         registries = {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import django_rq
 import pytest
+from django.conf import settings
+from django.test import override_settings
 from rq.cron import CronScheduler
 
 from deployments.choices import Kind
@@ -57,3 +59,33 @@ def test_the_periodic_jobs_queues():
         "poll_alarms": "low",
         "sweep_drift": "low",
     }
+
+
+def connections_received(client) -> int:
+    return client.info("stats")["total_connections_received"]
+
+
+ELSEWHERE = "redis://127.0.0.1:1/0"
+
+
+def test_requests_reuse_one_redis_connection(catalog, release, users, queues):
+    """Checking the queue and enqueueing go over a kept connection: no new TCP
+    connection (and handshake) per request, as django_rq alone would make."""
+    from deployments.models import queueing
+
+    dev = env(catalog, "dev")
+    Step.objects.create(environment=dev, order=1, name="Smoke", kind="command",
+                        config={"argv": ["true"]})  # fmt: skip
+    Deployment.request(release, dev, users["alice"], "warm up")  # the kept connection opens
+    observer = django_rq.get_connection("default")
+    before = connections_received(observer)
+    for n in range(3):
+        dev.deployments.update(status="cancelled")  # one open request per environment
+        Deployment.request(release, dev, users["alice"], f"ship {n}")
+    assert connections_received(observer) == before
+    assert len(queues[1].get_jobs()) == 4
+    # Same address, one client; the settings are read at each call.
+    assert queueing.connection("high") is queueing.connection("default")
+    moved = {**settings.RQ_QUEUES, "low": {**settings.RQ_QUEUES["low"], "URL": ELSEWHERE}}
+    with override_settings(RQ_QUEUES=moved):
+        assert queueing.connection("low").connection_pool.connection_kwargs["port"] == 1
