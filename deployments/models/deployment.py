@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
+from django.db.models import Prefetch, prefetch_related_objects
 from django.utils import timezone
 
 from deployments.choices import (
@@ -37,7 +38,7 @@ from deployments.models.policy import PolicyCheck, override_policy
 from deployments.models.policy import store as store_policy_check
 from deployments.models.promotion import promotion_source
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
-from deployments.models.release import Release
+from deployments.models.release import Artifact, Release
 from deployments.models.run import CostEstimate
 from deployments.viewers import broadcast_status
 from environments.choices import StepKind
@@ -405,6 +406,12 @@ class Deployment(models.Model):
             self.check_approver(user)
             if check := self.policy():
                 check.refuse_if_blocked(self.environment)
+            # The release's artifacts never change: read once for the digests
+            # and the audit event below instead of once for each.
+            prefetch_related_objects(
+                [self.release],
+                Prefetch("artifacts", queryset=Artifact.objects.select_related("service")),
+            )
             digest = self.approval_digest()
             if seen_digest and seen_digest != digest:
                 raise Conflict(
@@ -440,13 +447,14 @@ class Deployment(models.Model):
                     "rules": approval.rules,
                 },
             )
-            self._release_if_ready(user, valid)
+            self._release_if_ready(user, valid, count)
         return approval
 
-    def _release_if_ready(self, actor, valid) -> bool:
+    def _release_if_ready(self, actor, valid, count: int | None = None) -> bool:
         """awaiting approval → queued once the quorum, the groups and the
-        policies are all satisfied (the caller holds the row lock)."""
-        if valid.count() < self.approvals_needed():
+        policies are all satisfied (the caller holds the row lock; `count`,
+        when it has counted `valid` under it)."""
+        if (valid.count() if count is None else count) < self.approvals_needed():
             return False
         if not self._second_group_satisfied(valid):
             return False

@@ -175,3 +175,18 @@ def test_what_ships_is_read_in_one_query_however_many_services(release, users):
         assert prefetched.artifact_map() == expected
     assert len(queries) == 0
     assert list(expected) == sorted(expected) and len(expected) == 3
+
+
+def test_an_approval_reads_what_ships_once(release, users):
+    """One approval computes the digest three times (to bind the approval, to
+    count the valid ones, for the audit event): the images are read once."""
+    deployment = Deployment.objects.get(pk=request(release, users).pk)
+    with CaptureQueriesContext(connection) as queries:
+        deployment.approve(users["bob"], "looks right")
+    artifact_reads = [q for q in queries.captured_queries if '"deployments_artifact"' in q["sql"]]
+    assert len(artifact_reads) == 1
+    deployment.refresh_from_db()
+    assert deployment.status == Status.QUEUED
+    event = AuditEvent.objects.get(action="deployment.approved", target_id=str(deployment.pk))
+    assert event.after["artifacts"] == release.artifact_map()
+    assert event.after["digest"] == deployment.approval_digest()
