@@ -126,12 +126,9 @@ def succeeded_releases(
     environment: Environment, runs_now: Deployment | None = None, limit: int = 20
 ) -> list[Succeeded]:
     """The releases that succeeded here (the newest `limit`), newest success
-    first, with their rolled-away mark; two queries however long the history
-    (three without `runs_now`, what runs there now, which the caller may know)."""
-    if runs_now is None:
-        runs_now = (
-            Deployment.objects.filter(environment=environment).succeeded_latest_first().first()
-        )
+    first, with their rolled-away mark; two queries however long the history.
+    The first entry's deployment is what runs there now (the newest success),
+    unless the caller says otherwise with `runs_now`."""
     newest = (
         Deployment.objects.filter(environment=environment, status=Status.SUCCEEDED)
         .annotate(
@@ -146,6 +143,8 @@ def succeeded_releases(
         .latest_first()[:limit]
     )
     newest = list(newest)
+    if runs_now is None and newest:
+        runs_now = newest[0]  # ranked and ordered as succeeded_latest_first: the same row
     # A release is rolled away from while every forward success of it here is marked.
     marks = {
         row["release_id"]: row

@@ -137,8 +137,18 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
     """Rules, freezes, break-glass overrides, what runs now, and recent deployments."""
-    env = visible_environment(request, slug, env_slug)
-    attach_current_releases([env])
+    env = environment_page(request, slug, env_slug)
+    # What runs now is the newest success here, the first of the releases that
+    # succeeded here (deployments/rollback.py): read with them, not apart.
+    succeeded = succeeded_releases(env)
+    current = succeeded[0].deployment if succeeded else None
+    env.current_deployment = current
+    env.current_release = current.release if current else None
+    if current is not None:
+        prefetch_related_objects(
+            [current.release],
+            Prefetch("artifacts", queryset=Artifact.objects.select_related("service")),
+        )
     decorate_environment(env)
     user = request.user
     overrides = list(env.freeze_overrides.select_related("requested_by", "decided_by")[:10])
@@ -154,8 +164,6 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         request, env.deployments.select_related("release", "requested_by").order_by("-created_at")
     )
     decorate_deployments(deployments)
-    current = env.current_deployment  # what runs now, read by attach_current_releases
-    succeeded = succeeded_releases(env, runs_now=current)
     plan = rollback_plan(env, current=current, succeeded=succeeded)
     context = {
         "application": env.application,

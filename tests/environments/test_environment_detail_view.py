@@ -48,6 +48,28 @@ def test_it_shows_what_runs_now_and_the_deployments(release, users, catalog):
     assert reverse("deployment-detail", args=[deployment.pk]) in html
 
 
+def test_what_runs_now_follows_a_rollback(release, users):
+    """1.4.0 ran, then 1.5.0, then a rollback brought 1.4.0 back: the page says
+    1.4.0 runs now, with its images, in the panel and in the list of releases."""
+    first, second = two_releases_ran(release, users, "staging")
+    back = Deployment.objects.create(
+        release=release, environment=first.environment, requested_by=users["alice"],
+        reason="1.5.0 misbehaves", kind="rollback", rollback_of=second,
+        status="succeeded", finished_at=timezone.now(),
+    )  # fmt: skip
+    response = browser(users["dave"]).get(STAGING)
+    environment = response.context["environment"]
+    assert (environment.current_deployment, environment.current_release) == (back, release)
+    assert [(s.release.version, s.runs_now) for s in response.context["succeeded_releases"]] == [
+        ("1.4.0", True),
+        ("1.5.0", False),
+    ]
+    html = response.content.decode()
+    runs_now = html.split("<h2>Runs now</h2>", 1)[1].split("</section>", 1)[0]
+    assert f"#{back.pk}" in runs_now and "1.4.0" in runs_now
+    assert all(a.image_ref in runs_now for a in release.artifacts.all())
+
+
 def test_it_paginates_deployments(release, users, catalog):
     staging = env(catalog, "staging")
     Deployment.objects.bulk_create(
@@ -114,11 +136,11 @@ def test_it_keeps_a_constant_number_of_queries(release, users, catalog):
     )  # fmt: skip
     with CaptureQueriesContext(connection) as again:
         client.get(STAGING)
-    # 11 for the page, 2 for the Alarms section (states, recent changes), 2 for
+    # 10 for the page, 2 for the Alarms section (states, recent changes), 2 for
     # the rollback it offers (the last run, the target; what runs now is the
-    # page's, the target's run is among the releases that succeeded here), 2
-    # for those releases (newest success of each, their marks) and 1 for the
-    # drift panel.
+    # first of the releases that succeeded here, the target's run is among
+    # them), 2 for those releases (newest success of each, their marks) and 1
+    # for the drift panel.
     Deployment.objects.bulk_create(
         Deployment(release=releases[n % 4], environment=staging, requested_by=users["alice"],
                    reason=f"more {n}", status="succeeded", finished_at=timezone.now())
@@ -126,7 +148,7 @@ def test_it_keeps_a_constant_number_of_queries(release, users, catalog):
     )  # fmt: skip
     with CaptureQueriesContext(connection) as more:
         client.get(STAGING)
-    assert len(first) == len(again) == len(more) <= 18
+    assert len(first) == len(again) == len(more) <= 17
 
 
 def test_it_refuses_post(users, catalog):
