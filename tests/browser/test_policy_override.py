@@ -48,6 +48,14 @@ def test_a_held_plan_is_overridden_by_an_admin_with_a_reason(
     assert page.evaluate(
         "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
     )
+    # ... and the plan's table stays inside its own panel, not under the side column.
+    assert page.evaluate(
+        """() => {
+            const panel = document.querySelector('[data-testid=plan]').getBoundingClientRect();
+            const table = document.querySelector('.plan-changes').getBoundingClientRect();
+            return table.right <= panel.right;
+        }"""
+    )
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_test_id("deployment-status")).to_have_text("Awaiting approval")
     screenshot(page, "policy-override-1-approved-but-held")
