@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.db.models import Prefetch, QuerySet
 
 from deployments.choices import Status
-from deployments.models import Approval, Artifact, Deployment
+from deployments.models import Approval, Deployment, artifacts_with_services
 from environments.choices import OverrideStatus
 from environments.models import FreezeOverride
 from portal.core.choices import Role
@@ -39,7 +39,7 @@ def deployments_awaiting(user) -> list[Deployment]:
         # Read with the deployments, not per deployment: the navigation
         # badge asks on every page.
         .prefetch_related(
-            Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service")),
+            artifacts_with_services("release__artifacts"),
             Prefetch("approvals", queryset=Approval.objects.filter(user=user), to_attr="mine"),
         )
         .order_by("created_at", "id")

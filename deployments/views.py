@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, prefetch_related_objects
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -42,6 +42,7 @@ from deployments.models import (
     Artifact,
     Deployment,
     Release,
+    artifacts_with_services,
     emergency,
     with_current_deployment,
 )
@@ -115,13 +116,9 @@ def rollback_plan(
     return RollbackPlan(current, target, target_run, undo)
 
 
-def _artifacts() -> Prefetch:
-    return Prefetch("artifacts", queryset=Artifact.objects.select_related("service"))
-
-
 def _visible_release(request: HttpRequest, pk) -> Release:
     releases = Release.objects.select_related("application", "created_by").prefetch_related(
-        _artifacts()
+        artifacts_with_services()
     )
     return get_object_or_404(releases, pk=pk, application__in=visible_applications(request.user))
 
@@ -144,7 +141,7 @@ def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deploym
         "requested_by",
         "policy_check",
     ).prefetch_related(
-        Prefetch("release__artifacts", queryset=Artifact.objects.select_related("service")),
+        artifacts_with_services("release__artifacts"),
     )
     return get_object_or_404(deployments, pk=pk, environment__in=visible_environments(request.user))
 
@@ -169,7 +166,9 @@ def release_list(request: HttpRequest, slug: str) -> HttpResponse:
     application = get_object_or_404(visible_applications(request.user), slug=slug)
     releases = paginate(
         request,
-        application.releases.select_related("created_by").prefetch_related(_artifacts()),
+        application.releases.select_related("created_by").prefetch_related(
+            artifacts_with_services()
+        ),
     )
     context = {
         "application": application,
@@ -377,7 +376,7 @@ def _running_now(environment: Environment) -> Deployment | None:
 def _with_artifacts(*deployments: Deployment | None) -> None:
     """Load the artifacts of the deployments' releases, in one query for all."""
     releases = list({id(d.release): d.release for d in deployments if d is not None}.values())
-    prefetch_related_objects(releases, Prefetch("artifacts", queryset=Artifact.objects.all()))
+    prefetch_related_objects(releases, artifacts_with_services())
 
 
 def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:

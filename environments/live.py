@@ -22,7 +22,6 @@ receivers in environments/signals.py.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Iterable
@@ -36,6 +35,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string
+
+from portal.core.redis_clients import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,6 @@ def publish(group: str, message: dict) -> None:
     client.publish(f"{prefix}__group__{group}", layer.serialize(message))
 
 
-@functools.cache
-def _client(address: str) -> redis.Redis:
-    return redis.Redis.from_url(address)
-
-
 def _publisher() -> tuple[redis.Redis, str] | None:
     """A Redis client and the channel prefix to publish to the broadcast
     layer's groups with; None unless it is the pub/sub layer on one host."""
@@ -110,7 +106,7 @@ def _publisher() -> tuple[redis.Redis, str] | None:
     if layer.get("BACKEND") != "channels_redis.pubsub.RedisPubSubChannelLayer" or len(hosts) != 1:
         return None
     address = hosts[0]["address"] if isinstance(hosts[0], dict) else hosts[0]
-    return _client(address), layer["CONFIG"].get("prefix", "asgi")
+    return redis_client(address), layer["CONFIG"].get("prefix", "asgi")
 
 
 def environment_changed(environment_id: int, what: str) -> None:

@@ -21,10 +21,10 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from deployments import drift, rollback
 from deployments.forms import RollbackForm
 from deployments.models import (
-    Artifact,
     Deployment,
     EnvironmentDrift,
     Release,
+    artifacts_with_services,
     current_estimates,
     with_current_deployment,
 )
@@ -53,12 +53,11 @@ def attach_current_releases(environments: list[Environment]) -> None:
     """Set `current_deployment` and `current_release` on environments annotated by
     `with_current_deployment`; three queries however many environments."""
     ids = [e.current_deployment_id for e in environments if e.current_deployment_id]
-    artifacts = Artifact.objects.select_related("service")
     deployments = {
         d.pk: d
         for d in Deployment.objects.filter(pk__in=ids)
         .select_related("release")
-        .prefetch_related(Prefetch("release__artifacts", queryset=artifacts))
+        .prefetch_related(artifacts_with_services("release__artifacts"))
     }
     for env in environments:
         env.current_deployment = deployments.get(env.current_deployment_id)
@@ -145,10 +144,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
     env.current_deployment = current
     env.current_release = current.release if current else None
     if current is not None:
-        prefetch_related_objects(
-            [current.release],
-            Prefetch("artifacts", queryset=Artifact.objects.select_related("service")),
-        )
+        prefetch_related_objects([current.release], artifacts_with_services())
     decorate_environment(env)
     user = request.user
     overrides = list(env.freeze_overrides.select_related("requested_by", "decided_by")[:10])

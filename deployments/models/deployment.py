@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Prefetch, prefetch_related_objects
+from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from deployments.choices import (
@@ -38,7 +38,7 @@ from deployments.models.policy import PolicyCheck, override_policy
 from deployments.models.policy import store as store_policy_check
 from deployments.models.promotion import promotion_source
 from deployments.models.queueing import check_queue, enqueue_on_commit, job_id
-from deployments.models.release import Artifact, Release
+from deployments.models.release import Release, artifacts_with_services
 from deployments.models.run import CostEstimate
 from deployments.viewers import broadcast_status
 from environments.choices import StepKind
@@ -408,10 +408,7 @@ class Deployment(models.Model):
                 check.refuse_if_blocked(self.environment)
             # The release's artifacts never change: read once for the digests
             # and the audit event below instead of once for each.
-            prefetch_related_objects(
-                [self.release],
-                Prefetch("artifacts", queryset=Artifact.objects.select_related("service")),
-            )
+            prefetch_related_objects([self.release], artifacts_with_services())
             digest = self.approval_digest()
             if seen_digest and seen_digest != digest:
                 raise Conflict(

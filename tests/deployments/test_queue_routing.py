@@ -13,7 +13,7 @@ from django.test import override_settings
 from rq.cron import CronScheduler
 
 from deployments.choices import Kind
-from deployments.models import Deployment, Release
+from deployments.models import Deployment, Release, queueing
 from deployments.rollback import request_rollback
 from environments.models import Step
 from tests.conftest import env, image
@@ -71,8 +71,6 @@ ELSEWHERE = "redis://127.0.0.1:1/0"
 def test_requests_reuse_one_redis_connection(catalog, release, users, queues):
     """Checking the queue and enqueueing go over a kept connection: no new TCP
     connection (and handshake) per request, as django_rq alone would make."""
-    from deployments.models import queueing
-
     dev = env(catalog, "dev")
     Step.objects.create(environment=dev, order=1, name="Smoke", kind="command",
                         config={"argv": ["true"]})  # fmt: skip
