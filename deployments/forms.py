@@ -15,6 +15,7 @@ from deployments.choices import Status
 from deployments.models.release import NOTES_MAX, Release
 from environments.models import Service
 from portal.core.roles import PolicyError
+from portal.core.widgets import QuickSelect
 
 ARTIFACT_PREFIX = "artifact_"
 
@@ -164,9 +165,12 @@ class PolicyOverrideForm(forms.Form):
 
 
 class DeploymentFilterForm(forms.Form):
-    status = forms.ChoiceField(choices=[("", "Any status"), *Status.choices], required=False)
+    # QuickSelect: the environment filter lists every environment the user sees.
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *Status.choices], required=False, widget=QuickSelect
+    )
     environment = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="Any environment"
+        queryset=None, required=False, empty_label="Any environment", widget=QuickSelect
     )
 
     def __init__(self, *args, environments: QuerySet, **kwargs) -> None:

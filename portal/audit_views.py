@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET
 
 from environments.models import Application, Environment
 from portal.audit_filters import AuditFilter, filtered_events
+from portal.audit_rows import audit_rows, compact
 from portal.core import audit
 from portal.core.models import ChainVerification
 from portal.core.roles import visible_applications, visible_environments
@@ -55,12 +56,6 @@ def _keyset_param(request: HttpRequest, name: str, errors: dict[str, str]) -> in
         errors[name] = "Give an event number (seq)."
         return None
     return int(raw)
-
-
-def _compact(value) -> str:
-    if value is None:
-        return ""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @require_GET
@@ -95,11 +90,9 @@ def audit_list(request: HttpRequest) -> HttpResponse:
             older = urlencode({**query, "before": events[-1].seq})
         if events and has_newer:
             newer = urlencode({**query, "after": events[0].seq})
-    for event in events:
-        event.before_text = _compact(event.before)
-        event.after_text = _compact(event.after)
     context = {
         "events": events,
+        "rows": audit_rows(events),
         "filter": audit_filter,
         "errors": errors,
         "older_query": older,
@@ -238,7 +231,7 @@ def _csv_python(events) -> Iterator[str]:
     buffer: list[str] = []
     for row in _python_rows(events):
         cells = list(row)
-        cells[12], cells[13] = _compact(cells[12]), _compact(cells[13])
+        cells[12], cells[13] = compact(cells[12]), compact(cells[13])
         # An empty cell means null.
         buffer.append(writer.writerow(["" if v is None else v for v in cells]))
         if len(buffer) >= 1000:

@@ -1,0 +1,64 @@
+"""A deployment table's rows are built in Python (deployments/templatetags/
+deployment_tables.py); what they print is what the template printed, value
+for value, escaping included."""
+
+from datetime import UTC, datetime
+
+from django.contrib.auth.models import User
+from django.template import Context, Template
+from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deployments.choices import STATUS_COLOURS, Kind, Status
+from deployments.models import Deployment, Release
+from environments.models import Application, Environment
+
+# The rows as templates/deployments/_deployment_table.html wrote them before.
+ROW_TEMPLATE = Template(
+    "{% for deployment in deployments %}<tr>"
+    "<td><a href=\"{% url 'deployment-detail' deployment.pk %}\">#{{ deployment.pk }}</a></td>"
+    "<td>{% if show_environment %}{{ deployment.environment.application.slug }} {% endif %}"
+    "<strong>{{ deployment.release.version }}</strong></td>"
+    "{% if show_environment %}<td>{{ deployment.environment.name }}</td>{% endif %}"
+    "<td>{{ deployment.get_kind_display }}</td>"
+    '<td><span class="badge badge-{{ deployment.status_colour }}">'
+    "{{ deployment.get_status_display }}</span></td>"
+    '<td>{{ deployment.requested_by.get_username|default:"Gantry (automatic)" }}</td>'
+    '<td>{{ deployment.created_at|local:"%Y-%m-%d %H:%M" }}</td>'
+    "</tr>{% endfor %}"
+)
+ROWS = Template("{% load deployment_tables %}{{ deployments|deployment_rows:show_environment }}")
+
+nasty = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+
+
+@st.composite
+def deployments(draw):
+    app = Application(slug=draw(st.sampled_from(["payments-api", "a<b"])))
+    env = Environment(name=draw(nasty), slug="production", application=app)
+    requester = draw(st.sampled_from([None, "alice", "o'brien<&>", ""]))
+    deployment = Deployment(
+        pk=draw(st.integers(1, 10**12)),
+        environment=env,
+        release=Release(version=draw(nasty), application=app),
+        kind=draw(st.sampled_from(Kind.values)),
+        status=draw(st.sampled_from(Status.values)),
+        requested_by=None if requester is None else User(pk=1, username=requester),
+        created_at=draw(st.datetimes(min_value=datetime(1, 1, 2), timezones=st.just(UTC))),
+    )
+    if draw(st.booleans()):  # the views colour the badge; a table without it prints none
+        deployment.status_colour = STATUS_COLOURS[deployment.status]
+    return deployment
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(deployments(), max_size=3),
+    st.booleans(),
+    st.sampled_from(["UTC", "America/Toronto", "Asia/Kolkata"]),
+)
+def test_rows_print_what_the_template_printed(page, show_environment, zone):
+    context = {"deployments": page, "show_environment": show_environment}
+    with timezone.override(zone):
+        assert ROWS.render(Context(context)) == ROW_TEMPLATE.render(Context(context))
