@@ -236,7 +236,7 @@ def release_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     deployments = list(
         release.deployments.filter(environment__in=[e.pk for e in environments])
-        .select_related("environment", "requested_by")
+        .select_related("environment__application", "requested_by")
         .order_by("-created_at")[:50]
     )
     decorate_deployments(deployments)

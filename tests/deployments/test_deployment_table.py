@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deployments.choices import STATUS_COLOURS, Kind, Status
-from deployments.models import Deployment, Release
-from environments.models import Application, Environment
+from deployments.models import Artifact, Deployment, Release
+from environments.models import Application, Environment, Service
 
 # The rows as templates/deployments/_deployment_table.html wrote them before.
 ROW_TEMPLATE = Template(
@@ -62,3 +62,46 @@ def test_rows_print_what_the_template_printed(page, show_environment, zone):
     context = {"deployments": page, "show_environment": show_environment}
     with timezone.override(zone):
         assert ROWS.render(Context(context)) == ROW_TEMPLATE.render(Context(context))
+
+
+# The release list's rows as templates/deployments/release_list.html wrote them before.
+RELEASE_ROW_TEMPLATE = Template(
+    "{% for release in releases %}<tr>"
+    "<td><a href=\"{% url 'release-detail' release.pk %}\"><strong>{{ release.version }}"
+    "</strong></a></td>"
+    "<td>{% if release.commit %}<code>{{ release.commit|truncatechars:11 }}</code>{% endif %}</td>"
+    "<td><small>{% for artifact in release.artifacts.all %}{{ artifact.service.slug }}"
+    "{% if not forloop.last %}, {% endif %}{% endfor %}</small></td>"
+    "<td>{{ release.notes|truncatechars:80 }}</td>"
+    "<td>{{ release.created_by.get_username }}</td>"
+    '<td>{{ release.created_at|local:"%Y-%m-%d %H:%M" }}</td>'
+    "</tr>{% endfor %}"
+)
+RELEASE_ROWS = Template("{% load deployment_tables %}{{ releases|release_rows }}")
+
+
+@st.composite
+def releases(draw):
+    registrar = draw(st.sampled_from([None, "alice", "o'brien<&>"]))
+    release = Release(
+        pk=draw(st.integers(1, 10**12)),
+        version=draw(nasty),
+        commit=draw(st.sampled_from(["", "3f9c2ab", "0123456789abcdef<>"])),
+        notes=draw(st.text(max_size=120)),
+        created_by=None if registrar is None else User(pk=1, username=registrar),
+        created_at=draw(st.datetimes(min_value=datetime(1, 1, 2), timezones=st.just(UTC))),
+    )
+    slugs = draw(st.lists(st.sampled_from(["fraud-api", "fraud-ml", "a&b"]), max_size=3))
+    # As artifacts_with_services() leaves them: read from the prefetch, no query.
+    release._prefetched_objects_cache = {
+        "artifacts": [Artifact(service=Service(slug=slug)) for slug in slugs]
+    }
+    return release
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(releases(), max_size=3), st.sampled_from(["UTC", "Asia/Kolkata"]))
+def test_release_rows_print_what_the_template_printed(page, zone):
+    with timezone.override(zone):
+        expected = RELEASE_ROW_TEMPLATE.render(Context({"releases": page}))
+        assert RELEASE_ROWS.render(Context({"releases": page})) == expected
