@@ -155,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{label}: generating data")
         generated = dataset.grow_to(fraction)
         log(f"{label}: {generated}")
-        summary["stages"][label] = {"generated": generated,
+        # Measure the pages, not PostgreSQL's clean-up of the rows just
+        # written (autovacuum and a checkpoint of ~1 GB on the same two cores).
+        settled = common.settle(common.bench_database_url())
+        log(f"{label}: settled: {settled}")
+        summary["stages"][label] = {"generated": generated, "settled": settled,
                                     **measure_stage(label, args.repeats, full)}  # fmt: skip
     if not args.no_engine:
         if not args.engine_only:
