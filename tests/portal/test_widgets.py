@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from environments.models import Environment
 from portal.core.widgets import QuickSelect
+from tests.strategies import any_text
 
-nasty = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+nasty = any_text(max_size=20)
 values = st.one_of(nasty, st.integers(-5, 10**6))
 flat = st.lists(st.tuples(values, nasty), max_size=6)
 grouped = st.lists(st.tuples(nasty, flat), max_size=3)
