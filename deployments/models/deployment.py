@@ -46,6 +46,7 @@ from environments.live import environment_changed
 from environments.models import Environment, FreezeOverride
 from portal.core import audit
 from portal.core.choices import Role
+from portal.core.indexes import NullsLastIndex
 from portal.core.mfa import Authentication
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
@@ -153,6 +154,16 @@ class Deployment(models.Model):
         indexes = [
             models.Index(fields=["environment", "status", "-finished_at"]),
             models.Index(fields=["status", "-created_at"]),
+            # latest_first() order within an environment: what runs there now,
+            # its last run and the run a rollback undoes are each read by an
+            # ordered scan that stops at the first match. The index above
+            # sorts NULLs first on DESC, so PostgreSQL sorted every run instead.
+            NullsLastIndex(
+                models.F("environment"),
+                models.F("finished_at").desc(nulls_last=True),
+                models.F("id").desc(),
+                name="deployment_env_latest_first",
+            ),
         ]
         constraints = [
             # The environment lock: the database lets one deployment run per
