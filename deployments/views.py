@@ -123,9 +123,12 @@ def _visible_release(request: HttpRequest, pk) -> Release:
     return get_object_or_404(releases, pk=pk, application__in=visible_applications(request.user))
 
 
-def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deployment:
+def _visible_deployment(
+    request: HttpRequest, pk: int, *related: str, artifacts: bool = True
+) -> Deployment:
     """The deployment if the user holds a role in its environment, else 404;
-    `related` names more relations to join for this page."""
+    `related` names more relations to join for this page. `artifacts=False`
+    leaves its release's artifacts to the caller (see _with_artifacts)."""
     # Joined: what every page reads. The relations most deployments leave empty
     # (approver groups, break-glass, reviewer, policy overrider, rolled-back
     # run) are left to load when a page reads them: an empty foreign key
@@ -140,9 +143,9 @@ def _visible_deployment(request: HttpRequest, pk: int, *related: str) -> Deploym
         "environment__application",
         "requested_by",
         "policy_check",
-    ).prefetch_related(
-        artifacts_with_services("release__artifacts"),
     )
+    if artifacts:
+        deployments = deployments.prefetch_related(artifacts_with_services("release__artifacts"))
     return get_object_or_404(deployments, pk=pk, environment__in=visible_environments(request.user))
 
 
@@ -413,17 +416,14 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Everything an approver needs to see before signing off."""
     # The whole page joins the cost estimate approval_summary reads; the polled status box doesn't.
     related = () if request.htmx else ("cost_estimate",)
-    deployment = _visible_deployment(request, pk, *related)
+    # The artifacts of its release are read below with those of what runs now.
+    deployment = _visible_deployment(request, pk, *related, artifacts=False)
     deployment.status_colour = STATUS_COLOURS.get(deployment.status, "grey")
     if request.htmx:
         # The status box polls itself while the deployment is in progress.
         return render(request, "deployments/_deployment_status.html", {"deployment": deployment})
     env = deployment.environment
     user = request.user
-    digest = deployment.approval_digest()
-    approvals = list(deployment.approvals.select_related("user"))
-    for approval in approvals:
-        approval.still_valid = approval.counts_for(digest)
     running = _running_now(env)
     # An open request is compared with what runs now; a finished one with what
     # ran when it started (or was requested), kept with it.
@@ -433,7 +433,11 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         compared = Deployment.objects.select_related("release").get(pk=deployment.compared_with_id)
     else:
         compared = None
-    _with_artifacts(running, compared)
+    _with_artifacts(deployment, running, compared)
+    digest = deployment.approval_digest()
+    approvals = list(deployment.approvals.select_related("user"))
+    for approval in approvals:
+        approval.still_valid = approval.counts_for(digest)
     refusal = _cannot_approve_because(deployment, user, approvals, digest)
     may_decide = deployment.status == Status.AWAITING_APPROVAL and not refusal
     authentication = mfa.of_session(request.session)
