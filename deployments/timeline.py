@@ -164,17 +164,19 @@ def build_timeline(deployment, step_runs: Iterable[StepRun]) -> list[TimelineEnt
     """Every audit event and step of the deployment in time order, each with the
     time since the entry before it. `step_runs` are the deployment's StepRun
     rows, in any order: the page has them already."""
+    # Rows, not AuditEvent instances: a long-lived deployment has a hundred
+    # events, and building a model instance for each cost more than its row.
     entries = [
         TimelineEntry(
-            at=event.at,
-            label=LABELS.get(event.action, event.action),
-            actor=event.actor_name,
-            detail=_event_detail(event.action, event.after or {}),
-            colour=COLOURS.get(event.action, "blue"),
-            action=event.action,
-            seq=event.seq,
+            at=at,
+            label=LABELS.get(action, action),
+            actor=actor_name,
+            detail=_event_detail(action, after or {}),
+            colour=COLOURS.get(action, "blue"),
+            action=action,
+            seq=seq,
         )
-        for event in deployment_events(deployment).only(
+        for seq, at, actor_name, action, after in deployment_events(deployment).values_list(
             "seq", "at", "actor_name", "action", "after"
         )
     ]
