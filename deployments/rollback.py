@@ -129,7 +129,9 @@ def succeeded_releases(
     first, with their rolled-away mark; two queries however long the history.
     The first entry's deployment is what runs there now (the newest success),
     unless the caller says otherwise with `runs_now`."""
-    newest = (
+    # Ranked by id alone in a subquery: ranking the joined rows made Django
+    # wrap and alias all 50 of their columns, which took 4 ms to compile.
+    ranked = (
         Deployment.objects.filter(environment=environment, status=Status.SUCCEEDED)
         .annotate(
             rank=Window(
@@ -139,10 +141,13 @@ def succeeded_releases(
             )
         )
         .filter(rank=1)
+        .values("pk")
+    )
+    newest = list(
+        Deployment.objects.filter(pk__in=ranked)
         .select_related("release", "requested_by")
         .latest_first()[:limit]
     )
-    newest = list(newest)
     if runs_now is None and newest:
         runs_now = newest[0]  # ranked and ordered as succeeded_latest_first: the same row
     # A release is rolled away from while every forward success of it here is marked.
