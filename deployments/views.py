@@ -98,7 +98,7 @@ def rollback_plan(
     A page that has already read what runs now (`current`) or the releases that
     succeeded here (`succeeded_releases`) passes them on, saving their queries."""
     if current is _ASK:
-        current = env.deployments.succeeded_latest_first().select_related("release").first()
+        current = env.deployments.runs_now()
     try:
         if release is None:
             target, undo = rollback.default_target(env)
@@ -371,11 +371,6 @@ class ServiceChange:
         return "unchanged" if self.running.image_ref == self.artifact.image_ref else "changed"
 
 
-def _running_now(environment: Environment) -> Deployment | None:
-    """The latest succeeded deployment of the environment: what runs there now."""
-    return environment.deployments.succeeded_latest_first().select_related("release").first()
-
-
 def _with_artifacts(*deployments: Deployment | None) -> None:
     """Load the artifacts of the deployments' releases, in one query for all."""
     releases = list({id(d.release): d.release for d in deployments if d is not None}.values())
@@ -424,7 +419,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "deployments/_deployment_status.html", {"deployment": deployment})
     env = deployment.environment
     user = request.user
-    running = _running_now(env)
+    running = env.deployments.runs_now()
     # An open request is compared with what runs now; a finished one with what
     # ran when it started (or was requested), kept with it.
     if deployment.is_open:

@@ -38,7 +38,7 @@ class EnvironmentDetail(generics.RetrieveAPIView):
         env = get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
         env.freeze = env.active_freeze()
         env.override = env.active_override()
-        latest = env.deployments.succeeded_latest_first().select_related("release").first()
+        latest = env.deployments.runs_now()
         env.current_release = latest.release if latest else None
         return env
 

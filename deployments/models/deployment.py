@@ -80,6 +80,10 @@ class DeploymentQuerySet(models.QuerySet):
         then the latest created. The one rule for "current" everywhere."""
         return self.filter(status=Status.SUCCEEDED).latest_first()
 
+    def runs_now(self) -> Deployment | None:
+        """What runs now (the first of succeeded_latest_first()), with its release."""
+        return self.succeeded_latest_first().select_related("release").first()
+
 
 class Deployment(models.Model):
     """A request to put a release into an environment, and its whole life."""

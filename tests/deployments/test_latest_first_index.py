@@ -12,11 +12,10 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from deployments.choices import Kind, Status
-from deployments.models import Deployment, Release
+from deployments.models import Release
 from deployments.rollback import default_target, last_run
-from deployments.views import _running_now
 from tests.conftest import env, image
+from tests.deployments.test_current_deployment import ran
 from tests.deployments.test_logline_key_migration import migrate
 
 pytestmark = pytest.mark.django_db
@@ -54,16 +53,13 @@ def production(catalog, release, users):
     now = timezone.now()
     # The release without a finish time was recorded by hand: not what runs now.
     for shipped, finished in ((older, now - timedelta(days=2)), (release, now), (older, None)):
-        Deployment.objects.create(
-            release=shipped, environment=production, reason="ran", kind=Kind.DEPLOY,
-            requested_by=users["alice"], status=Status.SUCCEEDED, finished_at=finished,
-        )  # fmt: skip
+        ran(shipped, production, users, finished)
     return production
 
 
 @pytest.mark.parametrize(
     "lookup",
-    [_running_now, last_run, default_target],
+    [lambda e: e.deployments.runs_now(), last_run, default_target],
     ids=["runs now", "last run", "rollback target"],
 )
 def test_newest_run_is_read_in_index_order(production, lookup):
@@ -78,7 +74,7 @@ def test_newest_run_is_read_in_index_order(production, lookup):
 def test_the_lookups_still_answer_by_latest_first(production, release):
     """The index changes how, not what: the newest finished success runs now
     (the one without a finish time is last), and a rollback undoes it."""
-    assert _running_now(production).release == release
+    assert production.deployments.runs_now().release == release
     assert last_run(production).release == release
     target, undo = default_target(production)
     assert undo.release == release and target.version == "1.3.0"
