@@ -99,7 +99,6 @@ def setup_django(fresh: bool) -> None:
     django.setup()
     from django.conf import settings
     from django.core.management import call_command
-    from django.test.utils import setup_test_environment
 
     call_command("migrate", verbosity=0)
     # The pages render {% static %}; the manifest needs collectstatic, the
@@ -108,7 +107,11 @@ def setup_django(fresh: bool) -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-    setup_test_environment()  # lets the test Client capture templates and contexts
+    # No setup_test_environment(): it makes every template render send a
+    # signal and the test Client copy each template's context, work a
+    # production request never does (bench_dashboard renders the same way).
+    # Nothing here reads response.context; mail stays in memory.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 
 def percentile(values: list[float], pct: float) -> float:

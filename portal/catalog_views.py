@@ -22,7 +22,6 @@ from deployments import drift, rollback
 from deployments.forms import RollbackForm
 from deployments.models import (
     Deployment,
-    EnvironmentDrift,
     Release,
     artifacts_with_services,
     current_estimates,
@@ -136,7 +135,10 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
     """Rules, freezes, break-glass overrides, what runs now, and recent deployments."""
-    env = environment_page(request, slug, env_slug)
+    # The drift panel's row (one per environment, or none) comes with the environment.
+    env = environment_page(
+        request, slug, env_slug, visible_environments(request.user).select_related("drift")
+    )
     # What runs now is the newest success here, the first of the releases that
     # succeeded here (deployments/rollback.py): read with them, not apart.
     succeeded = succeeded_releases(env)
@@ -174,7 +176,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         "rollback_plan": plan,
         "succeeded_releases": succeeded,
         "break_glass_form": BreakGlassForm(),
-        "drift": EnvironmentDrift.objects.filter(environment=env).first(),
+        "drift": getattr(env, "drift", None),  # None: never checked
         **alarm_panel(env),
     }
     return render(request, "environments/environment_detail.html", context)
