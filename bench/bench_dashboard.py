@@ -214,7 +214,9 @@ def measure(requests: int) -> dict:
     from environments import live
     from environments.live import environment_changed
     from environments.models import Environment
+    from portal.core import collector
 
+    collector.tune()  # as the server's entry point does (portal/asgi.py)
     ids = list(Environment.objects.values_list("pk", flat=True))
     production = Environment.objects.get(application__slug="app-00", slug="production").pk
     rng = random.Random(7)

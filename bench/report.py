@@ -127,6 +127,25 @@ def _load_line(summary: dict) -> list[str]:
     ]
 
 
+def _page_summary(pages: dict) -> list[str]:
+    """At the largest size: how many pages miss the goal, and their p95 against
+    the floor's (the cheapest signed-in request, measured in the same run)."""
+    from bench.bench_pages import FLOOR, GOAL_P95_MS
+
+    measured = {name: r["p95_ms"] for name, r in pages.items() if "p95_ms" in r}
+    floor = measured.pop(FLOOR, None)
+    if not measured:
+        return []
+    above = sorted(name for name, p95 in measured.items() if p95 > GOAL_P95_MS)
+    line = f"{len(above)} of {len(measured)} pages above {GOAL_P95_MS:g} ms at p95"
+    if floor:
+        ratios = sorted(p95 / floor for p95 in measured.values())
+        middle = ratios[len(ratios) // 2]
+        line += (f"; floor p95 {floor:g} ms, pages' p95 / floor: median {middle:.1f}×, "
+                 f"max {ratios[-1]:.1f}×")  # fmt: skip
+    return [line + ".", ""]
+
+
 def render(summary: dict) -> str:
     if not summary.get("stages"):
         return "\n".join([*_load_line(summary), render_engine(summary.get("engine", {}))])
@@ -182,6 +201,7 @@ def render(summary: dict) -> str:
                                  f"{_fmt(result.get('p95_ms'))}")  # fmt: skip
             out.append(f"| {page} | " + " | ".join(cells) + " |")
         out.append("")
+        out.extend(_page_summary(pages))
     if summary.get("engine"):
         out.append("Deploy engine")
         out.append("")

@@ -4,3 +4,7 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 application = get_wsgi_application()
+
+from portal.core import collector  # noqa: E402
+
+collector.tune()  # as portal/asgi.py: the process serves for hours
