@@ -12,21 +12,26 @@ from deployments.models import Approval, Deployment, artifacts_with_services
 from environments.choices import OverrideStatus
 from environments.models import FreezeOverride
 from portal.core.choices import Role
-from portal.core.roles import Forbidden, PolicyError, has_role, prime_roles, visible_environments
+from portal.core.roles import Forbidden, PolicyError, has_role, visible_environment_ids
 
 
-def _decider_environments(user, *roles: str) -> list[int]:
-    ids = list(visible_environments(user).values_list("pk", flat=True))
-    prime_roles(user, ids)
-    return [pk for pk in ids if has_role(user, pk, *roles)]
+def _deciders(user, environment_ids: list[int] | None, *roles: str) -> list[int]:
+    """The environments (among `environment_ids`, the visible ones, when
+    given) where the user holds one of `roles`."""
+    if environment_ids is None:
+        environment_ids = visible_environment_ids(user)
+    return [pk for pk in environment_ids if has_role(user, pk, *roles)]
 
 
-def deployments_awaiting(user) -> list[Deployment]:
-    """Deployments awaiting approval that `user` may approve now."""
+def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deployment]:
+    """Deployments awaiting approval that `user` may approve now (`visible`:
+    visible_environment_ids(user), when the caller has read it already)."""
+    environment_ids = _deciders(user, visible, Role.APPROVER)
+    if not environment_ids:
+        return []  # most users, on every page: not even the query is built
     candidates = (
         Deployment.objects.filter(
-            status=Status.AWAITING_APPROVAL,
-            environment_id__in=_decider_environments(user, Role.APPROVER),
+            status=Status.AWAITING_APPROVAL, environment_id__in=environment_ids
         )
         .exclude(requested_by=user)
         .select_related(
@@ -64,12 +69,14 @@ def awaiting_ids(user) -> QuerySet:
     return Deployment.objects.filter(pk__in=[d.pk for d in deployments_awaiting(user)])
 
 
-def overrides_awaiting(user) -> list[FreezeOverride]:
+def overrides_awaiting(user, visible: list[int] | None = None) -> list[FreezeOverride]:
     """Break-glass requests `user` may approve or reject (a second person)."""
+    environment_ids = _deciders(user, visible, Role.APPROVER, Role.ADMIN)
+    if not environment_ids:
+        return []
     return list(
         FreezeOverride.objects.filter(
-            status=OverrideStatus.PENDING,
-            environment_id__in=_decider_environments(user, Role.APPROVER, Role.ADMIN),
+            status=OverrideStatus.PENDING, environment_id__in=environment_ids
         )
         .exclude(requested_by=user)
         .select_related("environment__application", "requested_by")
@@ -78,4 +85,6 @@ def overrides_awaiting(user) -> list[FreezeOverride]:
 
 
 def count(user) -> int:
-    return len(deployments_awaiting(user)) + len(overrides_awaiting(user))
+    # The navigation badge, after every page: the visible environments are read once.
+    visible = visible_environment_ids(user)
+    return len(deployments_awaiting(user, visible)) + len(overrides_awaiting(user, visible))

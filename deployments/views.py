@@ -62,6 +62,7 @@ from portal.core.roles import (
     has_role,
     prime_roles,
     visible_applications,
+    visible_environment_ids,
     visible_environments,
 )
 
@@ -274,9 +275,11 @@ def _rolled_back_from(release: Release, environments: list[Environment]) -> list
 @require_safe
 def approvals_inbox(request: HttpRequest) -> HttpResponse:
     """Waiting for me: what the user may decide now, oldest first."""
-    deployments = inbox.deployments_awaiting(request.user)
+    visible = visible_environment_ids(request.user)  # read once for both lists
+    deployments = inbox.deployments_awaiting(request.user, visible)
     decorate_deployments(deployments)
-    context = {"deployments": deployments, "overrides": inbox.overrides_awaiting(request.user)}
+    overrides = inbox.overrides_awaiting(request.user, visible)
+    context = {"deployments": deployments, "overrides": overrides}
     return render(request, "deployments/inbox.html", context)
 
 

@@ -73,6 +73,26 @@ def prime_roles(user, environment_ids: Iterable[int]) -> None:
         cache[env_id].add(role)
 
 
+def visible_environment_ids(user) -> list[int]:
+    """The ids of visible_environments(user), with the user's roles there
+    primed (has_role then asks no query): one query, two for a superuser.
+
+    A member sees exactly the environments they hold a role in, so their
+    memberships are both the list and the roles.
+    """
+    if not user.is_authenticated:
+        return []
+    if user.is_superuser:
+        ids = list(visible_environments(user).values_list("pk", flat=True))
+        prime_roles(user, ids)
+        return ids
+    held: dict[int, set[str]] = {}
+    for env_id, role in Membership.objects.filter(user=user).values_list("environment_id", "role"):
+        held.setdefault(env_id, set()).add(role)
+    user.__dict__.setdefault("_gantry_roles", {}).update(held)
+    return list(held)
+
+
 def has_role(user, environment, *roles: str) -> bool:
     """True if the user holds any of `roles` in the environment.
 

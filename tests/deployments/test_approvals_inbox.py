@@ -94,3 +94,17 @@ def test_the_badge_reads_the_same_queries_however_many_wait(client, users, relea
         response = client.get(reverse("approvals-count"))
     assert ">4</span>" in response.content.decode()
     assert len(four) == len(one)
+
+
+def test_the_badge_reads_the_visible_environments_once(client, users, release):
+    """Who may decide where is read once per badge, for deployments and
+    break-glass requests alike: one query of the member's roles, none of the
+    environments themselves."""
+    client.force_login(users["bob"])
+    request_deployment(release, users, "staging")
+    with CaptureQueriesContext(connection) as badge:
+        assert client.get(reverse("approvals-count")).status_code == 200
+    tables = [q["sql"].split(" FROM ", 1)[1].split()[0] for q in badge.captured_queries
+              if q["sql"].startswith("SELECT")]  # fmt: skip
+    assert tables.count('"portal_membership"') == 1
+    assert '"environments_environment"' not in tables
