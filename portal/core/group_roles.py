@@ -18,6 +18,7 @@ from django.db import transaction
 
 from portal.core import audit
 from portal.core.models import GroupRoleMapping, Membership, SsoIdentity
+from portal.core.roles import forget_roles
 
 # (environment id, role) -> the groups whose mappings grant it
 Wanted = dict[tuple[int, str], set[str]]
@@ -107,7 +108,7 @@ def sync_memberships(user: User, groups: Iterable[str]) -> list[str]:
                              after=_describe(row, via))  # fmt: skip
                 changes.append(f"granted {role} in {row.environment} (via {via})")
     # Role checks cache per user object; this one must see the new rows.
-    user.__dict__.pop("_gantry_roles", None)
+    forget_roles(user)
     return changes
 
 

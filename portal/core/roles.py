@@ -40,10 +40,24 @@ class Unavailable(PolicyError):
     status_code = 503
 
 
+_ROLE_CACHE = "_gantry_roles"
+
+
+def _role_cache(user) -> dict[int, set[str]]:
+    """{environment id: the user's roles there}, kept on the user object for
+    the request (a new request loads a new user)."""
+    return user.__dict__.setdefault(_ROLE_CACHE, {})
+
+
+def forget_roles(user) -> None:
+    """Drop what the user object has read of its roles (they just changed)."""
+    user.__dict__.pop(_ROLE_CACHE, None)
+
+
 def roles_in(user, environment) -> set[str]:
     if not user.is_authenticated or not user.is_active:
         return set()
-    cache = user.__dict__.setdefault("_gantry_roles", {})
+    cache = _role_cache(user)
     env_id = getattr(environment, "pk", environment)
     if env_id not in cache:
         cache[env_id] = set(
@@ -62,7 +76,7 @@ def prime_roles(user, environment_ids: Iterable[int]) -> None:
     """
     if not user.is_authenticated:
         return
-    cache = user.__dict__.setdefault("_gantry_roles", {})
+    cache = _role_cache(user)
     missing = [pk for pk in set(environment_ids) if pk not in cache]
     if not missing:
         return
@@ -89,7 +103,7 @@ def visible_environment_ids(user) -> list[int]:
     held: dict[int, set[str]] = {}
     for env_id, role in Membership.objects.filter(user=user).values_list("environment_id", "role"):
         held.setdefault(env_id, set()).add(role)
-    user.__dict__.setdefault("_gantry_roles", {}).update(held)
+    _role_cache(user).update(held)
     return list(held)
 
 

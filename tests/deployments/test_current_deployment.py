@@ -19,6 +19,14 @@ from tests.conftest import env, image
 pytestmark = pytest.mark.django_db
 
 
+def older_release(catalog, users) -> Release:
+    """1.3.0, the release before the `release` fixture's."""
+    return Release.register(
+        catalog, "1.3.0", {s: image(s, "b") for s in ("fraud-api", "fraud-ml", "fraud-worker")},
+        users["alice"],
+    )  # fmt: skip
+
+
 def ran(release, environment, users, finished_at) -> Deployment:
     return Deployment.objects.create(
         release=release, environment=environment, reason="ran", requested_by=users["alice"],
@@ -28,10 +36,7 @@ def ran(release, environment, users, finished_at) -> Deployment:
 
 def test_every_caller_agrees_when_a_finish_time_is_missing(catalog, release, users):
     dev = env(catalog, "dev")
-    older = Release.register(
-        catalog, "1.3.0", {s: image(s, "b") for s in ("fraud-api", "fraud-ml", "fraud-worker")},
-        users["alice"],
-    )  # fmt: skip
+    older = older_release(catalog, users)
     now = timezone.now()
     ran(older, dev, users, now - timedelta(days=2))
     current = ran(release, dev, users, now - timedelta(hours=1))

@@ -12,10 +12,9 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from deployments.models import Release
 from deployments.rollback import default_target, last_run
-from tests.conftest import env, image
-from tests.deployments.test_current_deployment import ran
+from tests.conftest import env
+from tests.deployments.test_current_deployment import older_release, ran
 from tests.deployments.test_logline_key_migration import migrate
 
 pytestmark = pytest.mark.django_db
@@ -46,10 +45,7 @@ def plans_of(lookup) -> list[str]:
 @pytest.fixture
 def production(catalog, release, users):
     production = env(catalog, "production")
-    older = Release.register(
-        catalog, "1.3.0", {s: image(s, "b") for s in ("fraud-api", "fraud-ml", "fraud-worker")},
-        users["alice"],
-    )  # fmt: skip
+    older = older_release(catalog, users)
     now = timezone.now()
     # The release without a finish time was recorded by hand: not what runs now.
     for shipped, finished in ((older, now - timedelta(days=2)), (release, now), (older, None)):
