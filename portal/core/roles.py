@@ -103,7 +103,11 @@ def visible_environment_ids(user) -> list[int]:
     held: dict[int, set[str]] = {}
     for env_id, role in Membership.objects.filter(user=user).values_list("environment_id", "role"):
         held.setdefault(env_id, set()).add(role)
-    _role_cache(user).update(held)
+    # A fresh read of every role the member holds: what was kept before is
+    # replaced, so a role withdrawn since is not answered from it.
+    cache = _role_cache(user)
+    cache.clear()
+    cache.update(held)
     return list(held)
 
 

@@ -58,3 +58,15 @@ def test_a_member_of_nothing_sees_nothing_after_one_query(users, catalog):
         assert visible_environment_ids(users["mallory"]) == []
     assert len(read) == 1
     assert not has_role(users["mallory"], catalog.environments.first(), Role.VIEWER)
+
+
+def test_a_second_read_forgets_a_role_withdrawn_since(users, catalog):
+    bob = users["bob"]
+    staging = catalog.environments.get(slug="staging")
+    assert staging.pk in visible_environment_ids(bob)
+    assert has_role(bob, staging, Role.APPROVER)
+
+    Membership.objects.filter(user=bob, environment=staging).delete()
+
+    assert staging.pk not in visible_environment_ids(bob)  # the same user object
+    assert not has_role(bob, staging, Role.APPROVER)
