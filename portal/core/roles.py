@@ -92,18 +92,22 @@ def visible_environment_ids(user) -> list[int]:
     primed (has_role then asks no query): one query, two for a superuser.
 
     A member sees exactly the environments they hold a role in, so their
-    memberships are both the list and the roles.
+    memberships are both the list and the roles. A superuser sees every
+    environment; their own memberships still say where they may deploy and
+    approve.
     """
     if not user.is_authenticated:
         return []
-    if user.is_superuser:
-        ids = list(visible_environments(user).values_list("pk", flat=True))
-        prime_roles(user, ids)
-        return ids
     held: dict[int, set[str]] = {}
     for env_id, role in Membership.objects.filter(user=user).values_list("environment_id", "role"):
         held.setdefault(env_id, set()).add(role)
-    # A fresh read of every role the member holds: what was kept before is
+    if user.is_superuser:
+        # All of them, unordered and unjoined: the callers only ask has_role of each.
+        ids = list(
+            apps.get_model("environments", "Environment").objects.values_list("pk", flat=True)
+        )
+        held = {pk: held.get(pk, set()) for pk in ids}
+    # A fresh read of every role the user holds: what was kept before is
     # replaced, so a role withdrawn since is not answered from it.
     cache = _role_cache(user)
     cache.clear()

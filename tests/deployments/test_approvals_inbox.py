@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -108,3 +109,25 @@ def test_the_badge_reads_the_visible_environments_once(client, users, release):
               if q["sql"].startswith("SELECT")]  # fmt: skip
     assert tables.count('"portal_membership"') == 1
     assert '"environments_environment"' not in tables
+
+
+def test_a_superuser_decides_break_glass_everywhere_but_approves_only_as_a_member(users, release):
+    """A superuser is an admin of every environment: every pending break-glass
+    request but their own waits for them, whatever environment it is in, and
+    no deployment does without an approver's membership."""
+    root = User.objects.create_superuser("root", "root@example.com", "correct-horse-battery")
+    request_deployment(release, users, "staging")
+    production, staging = (
+        env(release.application, "production"),
+        env(release.application, "staging"),
+    )
+    theirs = FreezeOverride.request(production, users["erin"], "INC-9", timedelta(hours=1))
+    elsewhere = FreezeOverride.request(staging, users["erin"], "INC-10", timedelta(hours=1))
+    decided = FreezeOverride.request(production, users["erin"], "INC-11", timedelta(hours=1))
+    decided.reject(users["bob"])
+    own = FreezeOverride.request(staging, root, "INC-12", timedelta(hours=1))
+
+    assert inbox.overrides_awaiting(root) == [theirs, elsewhere]
+    assert own in inbox.overrides_awaiting(users["bob"])  # bob, an approver there, decides it
+    assert inbox.deployments_awaiting(root) == []
+    assert inbox.count(root) == 2
