@@ -119,12 +119,14 @@ def _load_line(summary: dict) -> list[str]:
     load = summary.get("load_average")
     if not load:
         return []
-    return [
+    lines = [
         f"Load average (1 min) during the run, sampled every {load['every_seconds']:g} s: "
         f"min {load['min']}, median {load['median']}, max {load['max']} "
         f"({load['samples']} samples); {summary.get('total_seconds', '?')} s in all.",
-        "",
     ]
+    if summary.get("neighbours"):
+        lines.append(f"Beside it: {summary['neighbours']}.")
+    return [*lines, ""]
 
 
 def _page_summary(pages: dict) -> list[str]:
@@ -144,6 +146,32 @@ def _page_summary(pages: dict) -> list[str]:
         line += (f"; floor p95 {floor:g} ms, pages' p95 / floor: median {middle:.1f}×, "
                  f"max {ratios[-1]:.1f}×")  # fmt: skip
     return [line + ".", ""]
+
+
+def _time_split(user: str, label: str, pages: dict) -> list[str]:
+    """Where each page's time went at the largest size: the serving thread's
+    own CPU time and the time it waited for PostgreSQL (bench_pages._timed);
+    the rest of the wall time is waiting for a CPU. Results from before the
+    split have none."""
+    split = {name: r for name, r in pages.items() if "cpu_p95_ms" in r}
+    if not split:
+        return []
+    out = [
+        f"Where the time went as `{user}` at {label}, ms p50 / p95: the request's wall "
+        "time, its thread's CPU time, the time it waited for PostgreSQL, and the rest "
+        "(waiting for a CPU)",
+        "",
+        "| page | wall | CPU | PostgreSQL | waiting for a CPU, p50 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in split.items():
+        waiting = r["p50_ms"] - r["cpu_p50_ms"] - r["db_p50_ms"]
+        out.append(
+            f"| {name} | {_fmt(r['p50_ms'])} / {_fmt(r['p95_ms'])} "
+            f"| {_fmt(r['cpu_p50_ms'])} / {_fmt(r['cpu_p95_ms'])} "
+            f"| {_fmt(r['db_p50_ms'])} / {_fmt(r['db_p95_ms'])} | {max(waiting, 0):.1f} |"
+        )
+    return [*out, ""]
 
 
 def render(summary: dict) -> str:
@@ -202,6 +230,7 @@ def render(summary: dict) -> str:
             out.append(f"| {page} | " + " | ".join(cells) + " |")
         out.append("")
         out.extend(_page_summary(pages))
+        out.extend(_time_split(user, labels[-1], pages))
     if summary.get("engine"):
         out.append("Deploy engine")
         out.append("")

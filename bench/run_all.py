@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["engine"] = measure_engine(args.quick)
     summary["total_seconds"] = round(time.perf_counter() - started)
     summary["load_average"] = load.summary()
+    # What ran beside the benchmark, and at what CPU share (scripts/bench-under-load.sh).
+    summary["neighbours"] = os.environ.get("BENCH_NEIGHBOURS", "")
     log(f"load average (1 min) during the run: {summary['load_average']}")
 
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)

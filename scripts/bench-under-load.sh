@@ -5,9 +5,51 @@
 # The suite's output goes to var/bench-load-suite.log; make bench reports the
 # load average it ran under (bench/results/, python -m bench.report).
 #
-#   scripts/bench-under-load.sh
+#   scripts/bench-under-load.sh                 the suite at the same CPU share
+#   scripts/bench-under-load.sh --best-effort   the suite as Kubernetes runs a
+#                                               pod without requests
+#
+# --best-effort puts the suite in a CPU cgroup of weight 2 (cpu.shares) and
+# the benchmark in one of 256: the shares Kubernetes gives a BestEffort pod
+# and Gantry's web pod (250m requested, deploy/kubernetes/base/web.yaml) on a
+# node they share. PostgreSQL and Redis stay where they run, shared by both.
+# It needs root and the cpu controller (cgroup v1 or v2); without them it
+# stops before starting anything.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+best_effort=0
+case "${1:-}" in
+  "") ;;
+  --best-effort) best_effort=1 ;;
+  *) echo "usage: $0 [--best-effort]" >&2; exit 2 ;;
+esac
+
+# The cgroup directory of `name` and the file and value of its CPU weight.
+cgroup_v1=/sys/fs/cgroup/cpu
+cgroup_v2=/sys/fs/cgroup
+cpu_group() {  # name shares
+  if [ -w "$cgroup_v1" ] && [ -e "$cgroup_v1/cpu.shares" ]; then
+    mkdir -p "$cgroup_v1/$1" && echo "$2" >"$cgroup_v1/$1/cpu.shares"
+    echo "$cgroup_v1/$1"
+  elif [ -w "$cgroup_v2" ] && grep -qw cpu "$cgroup_v2/cgroup.subtree_control" 2>/dev/null; then
+    # Kubernetes' own mapping of shares to cgroup v2 weights.
+    mkdir -p "$cgroup_v2/$1" && echo $((1 + ($2 - 2) * 9999 / 262142)) >"$cgroup_v2/$1/cpu.weight"
+    echo "$cgroup_v2/$1"
+  else
+    return 1
+  fi
+}
+neighbours="the test suite (make test in a loop) at the same CPU share"
+if [ "$best_effort" = 1 ]; then
+  if ! suite_group=$(cpu_group gantry-bench-suite 2) || ! bench_group=$(cpu_group gantry-bench 256); then
+    echo "--best-effort needs root and a writable cpu cgroup controller" >&2
+    exit 1
+  fi
+  neighbours="the test suite (make test in a loop) in a CPU cgroup of weight 2 (cpu.shares),"
+  neighbours+=" the benchmark in one of 256: Kubernetes' shares for a BestEffort pod and for"
+  neighbours+=" Gantry's web pod (250m requested)"
+fi
+
 clone=$(mktemp -d /tmp/gantry-bench-load.XXXXXX)
 log="$root/var/bench-load-suite.log"
 mkdir -p "$root/var"
@@ -16,6 +58,7 @@ ln -s "$root/.venv" "$clone/checkout/.venv"
 done_flag="$clone/bench-done"
 
 (
+  if [ "$best_effort" = 1 ]; then echo "$BASHPID" >"$suite_group/cgroup.procs"; fi
   cd "$clone/checkout"
   run=0
   while [ ! -e "$done_flag" ]; do
@@ -33,10 +76,17 @@ trap 'touch "$done_flag"' EXIT
 sleep 30  # let the suite get past its lint and checks into the tests
 cd "$root"
 status=0
-make bench || status=$?
+(
+  if [ "$best_effort" = 1 ]; then echo "$BASHPID" >"$bench_group/cgroup.procs"; fi
+  BENCH_NEIGHBOURS="$neighbours" make bench
+) || status=$?
 touch "$done_flag"
 echo "make bench exit $status; the suite goes on until its current run ends (see $log)"
 wait "$suite" || true
 grep -E "^=== |passed|failed" "$log" | tail -n 6
 rm -rf "$clone"
+if [ "$best_effort" = 1 ]; then
+  # Empty once every process in them has ended; a straggler keeps its group.
+  rmdir "$suite_group" "$bench_group" 2>/dev/null || echo "left $suite_group, $bench_group (still in use)"
+fi
 exit "$status"
