@@ -71,7 +71,7 @@ done_flag="$clone/bench-done"
 ) >"$log" 2>&1 &
 suite=$!
 # Interrupted or not, the suite stops after the run it is in.
-trap 'touch "$done_flag"' EXIT
+trap 'touch "$done_flag" 2>/dev/null || true' EXIT
 
 sleep 30  # let the suite get past its lint and checks into the tests
 cd "$root"

@@ -87,8 +87,12 @@ def test_it_fails_when_2xx_never_comes(make_ctx, service):
     service.statuses = {"/health": [502]}
     ctx = make_ctx(config([service.url("/health")], timeout_seconds=0.5))
 
-    with pytest.raises(StepFailed, match=r"did not answer 2xx within 0.5 s .*HTTP 502"):
+    with pytest.raises(StepFailed, match=r"did not answer 2xx within 0.5 s \(\d+ attempts; last: "):
         HttpCheckRunner().run(ctx)
+    # What it answered is in the log. The message names the last attempt,
+    # which on a starved machine may be one cut short by the deadline
+    # ("unreachable (timed out)") rather than another 502.
+    assert "HTTP 502" in ctx.log.text
 
 
 def test_it_fails_when_nothing_listens(make_ctx):
