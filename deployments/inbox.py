@@ -74,13 +74,11 @@ def overrides_awaiting(user, visible: list[int] | None = None) -> list[FreezeOve
     environment_ids = _deciders(user, visible, Role.APPROVER, Role.ADMIN)
     if not environment_ids:
         return []
-    pending = FreezeOverride.objects.filter(status=OverrideStatus.PENDING)
-    if not user.is_superuser:
-        # A superuser is an admin of every environment (has_role): the list
-        # of all of them would only cost its compiling and sending.
-        pending = pending.filter(environment_id__in=environment_ids)
     return list(
-        pending.exclude(requested_by=user)
+        FreezeOverride.objects.filter(
+            status=OverrideStatus.PENDING, environment_id__in=environment_ids
+        )
+        .exclude(requested_by=user)
         .select_related("environment__application", "requested_by")
         .order_by("created_at", "id")
     )

@@ -12,15 +12,8 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from portal.core.roles import visible_environments
+from portal.core.roles import visible_environment_ids
 from portal.dashboard_hub import hub
-
-
-@database_sync_to_async
-def _visible_environment_ids(user) -> list[int]:
-    if not user.is_authenticated or not user.is_active:
-        return []
-    return list(visible_environments(user).values_list("pk", flat=True))
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
@@ -35,7 +28,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=4403)
             return
-        await hub().join(self, await _visible_environment_ids(user))
+        await hub().join(self, await database_sync_to_async(visible_environment_ids)(user))
         await self.accept()
         hub().watch(self)  # only now: nothing is sent before the accept
 

@@ -96,8 +96,8 @@ def visible_environment_ids(user) -> list[int]:
     environment; their own memberships still say where they may deploy and
     approve.
     """
-    if not user.is_authenticated:
-        return []
+    if not user.is_authenticated or not user.is_active:
+        return []  # as roles_in: an inactive account holds no role anywhere
     held: dict[int, set[str]] = {}
     for env_id, role in Membership.objects.filter(user=user).values_list("environment_id", "role"):
         held.setdefault(env_id, set()).add(role)

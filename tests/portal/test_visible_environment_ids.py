@@ -70,3 +70,11 @@ def test_a_second_read_forgets_a_role_withdrawn_since(users, catalog):
 
     assert staging.pk not in visible_environment_ids(bob)  # the same user object
     assert not has_role(bob, staging, Role.APPROVER)
+
+
+def test_an_inactive_account_sees_nothing(users, catalog):
+    bob = users["bob"]
+    bob.is_active = False
+
+    assert visible_environment_ids(bob) == []
+    assert not has_role(bob, catalog.environments.get(slug="staging"), Role.VIEWER)
