@@ -147,7 +147,14 @@ def _visible_deployment(
     )
     if artifacts:
         deployments = deployments.prefetch_related(artifacts_with_services("release__artifacts"))
-    return get_object_or_404(deployments, pk=pk, environment__in=visible_environments(request.user))
+    # Read by its key, then the role check: seeing a deployment is holding a
+    # role in its environment, the same has_role the page asks anyway (one
+    # query, or none for a superuser), rather than a DISTINCT join over the
+    # memberships inside the page's widest query (~4 % of its time).
+    deployment = get_object_or_404(deployments, pk=pk)
+    if not has_role(request.user, deployment.environment, Role.VIEWER):
+        raise Http404("No Deployment matches the given query.")
+    return deployment
 
 
 def _deployer_environments(user, application: Application) -> list[Environment]:

@@ -14,7 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet, prefetch_related_objects
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -51,16 +51,22 @@ def decorate_environment(env: Environment, now=None) -> Environment:
 def visible_environment(
     request: HttpRequest, slug: str, env_slug: str, environments: QuerySet | None = None
 ) -> Environment:
-    """The environment by its slugs among those the user may see (from
-    `environments` when given, e.g. annotated by the caller), or a 404."""
+    """The environment by its slugs if the user may see it, else a 404; read
+    from `environments` when given (e.g. annotated or joined by the caller)."""
     if environments is None:
-        environments = visible_environments(request.user)
+        environments = Environment.objects.all()
     environments = environments.select_related(
         "application", "approver_group", "second_approver_group", "cost_approval_group"
     )
-    return get_object_or_404(
+    env = get_object_or_404(
         environments.prefetch_related("freeze_windows"), application__slug=slug, slug=env_slug
     )
+    # Seeing an environment is holding a role there: the same has_role the
+    # page asks anyway (one query, or none for a superuser), after a read by
+    # the slugs alone, rather than a DISTINCT join over the memberships.
+    if not has_role(request.user, env, Role.VIEWER):
+        raise Http404("No Environment matches the given query.")
+    return env
 
 
 # -- break-glass -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.models import Deployment, Release, StepRun
+from portal.core.models import Membership
 from tests.conftest import env, image
 from tests.environments.ui import browser, succeed  # noqa: F401
 
@@ -125,6 +126,21 @@ def test_it_keeps_a_constant_number_of_queries(deployment, users,
 
 def test_it_hides_deployments_of_environments_without_a_role(users, deployment):
     assert browser(users["mallory"]).get(url(deployment)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "page", ["deployment-detail", "deployment-steps", "deployment-evidence-html"]
+)
+def test_a_role_in_a_sibling_environment_does_not_show_it(catalog, users, deployment, page):
+    """The page reads the deployment by its key and then asks for a role in
+    its own environment: a role next door (same application) is not one, and
+    a role withdrawn between two requests of one session stops showing it."""
+    Membership.objects.filter(user=users["dave"]).exclude(environment__slug="staging").delete()
+    dave = browser(users["dave"])
+    assert dave.get(reverse(page, args=[deployment.pk])).status_code == 200
+    Membership.objects.filter(user=users["dave"]).update(environment=env(catalog, "dev"))
+    assert dave.get(reverse(page, args=[deployment.pk])).status_code == 404
+    assert browser(users["mallory"]).get(reverse(page, args=[deployment.pk])).status_code == 404
 
 
 def test_it_refuses_post(users, deployment):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -12,6 +13,7 @@ from django.utils import timezone
 from deployments.models import Deployment, Release
 from environments.choices import FreezeKind
 from environments.models import FreezeOverride, FreezeWindow
+from portal.core.models import Membership
 from tests.conftest import env, image
 from tests.environments.test_environment_rollback_view import ran, two_releases_ran
 from tests.environments.ui import browser, succeed  # noqa: F401
@@ -110,6 +112,18 @@ def test_it_hides_environments_without_a_role(catalog, users):
         .status_code
         == 404
     )
+
+
+@pytest.mark.parametrize("page", ["environment-detail", "environment-rollback"])
+def test_a_role_in_a_sibling_environment_does_not_show_it(catalog, users, page):
+    """Read by its slugs, then the role check: a role in staging does not show
+    production, and a role withdrawn between two requests stops showing it."""
+    Membership.objects.filter(user=users["alice"]).exclude(environment__slug="production").delete()
+    alice = browser(users["alice"])
+    assert alice.get(reverse(page, args=["fraud-detector", "production"])).status_code in (200, 400)
+    Membership.objects.filter(user=users["alice"]).update(environment=env(catalog, "staging"))
+    assert alice.get(reverse(page, args=["fraud-detector", "production"])).status_code == 404
+    assert alice.get(reverse(page, args=["fraud-detector", "staging"])).status_code in (200, 400)
 
 
 def test_it_keeps_a_constant_number_of_queries(release, users, catalog):
