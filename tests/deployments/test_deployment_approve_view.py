@@ -12,6 +12,7 @@ from deployments.choices import Status
 from deployments.models import Approval, Deployment
 from environments.choices import FreezeKind
 from environments.models import FreezeWindow
+from portal.core.models import Membership
 from tests.conftest import env, grant
 from tests.environments.ui import browser, last_event, messages_of
 
@@ -38,6 +39,22 @@ def test_it_approves_queues_and_audits(deployment, users):
     assert event.actor_id == users["bob"].pk
     assert event.after["digest"] == deployment.approval_digest()
     assert last_event("deployment.queued") is not None
+
+
+def test_an_approver_of_a_sibling_environment_gets_a_404_and_writes_nothing(
+    deployment, users, catalog
+):
+    """The deployment is read by its key, then the role is checked in its own
+    environment: approving in dev is not approving in staging."""
+    Membership.objects.filter(user=users["bob"]).exclude(environment__slug="dev").delete()
+    digest = deployment.approval_digest()
+    for _ in range(2):  # the retry gets the same answer
+        response = browser(users["bob"]).post(url(deployment), {"comment": "ok", "digest": digest})
+        assert response.status_code == 404
+    deployment.refresh_from_db()
+    assert deployment.status == Status.AWAITING_APPROVAL
+    assert not Approval.objects.exists()
+    assert last_event("deployment.approved") is None
 
 
 def test_the_requester_may_not_approve(deployment, users, catalog):
