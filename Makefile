@@ -89,7 +89,7 @@ soak: $(DEV_STAMP)
 	@tail -n 1 var/soak.jsonl
 
 bench: $(DEV_STAMP)
-	@if [ -f bench/__main__.py ]; then $(TEST_ENV) $(BIN)/python -m bench; \
+	@if [ -f bench/__main__.py ]; then $(TEST_ENV) $(BIN)/python -m bench $(BENCH_ARGS); \
 	else $(TEST_ENV) $(BIN)/python bench/run_all.py; fi
 
 bench-under-load: $(DEV_STAMP)

@@ -132,10 +132,12 @@ def _load_line(summary: dict) -> list[str]:
 def _page_summary(pages: dict) -> list[str]:
     """At the largest size: how many pages miss the goal, and their p95 against
     the floor's (the cheapest signed-in request, measured in the same run)."""
-    from bench.bench_pages import FLOOR, GOAL_P95_MS
+    from bench.bench_pages import FLOOR, GOAL_P95_MS, YARDSTICK
 
     measured = {name: r["p95_ms"] for name, r in pages.items() if "p95_ms" in r}
     floor = measured.pop(FLOOR, None)
+    measured.pop(YARDSTICK, None)
+    yardstick = pages.get(YARDSTICK, {})
     if not measured:
         return []
     above = sorted(name for name, p95 in measured.items() if p95 > GOAL_P95_MS)
@@ -145,6 +147,9 @@ def _page_summary(pages: dict) -> list[str]:
         middle = ratios[len(ratios) // 2]
         line += (f"; floor p95 {floor:g} ms, pages' p95 / floor: median {middle:.1f}×, "
                  f"max {ratios[-1]:.1f}×")  # fmt: skip
+    if "p95_ms" in yardstick:
+        line += (f"; the yardstick (pure Python, no I/O) {yardstick['cpu_p50_ms']:g} ms of CPU "
+                 f"at p50, {yardstick['p95_ms']:g} ms wall at p95")  # fmt: skip
     return [line + ".", ""]
 
 
@@ -190,7 +195,8 @@ def render(summary: dict) -> str:
                 cells.append(_fmt(getter(stages[label])))
             except (KeyError, TypeError):
                 cells.append("–")
-        out.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
+        if set(cells) != {"–"}:  # a measure no stage took (--pages-only) is left out
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
 
     row("audit events", lambda s: s["export"]["rows_in_trail"])
     row("verify_audit, default workers, events/s", lambda s: s["verify"]["events_per_s_median"],
@@ -210,7 +216,10 @@ def render(summary: dict) -> str:
     row("JSON export, tracemalloc peak MiB", lambda s: s["export"]["json"]["tracemalloc_peak_mib"],
         "constant")  # fmt: skip
     row("audit.record appends/s (median)", lambda s: s["append"]["events_per_s_median"])
-    out.append("")
+    if out[-1].startswith("|---"):  # no measure but the pages (--pages-only): no table
+        del out[-2:]
+    else:
+        out.append("")
 
     for user in ("root", "viewer"):
         out.append(f"Pages as `{user}`: queries, p50 / p95 ms (goal p95 ≤ 50 ms, queries flat)")

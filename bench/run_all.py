@@ -7,7 +7,9 @@ Then the deploy engine's benchmarks (bench_logs, bench_terraform,
 bench_release_latency), each in a process of its own on gantry_bench_engine.
 Options: --quick (1 % and 10 % instead of 10 % and 100 %; smaller engine runs),
 --keep (reuse the existing gantry_bench data instead of recreating it),
---repeats N, --engine-only / --no-engine.
+--repeats N, --engine-only / --no-engine, --pages-only (the pages alone, on
+the data as it stands: a few minutes, to compare two changes or two
+neighbours without rebuilding anything).
 """
 
 from __future__ import annotations
@@ -138,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--engine-only", action="store_true", help="only the deploy engine")
     parser.add_argument("--no-engine", action="store_true", help="skip the deploy engine")
+    parser.add_argument(
+        "--pages-only", action="store_true", help="only the pages, on the data as it stands"
+    )
     args = parser.parse_args(argv)
+    if args.pages_only:
+        args.keep = args.no_engine = True
 
     started = time.perf_counter()
     load = LoadSampler()
@@ -148,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         common.setup_django(fresh=not args.keep)
         summary["machine"] = common.machine()
     small, large = (0.01, 0.1) if args.quick else (0.1, 1.0)
-    for fraction, full in () if args.engine_only else ((small, False), (large, True)):
+    if args.pages_only:
+        from bench import bench_pages
+
+        settled = common.settle(common.bench_database_url())
+        log(f"pages on the data as it stands; settled: {settled}")
+        summary["stages"]["as kept"] = {"settled": settled, "pages": bench_pages.run()}
+    sizes = ((small, False), (large, True))
+    for fraction, full in () if args.engine_only or args.pages_only else sizes:
         from bench import dataset
 
         label = f"{round(fraction * 100)}%"
