@@ -13,6 +13,8 @@ Pages that do not exist yet (URL name missing or a 404) are skipped with a note.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 from bench.common import median, percentile
 
@@ -117,22 +119,20 @@ def _calibrated_work(cpu_ms: float):
     return lambda: spin(rounds)
 
 
-def _timed(
-    client, urls: dict[str, str], requests: int, yardstick=None
-) -> dict[str, dict[str, list[float]]]:
-    """`requests` timed requests of each page, in rounds: one of each page per
-    round, so every page meets the same moments of a noisy machine (a page
-    timed in one stretch of its own gets whatever the neighbours did then).
+def _timed(work: dict[str, Callable[[], object]], requests: int) -> dict[str, dict[str, list]]:
+    """`requests` timed calls of each page's request (or the yardstick), in
+    rounds: one of each per round, so every page meets the same moments of a
+    noisy machine (a page timed in one stretch of its own gets whatever the
+    neighbours did then).
 
     Each request's wall time (ms), what the user waits, is split in three:
     `cpu`, the serving thread's own CPU time (the test client serves in this
     thread); `db`, the time it sat blocked on PostgreSQL (its queries' wall
     time less the CPU the thread spent inside them, sending and decoding);
-    and the rest, the time it waited for a CPU the neighbours held.
-    `yardstick`, when given, is timed in each round too (YARDSTICK)."""
+    and the rest, the time it waited for a CPU the neighbours held."""
     from django.db import connection
 
-    times = {label: {"wall": [], "cpu": [], "db": []} for label in [*urls, YARDSTICK]}
+    times = {label: {"wall": [], "cpu": [], "db": []} for label in work}
     blocked = [0.0]
 
     def time_query(execute, sql, params, many, context):
@@ -144,23 +144,14 @@ def _timed(
 
     with connection.execute_wrapper(time_query):
         for _ in range(requests):
-            for label, url in urls.items():
+            for label, call in work.items():
                 blocked[0] = 0.0
                 cpu_started, started = time.thread_time(), time.perf_counter()
-                client.get(url)
+                call()
                 wall, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
                 times[label]["wall"].append(wall * 1000)
                 times[label]["cpu"].append(cpu * 1000)
                 times[label]["db"].append(blocked[0] * 1000)
-            if yardstick is not None:
-                cpu_started, started = time.thread_time(), time.perf_counter()
-                yardstick()
-                wall, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
-                times[YARDSTICK]["wall"].append(wall * 1000)
-                times[YARDSTICK]["cpu"].append(cpu * 1000)
-                times[YARDSTICK]["db"].append(0.0)
-    if yardstick is None:
-        del times[YARDSTICK]
     return times
 
 
@@ -206,9 +197,10 @@ def run(requests: int = 100) -> dict:
             per_user[label] = outcome
             if "skipped" not in outcome:
                 urls[label] = url
-        yardstick = _calibrated_work(YARDSTICK_CPU_MS)
-        for label, times in _timed(client, urls, requests, yardstick).items():
-            per_user.setdefault(label, {"queries": 0})
+        work = {label: partial(client.get, url) for label, url in urls.items()}
+        work[YARDSTICK] = _calibrated_work(YARDSTICK_CPU_MS)
+        per_user[YARDSTICK] = {"queries": 0}
+        for label, times in _timed(work, requests).items():
             wall = times["wall"]
             per_user[label].update(
                 p50_ms=round(median(wall), 1),

@@ -157,7 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     small, large = (0.01, 0.1) if args.quick else (0.1, 1.0)
     if args.pages_only:
         from bench import bench_pages
+        from environments.models import Environment
 
+        if not Environment.objects.filter(application__slug="app-00").exists():
+            raise SystemExit(
+                "--pages-only measures the benchmark data as it stands, and there is none: "
+                "run `make bench` (or `python -m bench --no-engine`) first"
+            )
         settled = common.settle(common.bench_database_url())
         log(f"pages on the data as it stands; settled: {settled}")
         summary["stages"]["as kept"] = {"settled": settled, "pages": bench_pages.run()}
