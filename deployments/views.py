@@ -47,7 +47,7 @@ from deployments.models import (
     with_current_deployment,
 )
 from deployments.models.policy import check_overrider
-from deployments.timeline import build_timeline
+from deployments.timeline import timeline_html
 from environments import pricing
 from environments.models import Application, Environment, Service
 from environments.views import decorate_environment, paginate
@@ -478,7 +478,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "plan_runs": plan_runs,
         "cost": pricing.approval_summary(deployment, [s.outputs for s in plan_runs]),
         "may_roll_back": _may_roll_back(deployment, running, user),
-        "timeline": build_timeline(deployment, step_runs),
+        "timeline": timeline_html(deployment, step_runs),
         "policy_check": deployment.policy(),
         "approvals_needed": deployment.approvals_needed(),
         "may_override_policy": _may_override_policy(deployment, user),

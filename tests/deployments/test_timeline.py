@@ -3,18 +3,25 @@ steps → bake → result, with actors and durations, on the deployment page."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, StepRun
 from deployments.timeline import (
+    LABELS,
+    KeptTimelines,
     TimelineEntry,
     build_timeline,
     deployment_events,
@@ -239,3 +246,133 @@ def test_an_entry_renders_as_the_template_did(entry):
         expected = ENTRY_TEMPLATE.render(Context({"entry": entry}))
         assert Template("{{ entry }}").render(Context({"entry": entry})) == expected
     assert "<script>" not in expected and "<b>" not in expected
+
+
+# The page keeps each deployment's rendered timeline (KeptTimelines) and reads
+# only the events appended since: whatever happens between two requests, the
+# timeline shown is the one read afresh.
+
+
+def rendered(deployment) -> str:
+    """The timeline's markup read afresh, as the template rendered it entry by entry."""
+    return "".join(map(str, timeline_of(deployment)))
+
+
+def test_a_kept_timeline_shows_what_happened_since(deployment, users):
+    kept = KeptTimelines()
+    first = kept.html(deployment, list(deployment.step_runs.all()))
+    assert first == rendered(deployment)
+    audit.record("evidence.exported", deployment, actor=users["dave"], after={"format": "json"})
+    second = kept.html(deployment, list(deployment.step_runs.all()))
+    assert second == rendered(deployment) != first
+    assert "Evidence pack exported" in second and "Evidence pack exported" not in first
+    StepRun.objects.filter(deployment=deployment, phase="deploy", order=3).update(
+        status=StepStatus.FAILED, error="HighErrorRate is in ALARM"
+    )
+    third = kept.html(deployment, list(deployment.step_runs.all()))
+    assert third == rendered(deployment)
+    assert "failed: HighErrorRate is in ALARM" in third
+
+
+def test_a_kept_timeline_reads_one_event_when_nothing_happened(deployment):
+    kept = KeptTimelines()
+    steps = list(deployment.step_runs.all())
+    kept.html(deployment, steps)
+    with CaptureQueriesContext(connection) as queries:
+        again = kept.html(deployment, steps)
+    assert again == rendered(deployment)
+    assert len(queries) == 1
+    assert '"portal_auditevent"."seq" >=' in queries[0]["sql"]
+
+
+def test_a_kept_timeline_forgets_events_rolled_back(deployment, users):
+    """The events after the last one kept are read by number; a number reused
+    by another event (its first append rolled back, a database restored) is
+    caught by the chain hash, and the timeline is read again whole."""
+    kept = KeptTimelines()
+    steps = list(deployment.step_runs.all())
+    with pytest.raises(RuntimeError), transaction.atomic():
+        audit.record("deployment.cancel_requested", deployment, actor=users["alice"])
+        assert "Cancel requested" in kept.html(deployment, steps)
+        raise RuntimeError("roll back")
+    # The rolled-back event's number goes to another event of this deployment.
+    audit.record("evidence.exported", deployment, actor=users["dave"], after={"format": "html"})
+    html = kept.html(deployment, steps)
+    assert "Cancel requested" not in html and "Evidence pack exported" in html
+    assert html == rendered(deployment)
+
+
+def test_a_kept_timeline_is_printed_in_the_current_time_zone(deployment):
+    kept = KeptTimelines()
+    steps = list(deployment.step_runs.all())
+    for zone in ("UTC", "America/Toronto", "UTC"):
+        with timezone.override(zone):
+            assert kept.html(deployment, steps) == rendered(deployment)
+
+
+class KeptTimelineSequences(RuleBasedStateMachine):
+    """Events appended (some rolled back), steps moving, time zones switched
+    and two deployments' pages shown in any order through a store that keeps
+    one timeline: every page shows exactly the timeline read afresh."""
+
+    world: dict = {}  # set by the test: the two deployments and a user
+    # What an event's comment or a step's error may hold: markup to escape, and an accent.
+    text = st.text(alphabet="ab <>&\"'é", max_size=8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = KeptTimelines(size=1)
+        self.zone = "UTC"
+
+    @rule(which=st.integers(0, 1), action=st.sampled_from(sorted(LABELS)), comment=text)
+    def append(self, which, action, comment):
+        audit.record(action, self.world["deployments"][which], actor=self.world["user"],
+                     after={"comment": comment, "format": "json"})  # fmt: skip
+
+    @rule(which=st.integers(0, 1), action=st.sampled_from(sorted(LABELS)))
+    def append_rolled_back(self, which, action):
+        deployment = self.world["deployments"][which]
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            audit.record(action, deployment, actor=self.world["user"])
+            self.show(which)  # the page may be shown while the transaction is open
+            raise RuntimeError("roll back")
+
+    @rule(which=st.integers(0, 1), step=st.integers(0, 3),
+          status=st.sampled_from(StepStatus.values), error=text)  # fmt: skip
+    def move_a_step(self, which, step, status, error):
+        deployment = self.world["deployments"][which]
+        runs = list(deployment.step_runs.order_by("pk"))
+        run = runs[step % len(runs)]
+        run.status, run.error = status, error
+        run.finished_at = (run.started_at or timezone.now()) + timedelta(seconds=len(error))
+        run.save()
+
+    @rule(zone=st.sampled_from(["UTC", "America/Toronto", "Asia/Kolkata"]))
+    def switch_zone(self, zone):
+        self.zone = zone
+
+    @rule(which=st.integers(0, 1))
+    def show(self, which):
+        deployment = self.world["deployments"][which]
+        with timezone.override(self.zone):
+            assert self.kept.html(deployment, list(deployment.step_runs.all())) == rendered(
+                deployment
+            )
+
+
+def test_kept_timelines_under_random_sequences(deployment, release, users):
+    from tests.conftest import env
+
+    other = Deployment.request(release, env(release.application, "dev"), users["alice"], "dev too")
+    StepRun.objects.create(
+        deployment=other, phase="deploy", order=1, name="Rolling update", kind="ecs_rolling",
+        status=StepStatus.RUNNING, started_at=timezone.now(),
+    )  # fmt: skip
+    KeptTimelineSequences.world = {"deployments": [deployment, other], "user": users["dave"]}
+    run_state_machine_as_test(
+        KeptTimelineSequences,
+        settings=hypothesis_settings(
+            max_examples=25, stateful_step_count=12, deadline=None, derandomize=True,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )  # fmt: skip
