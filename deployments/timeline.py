@@ -256,8 +256,8 @@ class KeptTimelines:
         self._lock = threading.Lock()
 
     def html(self, deployment, step_runs: list[StepRun]) -> SafeString:
-        """The timeline's entries as markup: what `{% for entry in build_timeline %}{{ entry }}`
-        printed, in the current time zone."""
+        """The entries of build_timeline(), each rendered (TimelineEntry.__str__)
+        in the current time zone, as one piece of markup."""
         with self._lock:
             kept = self._kept.get(deployment.pk)
         rows, last_hash = self._rows(deployment, kept)
