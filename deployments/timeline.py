@@ -265,12 +265,8 @@ class KeptTimelines:
             (r.pk, r.order, r.phase, r.kind, r.name, r.status, r.error, r.started_at, r.finished_at)
             for r in step_runs
         )
-        key = (
-            rows[-1][0] if rows else None,
-            last_hash,
-            steps,
-            timezone.get_current_timezone_name(),
-        )
+        # The last event's hash stands for every event before it (see above).
+        key = (last_hash, steps, timezone.get_current_timezone_name())
         if kept is not None and kept.key == key:
             html = kept.html
         else:
@@ -288,10 +284,12 @@ class KeptTimelines:
         if kept is not None and kept.rows:
             last_seq = kept.rows[-1][0]
             fresh = _event_rows(events.filter(seq__gte=last_seq))
-            if fresh and fresh[0][0][0] == last_seq and fresh[0][1] == kept.last_hash:
-                if len(fresh) == 1:
-                    return kept.rows, kept.last_hash
-                return kept.rows + [row for row, _ in fresh[1:]], fresh[-1][1]
+            if fresh:
+                (first, first_hash), newer = fresh[0], fresh[1:]
+                if first[0] == last_seq and first_hash == kept.last_hash:
+                    if not newer:
+                        return kept.rows, kept.last_hash
+                    return kept.rows + [row for row, _ in newer], newer[-1][1]
         rows = _event_rows(events)
         return [row for row, _ in rows], rows[-1][1] if rows else ""
 
