@@ -185,8 +185,7 @@ def render(summary: dict) -> str:
     stages = summary["stages"]
     labels = list(stages)
     out = _load_line(summary)
-    out.append("| measure | " + " | ".join(labels) + " | goal |")
-    out.append("|---|" + "---|" * len(labels) + "---|")
+    measures: list[str] = []
 
     def row(name: str, getter, goal: str = "") -> None:
         cells = []
@@ -196,7 +195,7 @@ def render(summary: dict) -> str:
             except (KeyError, TypeError):
                 cells.append("–")
         if set(cells) != {"–"}:  # a measure no stage took (--pages-only) is left out
-            out.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
+            measures.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
 
     row("audit events", lambda s: s["export"]["rows_in_trail"])
     row("verify_audit, default workers, events/s", lambda s: s["verify"]["events_per_s_median"],
@@ -216,10 +215,10 @@ def render(summary: dict) -> str:
     row("JSON export, tracemalloc peak MiB", lambda s: s["export"]["json"]["tracemalloc_peak_mib"],
         "constant")  # fmt: skip
     row("audit.record appends/s (median)", lambda s: s["append"]["events_per_s_median"])
-    if out[-1].startswith("|---"):  # no measure but the pages (--pages-only): no table
-        del out[-2:]
-    else:
-        out.append("")
+    if measures:  # none with --pages-only: no table
+        out.append("| measure | " + " | ".join(labels) + " | goal |")
+        out.append("|---|" + "---|" * len(labels) + "---|")
+        out.extend([*measures, ""])
 
     for user in ("root", "viewer"):
         out.append(f"Pages as `{user}`: queries, p50 / p95 ms (goal p95 ≤ 50 ms, queries flat)")
