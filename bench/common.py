@@ -49,11 +49,8 @@ def configure_environment() -> str:
     if "testserver" not in os.environ["ALLOWED_HOSTS"]:
         os.environ["ALLOWED_HOSTS"] += ",testserver"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Persistent connections, as docker-compose.yml and deploy/kubernetes run
-    # Gantry: without them the worker and the servers the engine benchmarks
-    # start would open a connection (a new PostgreSQL backend) per job and per
-    # request, a cost a deployed Gantry does not pay.
-    os.environ.setdefault("DB_CONN_MAX_AGE", "60")
+    # Connections come from each process's pool (portal/settings.py), as in
+    # a deployed Gantry: no new PostgreSQL backend per job or request.
     return url
 
 

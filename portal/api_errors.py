@@ -13,8 +13,6 @@ import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -22,7 +20,7 @@ from rest_framework.views import set_rollback
 
 from portal.core import audit
 from portal.core.api_params import out_of_range_ids
-from portal.core.middleware import REDIS_DOWN
+from portal.core.middleware import unavailable_message
 from portal.core.roles import PolicyError
 
 log = logging.getLogger(__name__)
@@ -62,12 +60,13 @@ def with_request_id(body, request_id: str) -> dict:
 
 def exception_handler(exc, context):
     request = context.get("request")
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        # Redis holds the queues, the cache and the sign-in throttle's counters:
-        # the request was not carried out (its transaction rolled back).
+    if unavailable := unavailable_message(exc):
+        # Redis holds the queues, the cache and the sign-in throttle's counters,
+        # PostgreSQL everything else: the request was not carried out (its
+        # transaction rolled back).
         set_rollback()
-        log.warning("Redis unreachable during %s", getattr(request, "path", "?"))
-        response = Response({"detail": REDIS_DOWN}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        log.warning("%s during %s", type(exc).__name__, getattr(request, "path", "?"))
+        response = Response({"detail": unavailable}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     elif isinstance(exc, PolicyError):
         body = {"detail": exc.message}
         if exc.field:

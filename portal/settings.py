@@ -197,8 +197,9 @@ MIDDLEWARE = [
     "portal.sso.SsoRecheckMiddleware",
     # Turns a locked-out sign-in into the 429 page or JSON (portal.views.locked_out).
     "axes.middleware.AxesMiddleware",
-    # Last: a view that needed Redis while it was down answers 503, not 500.
-    "portal.core.middleware.RedisDownMiddleware",
+    # Last: a view that needed Redis while it was down, or found no database
+    # connection in time, answers 503, not 500.
+    "portal.core.middleware.UnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -225,14 +226,55 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'gantry.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        # A kept connection, pooled or persistent, is checked (one round
+        # trip) before it is reused: after a database restart the first
+        # request or job would otherwise fail on the dead one.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Connections come from a pool per process (psycopg_pool, through
+    # Django). The web serves through ASGI, where every request runs in a
+    # thread of its own: a connection kept per thread (DB_CONN_MAX_AGE) is
+    # never reused and stays open until collected, and 130 requests in a row
+    # left PostgreSQL out of connections. A pooled one goes back at the end
+    # of each request, job or thread, and the next takes it, open and with
+    # its prepared statements. DB_POOL_MAX_SIZE=0 turns the pool off (a WSGI
+    # server, or a pooler of one's own); DB_CONN_MAX_AGE then applies.
+    _pool_max = env_int("DB_POOL_MAX_SIZE", 20)
+    _pool_min = env_int("DB_POOL_MIN_SIZE", 2)
+    if _pool_max < 0 or (_pool_max and not 0 <= _pool_min <= _pool_max):
+        raise ImproperlyConfigured(
+            f"DB_POOL_MIN_SIZE={_pool_min} and DB_POOL_MAX_SIZE={_pool_max}: the sizes "
+            "must be 0 or more, the minimum no larger than the maximum."
+        )
+    _pool_timeout = env_positive_int("DB_POOL_TIMEOUT", 10)
+    if _pool_max:
+        if DATABASES["default"]["CONN_MAX_AGE"]:
+            raise ImproperlyConfigured(
+                f"DB_CONN_MAX_AGE={DATABASES['default']['CONN_MAX_AGE']} keeps a connection per "
+                "thread, which ASGI requests never reuse; connections come from the pool "
+                f"(DB_POOL_MAX_SIZE={_pool_max}). Unset DB_CONN_MAX_AGE, or set "
+                "DB_POOL_MAX_SIZE=0 to use it instead of the pool."
+            )
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "name": "gantry",
+            "min_size": _pool_min,
+            "max_size": _pool_max,
+            # A request waits this long for a free connection, then fails
+            # (the database is "unavailable" for it) instead of queueing forever.
+            "timeout": _pool_timeout,
+            # The pool retries a connection it could not open with a doubling
+            # delay (1, 2, 4 s, ...); after a long outage the next try could
+            # come minutes after the database is back. Giving up as soon as a
+            # request would have lets the next request start afresh at once.
+            "reconnect_timeout": _pool_timeout,
+        }
     # Bind parameters on the server so that a query run DB_PREPARE_THRESHOLD
     # times on one connection is prepared: PostgreSQL then plans it once, not
     # on every page load. Planning the deployment page's 9-join query took
-    # longer than running it (3–6 ms against 0.4). Pays off with persistent
-    # connections (DB_CONN_MAX_AGE); "none" turns it off, as a pooler in
+    # longer than running it (3–6 ms against 0.4). Pays off with pooled or
+    # persistent connections; "none" turns it off, as a pooler in
     # transaction mode without prepared-statement support needs.
     if env_str("DB_PREPARE_THRESHOLD", "5").strip().lower() != "none":
         _threshold = env_int("DB_PREPARE_THRESHOLD", 5)

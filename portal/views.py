@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import redis
 from axes.helpers import get_cool_off
@@ -25,6 +26,7 @@ from portal import api_errors, mfa_views
 from portal.core import mfa, throttle, totp
 from portal.core import tokens as api_tokens
 from portal.core.admin import AdminSignInForm
+from portal.core.middleware import unavailable_message, unavailable_response
 from portal.core.models import ApiToken
 from portal.forms import SignInForm, TokenForm
 
@@ -240,7 +242,11 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500: a plain page with the request id, so a user can quote it to us."""
+    """handler500: a plain page with the request id, so a user can quote it to us;
+    a 503 naming the service when Redis or the database was not there (an
+    outage met in a middleware, e.g. reading the session, lands here)."""
+    if message := unavailable_message(sys.exc_info()[1]):  # Django calls this while handling it
+        return unavailable_response(request, message)
     request_id = api_errors.request_id_of(request)
     log.error("server error, request id %s", request_id)
     if api_errors.is_api(request):

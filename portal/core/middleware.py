@@ -7,8 +7,10 @@ import logging
 import re
 
 from django.conf import settings
+from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.template.loader import render_to_string
+from psycopg_pool import PoolTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -74,11 +76,45 @@ REDIS_DOWN = (
 )
 
 
-class RedisDownMiddleware:
-    """A request that needed Redis while it was down gets a 503 saying so (JSON
-    under /api/), not a 500: sign-in counts attempts there, pages read the
-    cache, requests enqueue jobs. Last in MIDDLEWARE, so it sees the view's
-    exception first."""
+DATABASE_DOWN = (
+    "The database did not give this request a connection in time: it is not answering, "
+    "or every connection is busy. Nothing was requested or changed. Try again in a minute; "
+    "if it persists, the portal's PostgreSQL is down or overloaded."
+)
+
+
+def unavailable_message(exception: BaseException | None) -> str | None:
+    """What to tell the user when `exception` says a service the request
+    needed was not there (a 503), else None: Redis unreachable, or no
+    database connection from the pool in time (PostgreSQL down, or every
+    connection busy). The pool raises before a request's first query, so
+    nothing of it was carried out."""
+    if isinstance(exception, RedisConnectionError | RedisTimeoutError):
+        return REDIS_DOWN
+    if isinstance(exception, OperationalError) and isinstance(exception.__cause__, PoolTimeout):
+        return DATABASE_DOWN
+    return None
+
+
+def unavailable_response(request, message: str) -> HttpResponse:
+    """The 503: JSON under /api/, else the page."""
+    if request.path.startswith("/api/"):
+        body = {"detail": message, "request_id": getattr(request, "id", "")}
+        return JsonResponse(body, status=503)
+    return HttpResponse(
+        render_to_string("503.html", {"message": message, "request": request}),
+        status=503,
+    )
+
+
+class UnavailableMiddleware:
+    """A view that needed Redis while it was down, or could not get a
+    database connection in time (DB_POOL_TIMEOUT), answers 503 saying so,
+    not 500: sign-in counts attempts in Redis, pages read the cache, requests
+    enqueue jobs, and with PostgreSQL down the pool waits for a connection it
+    cannot open. Last in MIDDLEWARE, so it sees the view's exception first;
+    the same failure in a middleware reaches handler500, which answers the
+    same (portal.views.server_error)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -87,13 +123,9 @@ class RedisDownMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not isinstance(exception, RedisConnectionError | RedisTimeoutError):
+        message = unavailable_message(exception)
+        if message is None:
             return None
-        log.warning("Redis unreachable during %s %s", request.method, request.path)
-        if request.path.startswith("/api/"):
-            body = {"detail": REDIS_DOWN, "request_id": getattr(request, "id", "")}
-            return JsonResponse(body, status=503)
-        return HttpResponse(
-            render_to_string("503.html", {"message": REDIS_DOWN, "request": request}),
-            status=503,
-        )
+        log.warning("%s %s: a service was unavailable: %s", request.method, request.path,
+                    exception)  # fmt: skip
+        return unavailable_response(request, message)

@@ -71,6 +71,7 @@ def postgres(transactional_db, django_db_blocker, tmp_path):
         saved = dict(default.settings_dict)
         with django_db_blocker.unblock():
             default.close()
+            default.close_pool()  # the suite database's: the next one opens on the cluster
             default.settings_dict.update(
                 NAME="gantry", HOST="127.0.0.1", PORT=str(cluster.port), USER="postgres",
                 PASSWORD="",
@@ -78,6 +79,7 @@ def postgres(transactional_db, django_db_blocker, tmp_path):
             ContentType.objects.clear_cache()
             yield cluster
             connections.close_all()
+            default.close_pool()
             default.settings_dict.clear()
             default.settings_dict.update(saved)
             ContentType.objects.clear_cache()

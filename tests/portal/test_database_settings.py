@@ -1,5 +1,6 @@
-"""PostgreSQL plans a page's queries once per connection: parameters are bound
-on the server and a query run DB_PREPARE_THRESHOLD times is prepared."""
+"""PostgreSQL connections come from a pool per process (DB_POOL_*), and a
+page's queries are planned once per connection: parameters are bound on the
+server and a query run DB_PREPARE_THRESHOLD times is prepared."""
 
 from __future__ import annotations
 
@@ -25,9 +26,17 @@ def options(**env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
+POOL = (
+    "('pool', {'name': 'gantry', 'min_size': 2, 'max_size': 20, 'timeout': 10,"
+    " 'reconnect_timeout': 10})"
+)
+
+
 def test_postgresql_prepares_after_five_runs_unless_told():
     result = options(DATABASE_URL=POSTGRES)
-    assert result.stdout.strip() == "[('prepare_threshold', 5), ('server_side_binding', True)]"
+    assert result.stdout.strip() == (
+        f"[{POOL}, ('prepare_threshold', 5), ('server_side_binding', True)]"
+    )
     assert (
         "('prepare_threshold', 0)"
         in options(DATABASE_URL=POSTGRES, DB_PREPARE_THRESHOLD="0").stdout
@@ -35,7 +44,42 @@ def test_postgresql_prepares_after_five_runs_unless_told():
 
 
 def test_none_turns_it_off_for_a_pooler():
-    assert options(DATABASE_URL=POSTGRES, DB_PREPARE_THRESHOLD="none").stdout.strip() == "[]"
+    result = options(DATABASE_URL=POSTGRES, DB_PREPARE_THRESHOLD="none")
+    assert result.stdout.strip() == f"[{POOL}]"
+
+
+def test_the_pool_takes_its_sizes_and_wait_from_the_environment():
+    result = options(DATABASE_URL=POSTGRES, DB_POOL_MIN_SIZE="0", DB_POOL_MAX_SIZE="4",
+                     DB_POOL_TIMEOUT="3")  # fmt: skip
+    assert (
+        "('pool', {'name': 'gantry', 'min_size': 0, 'max_size': 4, 'timeout': 3,"
+        " 'reconnect_timeout': 3})"
+    ) in result.stdout
+
+
+def test_no_pool_and_a_connection_kept_per_thread_when_told():
+    result = subprocess.run(
+        [sys.executable, "-c", "import portal.settings as s; d = s.DATABASES['default']; "
+         "print('pool' in d['OPTIONS'], d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**BASE, "DATABASE_URL": POSTGRES, "DB_POOL_MAX_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
+    )  # fmt: skip
+    assert result.stdout.strip() == "False 60 True"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"DB_CONN_MAX_AGE": "60"},
+     "DB_CONN_MAX_AGE=60 keeps a connection per thread, which ASGI requests never reuse"),
+    ({"DB_POOL_MAX_SIZE": "-1"}, "DB_POOL_MIN_SIZE=2 and DB_POOL_MAX_SIZE=-1: the sizes"),
+    ({"DB_POOL_MIN_SIZE": "5", "DB_POOL_MAX_SIZE": "4"},
+     "the minimum no larger than the maximum"),
+    ({"DB_POOL_TIMEOUT": "0"}, "DB_POOL_TIMEOUT=0 must be a positive number of seconds."),
+    ({"DB_POOL_MAX_SIZE": "many"}, "DB_POOL_MAX_SIZE='many' is not an integer."),
+])  # fmt: skip
+def test_a_bad_pool_setting_stops_start_up_naming_it(env, message):
+    result = options(DATABASE_URL=POSTGRES, **env)
+    assert result.returncode != 0
+    assert message in result.stderr
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -49,7 +93,8 @@ def test_a_bad_value_stops_start_up_naming_it(value, message):
 
 
 def test_sqlite_has_no_such_options():
-    assert "prepare_threshold" not in options().stdout
+    result = options()
+    assert "prepare_threshold" not in result.stdout and "pool" not in result.stdout
 
 
 @pytest.mark.django_db
