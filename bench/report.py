@@ -179,6 +179,24 @@ def _time_split(user: str, label: str, pages: dict) -> list[str]:
     return [*out, ""]
 
 
+def _served_pages(served: dict | None) -> list[str]:
+    """bench_served_pages: the pages through uvicorn, root / viewer."""
+    if not served:
+        return []
+    out = ["Pages through the server (uvicorn, as deployed), p50 / p95 ms, root / viewer", "",
+           "| page | root | viewer | goal p95 |", "|---|---|---|---|"]  # fmt: skip
+    for page, root in served["root"].items():
+        viewer = served["viewer"].get(page, {})
+        cells = [f"{_fmt(r.get('p50_ms'))} / {_fmt(r.get('p95_ms'))}" for r in (root, viewer)]
+        out.append(f"| {page} | {cells[0]} | {cells[1]} | ≤ {root['goal_p95_ms']:g} |")
+    out.append("")
+    out.append(f"The server's PostgreSQL connections after {served['requests']} requests a page "
+               f"a user: {served['server_connections']} (its pool: at most "
+               f"{served['pool_max']}).")  # fmt: skip
+    out.append("")
+    return out
+
+
 def render(summary: dict) -> str:
     if not summary.get("stages"):
         return "\n".join([*_load_line(summary), render_engine(summary.get("engine", {}))])
@@ -239,6 +257,7 @@ def render(summary: dict) -> str:
         out.append("")
         out.extend(_page_summary(pages))
         out.extend(_time_split(user, labels[-1], pages))
+    out.extend(_served_pages(stages[labels[-1]].get("served_pages")))
     if summary.get("engine"):
         out.append("Deploy engine")
         out.append("")

@@ -35,11 +35,14 @@ def log(message: str) -> None:
 
 
 def measure_stage(label: str, repeats: int, full: bool) -> dict:
-    from bench import bench_append, bench_export, bench_pages, bench_verify
+    from bench import bench_append, bench_export, bench_pages, bench_served_pages, bench_verify
 
     stage: dict = {}
     log(f"{label}: pages")
     stage["pages"] = bench_pages.run()
+    if full:
+        log(f"{label}: pages through the server")
+        stage["served_pages"] = bench_served_pages.run()
     log(f"{label}: verify_chain")
     stage["verify"] = bench_verify.run(repeats=repeats)
     log(f"{label}: exports")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["machine"] = common.machine()
     small, large = (0.01, 0.1) if args.quick else (0.1, 1.0)
     if args.pages_only:
-        from bench import bench_pages
+        from bench import bench_pages, bench_served_pages
         from environments.models import Environment
 
         if not Environment.objects.filter(application__slug="app-00").exists():
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         settled = common.settle(common.bench_database_url())
         log(f"pages on the data as it stands; settled: {settled}")
-        summary["stages"]["as kept"] = {"settled": settled, "pages": bench_pages.run()}
+        summary["stages"]["as kept"] = {"settled": settled, "pages": bench_pages.run(),
+                                        "served_pages": bench_served_pages.run()}  # fmt: skip
     sizes = ((small, False), (large, True))
     for fraction, full in () if args.engine_only or args.pages_only else sizes:
         from bench import dataset

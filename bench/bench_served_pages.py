@@ -1,0 +1,114 @@
+"""Pages through the web server as deployed: uvicorn (ASGI) serving the
+portal, requests over HTTP with a session cookie, one at a time, at full
+data. bench_pages times the views in-process (its split of CPU and
+PostgreSQL needs that); this is what a browser waits for, server and
+connection handling included: under ASGI each request runs in a thread of
+its own and takes its database connection from the process's pool.
+
+Also counts the server's PostgreSQL connections after the run (it names
+itself to the server): at most DB_POOL_MAX_SIZE however many requests.
+Goals as bench_pages: p95 <= 50 ms, the deployment page p95 <= 30 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from urllib.parse import urlencode
+
+from bench.common import ROOT, median, percentile
+
+APPLICATION_NAME = "gantry-bench-web"
+PAGES = ("floor: navigation badge", "dashboard", "environment", "deployment detail (awaiting)",
+         "deployment detail (succeeded)", "audit")  # fmt: skip
+REQUESTS = 60
+WARM_UP = 5
+GOAL_P95_MS = {"deployment detail (awaiting)": 30.0, "deployment detail (succeeded)": 30.0}
+DEFAULT_GOAL_P95_MS = 50.0
+
+
+def _urls() -> dict[str, str]:
+    from django.urls import reverse
+
+    from bench.bench_pages import _pages
+    from environments.models import Environment
+
+    env_id = Environment.objects.get(application__slug="app-00", slug="production").pk
+    urls = {}
+    for label, name, kwargs in _pages():
+        if label not in PAGES:
+            continue
+        kwargs = dict(kwargs)
+        query = kwargs.pop("?", None)
+        url = reverse(name, kwargs=kwargs)
+        if query:
+            url += "?" + urlencode({k: env_id if v == "__env__" else v for k, v in query.items()})
+        urls[label] = url
+    return urls
+
+
+def _server_connections() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APPLICATION_NAME]
+        )
+        return cursor.fetchone()[0]
+
+
+def run(requests: int = REQUESTS) -> dict:
+    """Needs Django set up on the bench database (common.setup_django)."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    from bench.bench_logs import free_port, session_cookie, stop, wait_listening
+
+    urls = _urls()
+    cookies = {user: session_cookie(User.objects.get(username=user)) for user in ("root", "viewer")}
+    port = free_port()
+    environ = {
+        **os.environ,
+        "DATABASE_URL": f"{os.environ['DATABASE_URL']}?application_name={APPLICATION_NAME}",
+        "DJANGO_SETTINGS_MODULE": "bench.server_settings",
+    }
+    log = open(os.devnull, "wb")  # noqa: SIM115 - closed with the server
+    server = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
+         "--lifespan", "off", "--no-access-log", "portal.asgi:application"],
+        cwd=ROOT, env=environ, stdout=log, stderr=log,
+    )  # fmt: skip
+    server.log_path = os.devnull
+    result: dict = {"requests": requests}
+    try:
+        wait_listening(server, port)
+        for user, cookie in cookies.items():
+            per_user = result.setdefault(user, {})
+            for label, path in urls.items():
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}{path}", headers={"Cookie": f"sessionid={cookie}"}
+                )
+                times = []
+                for index in range(WARM_UP + requests):
+                    started = time.perf_counter()
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        response.read()
+                        status = response.status
+                    if index >= WARM_UP:
+                        times.append((time.perf_counter() - started) * 1000)
+                goal = GOAL_P95_MS.get(label, DEFAULT_GOAL_P95_MS)
+                per_user[label] = {
+                    "status": status, "url": path,
+                    "p50_ms": round(median(times), 1), "p95_ms": round(percentile(times, 95), 1),
+                    "goal_p95_ms": goal, "met": percentile(times, 95) <= goal,
+                }  # fmt: skip
+        result["server_connections"] = _server_connections()
+        result["pool_max"] = (
+            settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("max_size")
+        )
+    finally:
+        stop(server)
+        log.close()
+    return result
