@@ -147,9 +147,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, int]:
+def start_server(**extra_env: str) -> tuple[subprocess.Popen, int]:
     """A real uvicorn serving portal.asgi:application, as in production
-    (Dockerfile); waits until it listens."""
+    (Dockerfile), with this environment plus `extra_env`; waits until it listens."""
     port = free_port()
     # A file, not a pipe: nobody reads the server's log while it runs, and a full
     # pipe would stall the server.
@@ -157,7 +157,8 @@ def start_server() -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
         [str(VENV_BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
          "--lifespan", "off", "--no-access-log", "portal.asgi:application"],
-        cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log_file,
+        cwd=common.ROOT, env={**os.environ, **extra_env}, stdout=subprocess.DEVNULL,
+        stderr=log_file,
     )  # fmt: skip
     process.log_path = log_file.name
     wait_listening(process, port)

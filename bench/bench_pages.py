@@ -74,6 +74,19 @@ def _pages() -> list[tuple[str, str, dict]]:
     ]
 
 
+def page_url(name: str, kwargs: dict, env_id: int) -> str:
+    """The URL of one of _pages(): its query under "?", "__env__" standing for env_id."""
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
+    kwargs = dict(kwargs)
+    query = kwargs.pop("?", None)
+    url = reverse(name, kwargs=kwargs)
+    if query:
+        url += "?" + urlencode({k: (env_id if v == "__env__" else v) for k, v in query.items()})
+    return url
+
+
 def _first(client, url: str) -> dict:
     """Status and query count of the page's first request, then two warm-ups."""
     from django.db import connection, reset_queries
@@ -160,8 +173,7 @@ def _timed(work: dict[str, Callable[[], object]], requests: int) -> dict[str, di
 def run(requests: int = 100) -> dict:
     from django.contrib.auth.models import User
     from django.test import Client
-    from django.urls import NoReverseMatch, reverse
-    from django.utils.http import urlencode
+    from django.urls import NoReverseMatch
 
     from environments.models import Environment
     from portal.core import collector
@@ -175,16 +187,11 @@ def run(requests: int = 100) -> dict:
         per_user = results.setdefault(username, {})
         urls = {}
         for label, name, kwargs in _pages():
-            kwargs = dict(kwargs)
-            query = kwargs.pop("?", None)
             try:
-                url = reverse(name, kwargs=kwargs)
+                url = page_url(name, kwargs, env_id)
             except NoReverseMatch:
                 per_user[label] = {"skipped": f"no URL named {name!r} yet"}
                 continue
-            if query:
-                query = {k: (env_id if v == "__env__" else v) for k, v in query.items()}
-                url += "?" + urlencode(query)
             try:
                 outcome = _first(client, url)
             except Exception as exc:  # noqa: BLE001 - a page under construction must not stop the run

@@ -13,12 +13,10 @@ Goals as bench_pages: p95 <= 50 ms, the deployment page p95 <= 30 ms.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import urllib.request
-from urllib.parse import urlencode
 
-from bench.common import ROOT, median, percentile
+from bench.common import median, percentile
 
 APPLICATION_NAME = "gantry-bench-web"
 PAGES = ("floor: navigation badge", "dashboard", "environment", "deployment detail (awaiting)",
@@ -34,23 +32,13 @@ DEFAULT_GOAL_P95_MS = 50.0
 
 
 def _urls() -> dict[str, str]:
-    from django.urls import reverse
-
-    from bench.bench_pages import _pages
+    from bench.bench_pages import _pages, page_url
     from environments.models import Environment
 
     env_id = Environment.objects.get(application__slug="app-00", slug="production").pk
-    urls = {}
-    for label, name, kwargs in _pages():
-        if label not in PAGES:
-            continue
-        kwargs = dict(kwargs)
-        query = kwargs.pop("?", None)
-        url = reverse(name, kwargs=kwargs)
-        if query:
-            url += "?" + urlencode({k: env_id if v == "__env__" else v for k, v in query.items()})
-        urls[label] = url
-    return urls
+    return {
+        label: page_url(name, kwargs, env_id) for label, name, kwargs in _pages() if label in PAGES
+    }
 
 
 def _server_connections() -> int:
@@ -68,26 +56,16 @@ def run(requests: int = REQUESTS) -> dict:
     from django.conf import settings
     from django.contrib.auth.models import User
 
-    from bench.bench_logs import free_port, session_cookie, stop, wait_listening
+    from bench.bench_logs import session_cookie, start_server, stop
 
     urls = _urls()
     cookies = {user: session_cookie(User.objects.get(username=user)) for user in ("root", "viewer")}
-    port = free_port()
-    environ = {
-        **os.environ,
-        "DATABASE_URL": f"{os.environ['DATABASE_URL']}?application_name={APPLICATION_NAME}",
-        "DJANGO_SETTINGS_MODULE": "bench.server_settings",
-    }
-    log = open(os.devnull, "wb")  # noqa: SIM115 - closed with the server
-    server = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--no-access-log", "portal.asgi:application"],
-        cwd=ROOT, env=environ, stdout=log, stderr=log,
-    )  # fmt: skip
-    server.log_path = os.devnull
+    server, port = start_server(
+        DATABASE_URL=f"{os.environ['DATABASE_URL']}?application_name={APPLICATION_NAME}",
+        DJANGO_SETTINGS_MODULE="bench.server_settings",
+    )
     result: dict = {"requests": requests}
     try:
-        wait_listening(server, port)
         for user, cookie in cookies.items():
             per_user = result.setdefault(user, {})
             for label, path in urls.items():
@@ -114,5 +92,4 @@ def run(requests: int = REQUESTS) -> dict:
         )
     finally:
         stop(server)
-        log.close()
     return result

@@ -49,8 +49,6 @@ def configure_environment() -> str:
     if "testserver" not in os.environ["ALLOWED_HOSTS"]:
         os.environ["ALLOWED_HOSTS"] += ",testserver"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Connections come from each process's pool (portal/settings.py), as in
-    # a deployed Gantry: no new PostgreSQL backend per job or request.
     return url
 
 
