@@ -19,8 +19,6 @@ from tests.servers import database_url, web_server
 pytestmark = pytest.mark.django_db(transaction=True)
 POOL = 4
 REQUESTS = 150
-
-
 NAME = "gantry-web-under-test"
 
 
