@@ -1,17 +1,24 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
+HTTP goes through portal.http_handler, Django's handler with each request
+run in one hand-off to its thread.
+
 Sockets use the session cookie (AuthMiddlewareStack) and are checked against
 the allowed hosts; each consumer checks the user's role before subscribing.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 from portal.core import collector
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from portal.http_handler import SyncASGIHandler  # noqa: E402
+
+django_asgi_app = SyncASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
