@@ -129,7 +129,11 @@ def _calibrated_work(cpu_ms: float):
         spin(rounds)
         costs.append(time.thread_time() - started)
     rounds = max(1, round(rounds * cpu_ms / 1000 / min(costs)))
-    return lambda: spin(rounds)
+    work = partial(spin, rounds)
+    # The machine's speed, comparable across machines (the yardstick's CPU time
+    # is not: it is calibrated): the same pages cost more CPU on a slower one.
+    work.rounds_per_ms = round(rounds / cpu_ms)
+    return work
 
 
 def _timed(work: dict[str, Callable[[], object]], requests: int) -> dict[str, dict[str, list]]:
@@ -206,7 +210,7 @@ def run(requests: int = 100) -> dict:
                 urls[label] = url
         work = {label: partial(client.get, url) for label, url in urls.items()}
         work[YARDSTICK] = _calibrated_work(YARDSTICK_CPU_MS)
-        per_user[YARDSTICK] = {"queries": 0}
+        per_user[YARDSTICK] = {"queries": 0, "rounds_per_ms": work[YARDSTICK].rounds_per_ms}
         for label, times in _timed(work, requests).items():
             wall = times["wall"]
             per_user[label].update(

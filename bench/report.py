@@ -150,6 +150,8 @@ def _page_summary(pages: dict) -> list[str]:
     if "p95_ms" in yardstick:
         line += (f"; the yardstick (pure Python, no I/O) {yardstick['cpu_p50_ms']:g} ms of CPU "
                  f"at p50, {yardstick['p95_ms']:g} ms wall at p95")  # fmt: skip
+    if "rounds_per_ms" in yardstick:
+        line += f"; the machine's speed: {yardstick['rounds_per_ms']:,} of its rounds per ms of CPU"
     return [line + ".", ""]
 
 
@@ -193,6 +195,12 @@ def _served_pages(served: dict | None) -> list[str]:
     out.append(f"The server's PostgreSQL connections after {served['requests']} requests a page "
                f"a user: {served['server_connections']} (its pool: at most "
                f"{served['pool_max']}).")  # fmt: skip
+    if export := served.get("export"):
+        peak = f"{export['peak_rss_mib_before']:g} → {export['peak_rss_mib_after']:g} MiB"
+        out.append(f"The whole audit trail as CSV through the server, as root: {export['lines']:,} "
+                   f"lines in {export['seconds']:g} s ({export['lines_per_s']:,}/s), the first "
+                   f"byte after {export['first_byte_s']:g} s; the server's peak memory "
+                   f"{peak}.")  # fmt: skip
     out.append("")
     return out
 
