@@ -36,6 +36,9 @@ _END = object()
 
 
 def _next_part(parts):
+    """The stream's next part, or _END: a StopIteration cannot cross from the
+    thread to the coroutine awaiting it (asyncio refuses to put it in a
+    future, and the await never returns)."""
     return next(parts, _END)
 
 
