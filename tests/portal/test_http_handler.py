@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 from django.core import signals
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.test import Client
 from django.urls import path, reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -54,6 +54,11 @@ def stream(request):
     return StreamingHttpResponse(parts(), content_type="text/plain")
 
 
+def download(request):
+    seen["file"] = open(seen["path"], "rb")  # noqa: SIM115 - FileResponse closes it
+    return FileResponse(seen["file"], as_attachment=True)
+
+
 def boom(request):
     raise RuntimeError("an unexpected failure")
 
@@ -63,6 +68,7 @@ urlpatterns = [
     path("t/page/", page),
     path("t/echo/", echo),
     path("t/stream/", stream),
+    path("t/download/", download),
     path("t/boom/", boom),
     *portal_urls.urlpatterns,
 ]
@@ -148,6 +154,19 @@ def test_a_client_that_leaves_stops_the_stream_and_the_response_is_closed():
     assert seen["pulled"] < PARTS
     assert b"part 0\n" in body(sent)
     assert seen["stream_closed"] and "finished" in seen
+
+
+def test_a_file_is_sent_whole_in_blocks_and_closed(tmp_path):
+    # More than one 64 KiB block, and not a whole number of them.
+    seen["path"] = tmp_path / "plan.json"
+    seen["path"].write_bytes(bytes(range(256)) * 1000)
+    sent = serve("/t/download/")
+    headers = dict(sent[0]["headers"])
+    assert body(sent) == seen["path"].read_bytes()
+    assert int(headers[b"Content-Length"]) == 256_000
+    assert headers[b"Content-Disposition"] == b'attachment; filename="plan.json"'
+    assert len([m for m in sent if m.get("body")]) == 4  # 64 KiB blocks
+    assert seen["file"].closed
 
 
 def test_an_unexpected_error_is_the_500_page_not_a_traceback():
