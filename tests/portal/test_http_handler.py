@@ -119,14 +119,14 @@ def serve(url: str, method: str = "GET", body: bytes = b"", leave_after_first_pa
     return asyncio.run(run())
 
 
-def body(sent: list[dict]) -> bytes:
+def content(sent: list[dict]) -> bytes:
     return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
 def test_a_page_runs_in_one_thread_and_is_finished_before_it_is_sent():
     sent = serve("/t/page/")
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
-    assert body(sent) == b"a page"
+    assert content(sent) == b"a page"
     # Signals, middleware and view in the request's thread, not on the loop.
     assert seen["started"] == seen["view"] == seen["finished"] != seen["loop"]
     # request_finished (the database connection back to its pool) came first.
@@ -135,13 +135,13 @@ def test_a_page_runs_in_one_thread_and_is_finished_before_it_is_sent():
 
 def test_a_request_body_reaches_the_view():
     sent = serve("/t/echo/", method="POST", body=b"x" * 70_000)
-    assert body(sent) == b"POST 70000 bytes"
+    assert content(sent) == b"POST 70000 bytes"
 
 
 def test_a_stream_is_sent_as_it_is_pulled_in_the_requests_thread():
     sent = serve("/t/stream/")
     parts = [m for m in sent if m["type"] == "http.response.body" and m.get("body")]
-    assert body(sent) == b"".join(f"part {i}\n".encode() for i in range(PARTS))
+    assert content(sent) == b"".join(f"part {i}\n".encode() for i in range(PARTS))
     # Each part left before the next was pulled: never the whole in memory.
     assert [m["pulled"] for m in parts] == list(range(1, PARTS + 1))
     assert seen["pulled_in"] == {seen["view"]} and seen["view"] != seen["loop"]
@@ -152,7 +152,7 @@ def test_a_stream_is_sent_as_it_is_pulled_in_the_requests_thread():
 def test_a_client_that_leaves_stops_the_stream_and_the_response_is_closed():
     sent = serve("/t/stream/", leave_after_first_part=True)
     assert seen["pulled"] < PARTS
-    assert b"part 0\n" in body(sent)
+    assert b"part 0\n" in content(sent)
     assert seen["stream_closed"] and "finished" in seen
 
 
@@ -162,7 +162,7 @@ def test_a_file_is_sent_whole_in_blocks_and_closed(tmp_path):
     seen["path"].write_bytes(bytes(range(256)) * 1000)
     sent = serve("/t/download/")
     headers = dict(sent[0]["headers"])
-    assert body(sent) == seen["path"].read_bytes()
+    assert content(sent) == seen["path"].read_bytes()
     assert int(headers[b"Content-Length"]) == 256_000
     assert headers[b"Content-Disposition"] == b'attachment; filename="plan.json"'
     assert len([m for m in sent if m.get("body")]) == 4  # 64 KiB blocks
@@ -172,7 +172,7 @@ def test_a_file_is_sent_whole_in_blocks_and_closed(tmp_path):
 def test_an_unexpected_error_is_the_500_page_not_a_traceback():
     sent = serve("/t/boom/")
     assert sent[0]["status"] == 500
-    assert b"Traceback" not in body(sent) and b"an unexpected failure" not in body(sent)
+    assert b"Traceback" not in content(sent) and b"an unexpected failure" not in content(sent)
     assert seen["started"] == seen["finished"]
 
 
