@@ -66,11 +66,16 @@ class SyncASGIHandler(ASGIHandler):
             response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
             if not response.streaming:
                 await self.send_response(response, send)
-            elif response.is_async:
+                return
+            gone = asyncio.ensure_future(receive())  # after the body, only the disconnect
+            try:
+                if not response.is_async:
+                    parts = iter(response.streaming_content)  # read before it is replaced
+                    response.streaming_content = self._pulled(parts, gone)
                 await self.send_response(response, send)
+            finally:
+                gone.cancel()
                 await sync_to_async(response.close, thread_sensitive=True)()
-            else:
-                await self._stream(response, receive, send)
         finally:
             body_file.close()
 
@@ -90,42 +95,14 @@ class SyncASGIHandler(ASGIHandler):
             response.close()
         return response
 
-    async def _stream(self, response, receive, send):
-        """Send a synchronous stream part by part, pulled in the request's thread."""
-        # After the body, the next message the server sends is the disconnect.
-        gone = asyncio.ensure_future(receive())
-        pull = sync_to_async(_next_part, thread_sensitive=True)
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": self._headers(response),
-                }
-            )
-            parts = iter(response.streaming_content)
-            while not gone.done():
-                part = await pull(parts)
-                if part is _END:
-                    break
-                for chunk, _ in self.chunk_bytes(part):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body"})
-        finally:
-            gone.cancel()
-            await sync_to_async(response.close, thread_sensitive=True)()
-
     @staticmethod
-    def _headers(response) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (
-                header.encode("ascii") if isinstance(header, str) else bytes(header),
-                value.encode("latin1") if isinstance(value, str) else bytes(value),
-            )
-            for header, value in response.items()
-        ]
-        headers += [
-            (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
-            for cookie in response.cookies.values()
-        ]
-        return headers
+    async def _pulled(parts, gone: asyncio.Future):
+        """The synchronous stream's parts, each pulled in the request's thread
+        once the last has been sent (Django's send_response sends them), until
+        the client is gone."""
+        pull = sync_to_async(_next_part, thread_sensitive=True)
+        while not gone.done():
+            part = await pull(parts)
+            if part is _END:
+                return
+            yield part
