@@ -18,7 +18,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_ENV := DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	SECRET_KEY=test-secret-key-not-for-production AUDIT_KEY=test-audit-key-not-for-production \
-	HTTPS=0 DEBUG=0
+	HTTPS=0 DEBUG=0 PREPARED_QUERIES_CHECK=1
 PYTEST_ARGS ?= -n 2
 
 help:

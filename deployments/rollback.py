@@ -22,6 +22,7 @@ state back (deployments/jobs.py, the runners' `rollback`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +36,7 @@ from deployments.choices import Kind, Status
 from deployments.models import Deployment, Release, initial_status
 from environments.models import Environment
 from portal.core import audit
+from portal.core.prepared import PreparedQuery, prepared
 from portal.core.roles import PolicyError
 
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -53,19 +55,30 @@ class Succeeded:
 
 def last_run(environment: Environment) -> Deployment | None:
     """The newest run that ended (succeeded, failed or cancelled) in the environment."""
+    return _last_run.first(environment_id=environment.pk)
+
+
+# The environment page reads these on every request: compiled once
+# (portal/core/prepared.py).
+@prepared(environment_id=int)
+def _last_run(environment_id: int) -> QuerySet:
     return (
-        Deployment.objects.filter(environment=environment, status__in=FINISHED)
+        Deployment.objects.filter(environment_id=environment_id, status__in=FINISHED)
         .select_related("release")
-        .latest_first()
-        .first()
+        .latest_first()[:1]
     )
 
 
-def good_forward_runs(environment: Environment) -> QuerySet:
+@prepared(environment_id=int, release_id=int)
+def _newest_good_run_of_another_release(environment_id: int, release_id: int) -> QuerySet:
+    return good_forward_runs(environment_id).exclude(release_id=release_id)[:1]
+
+
+def good_forward_runs(environment_id: int) -> QuerySet:
     """Forward deployments that succeeded here and were not rolled away from, newest first."""
     return (
         Deployment.objects.filter(
-            environment=environment,
+            environment_id=environment_id,
             kind=Kind.DEPLOY,
             status=Status.SUCCEEDED,
             rolled_back_at__isnull=True,
@@ -83,7 +96,9 @@ def default_target(environment: Environment) -> tuple[Release, Deployment]:
     if undo.kind == Kind.ROLLBACK and undo.status != Status.SUCCEEDED:
         # The environment is somewhere between two releases: finish the job.
         return undo.release, undo
-    target = good_forward_runs(environment).exclude(release_id=undo.release_id).first()
+    target = _newest_good_run_of_another_release.first(
+        environment_id=environment.pk, release_id=undo.release_id
+    )
     if target is None:
         raise PolicyError(
             f"No release other than {undo.release.version} succeeded in {environment} without "
@@ -129,25 +144,7 @@ def succeeded_releases(
     first, with their rolled-away mark; two queries however long the history.
     The first entry's deployment is what runs there now (the newest success),
     unless the caller says otherwise with `runs_now`."""
-    # Ranked by id alone in a subquery: ranking the joined rows made Django
-    # wrap and alias all 50 of their columns, which took 4 ms to compile.
-    ranked = (
-        Deployment.objects.filter(environment=environment, status=Status.SUCCEEDED)
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("release_id")],
-                order_by=[F("finished_at").desc(nulls_last=True), F("id").desc()],
-            )
-        )
-        .filter(rank=1)
-        .values("pk")
-    )
-    newest = list(
-        Deployment.objects.filter(pk__in=ranked)
-        .select_related("release", "requested_by")
-        .latest_first()[:limit]
-    )
+    newest = _newest_successes(limit).list(environment_id=environment.pk)
     if runs_now is None and newest:
         runs_now = newest[0]  # ranked and ordered as succeeded_latest_first: the same row
     # A release is rolled away from while every forward success of it here is marked.
@@ -178,6 +175,35 @@ def succeeded_releases(
             )
         )
     return shown
+
+
+@functools.cache
+def _newest_successes(limit: int) -> PreparedQuery:
+    """Each release's newest success in an environment, the newest `limit` first."""
+
+    @prepared(environment_id=int)
+    def newest_successes(environment_id: int) -> QuerySet:
+        # Ranked by id alone in a subquery: ranking the joined rows made Django
+        # wrap and alias all 50 of their columns, which took 4 ms to compile.
+        ranked = (
+            Deployment.objects.filter(environment_id=environment_id, status=Status.SUCCEEDED)
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    partition_by=[F("release_id")],
+                    order_by=[F("finished_at").desc(nulls_last=True), F("id").desc()],
+                )
+            )
+            .filter(rank=1)
+            .values("pk")
+        )
+        return (
+            Deployment.objects.filter(pk__in=ranked)
+            .select_related("release", "requested_by")
+            .latest_first()[:limit]
+        )
+
+    return newest_successes
 
 
 def request_rollback(

@@ -8,13 +8,14 @@ as a 500.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import prefetch_related_objects
+from django.db.models import QuerySet, prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -42,8 +43,10 @@ from deployments.models import (
     Artifact,
     Deployment,
     Release,
+    StepRun,
     artifacts_with_services,
     emergency,
+    runs_now_in,
     with_current_deployment,
 )
 from deployments.models.policy import check_overrider
@@ -55,6 +58,7 @@ from portal.core import mfa, totp
 from portal.core.choices import Role
 from portal.core.mfa import StepUpRequired
 from portal.core.models import SsoIdentity
+from portal.core.prepared import PreparedQuery, prepared
 from portal.core.roles import (
     Forbidden,
     PolicyError,
@@ -130,31 +134,45 @@ def _visible_deployment(
     """The deployment if the user holds a role in its environment, else 404;
     `related` names more relations to join for this page. `artifacts=False`
     leaves its release's artifacts to the caller (see _with_artifacts)."""
-    # Joined: what every page reads. The relations most deployments leave empty
-    # (approver groups, break-glass, reviewer, policy overrider, rolled-back
-    # run) are left to load when a page reads them: an empty foreign key
-    # costs nothing then, a set one the same single query a prefetch makes,
-    # and Django's prefetch machinery cost ~2 ms a page even with nothing to
-    # fetch. Each join more makes PostgreSQL plan the query longer (~10 ms at
-    # 20 joins) than run it, so they are not joined either.
-    deployments = Deployment.objects.select_related(
-        *related,
-        "release__application",
-        "release__created_by",
-        "environment__application",
-        "requested_by",
-        "policy_check",
-    )
-    if artifacts:
-        deployments = deployments.prefetch_related(artifacts_with_services("release__artifacts"))
     # Read by its key, then the role check: seeing a deployment is holding a
     # role in its environment, the same has_role the page asks anyway (one
     # query, or none for a superuser), rather than a DISTINCT join over the
     # memberships inside the page's widest query (~4 % of its time).
-    deployment = get_object_or_404(deployments, pk=pk)
-    if not has_role(request.user, deployment.environment, Role.VIEWER):
+    deployment = _deployment_row(related, artifacts).first(pk=pk)
+    if deployment is None or not has_role(request.user, deployment.environment, Role.VIEWER):
         raise Http404("No Deployment matches the given query.")
     return deployment
+
+
+@functools.cache
+def _deployment_row(related: tuple[str, ...], artifacts: bool) -> PreparedQuery:
+    """The deployment's own row with what its pages read, joined."""
+
+    @prepared(pk=int)
+    def deployment_row(pk: int) -> QuerySet:
+        # Joined: what every page reads. The relations most deployments leave
+        # empty (approver groups, break-glass, reviewer, policy overrider,
+        # rolled-back run) are left to load when a page reads them: an empty
+        # foreign key costs nothing then, a set one the same single query a
+        # prefetch makes, and Django's prefetch machinery cost ~2 ms a page
+        # even with nothing to fetch. Each join more makes PostgreSQL plan the
+        # query longer (~10 ms at 20 joins) than run it, so they are not
+        # joined either.
+        deployments = Deployment.objects.select_related(
+            *related,
+            "release__application",
+            "release__created_by",
+            "environment__application",
+            "requested_by",
+            "policy_check",
+        )
+        if artifacts:
+            deployments = deployments.prefetch_related(
+                artifacts_with_services("release__artifacts")
+            )
+        return deployments.filter(pk=pk)
+
+    return deployment_row
 
 
 def _deployer_environments(user, application: Application) -> list[Environment]:
@@ -392,9 +410,32 @@ def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:
     return [ServiceChange(a.service, a, now.get(a.service_id)) for a in release.artifacts.all()]
 
 
-def _step_runs(deployment: Deployment):
+def _step_runs(deployment: Deployment) -> list[StepRun]:
     """As the step list shows them, with who asked for a force-unlock in progress."""
-    return deployment.step_runs.select_related("unlock_requested_by").order_by("phase", "order")
+    return _rows_of(deployment, _step_runs_of)
+
+
+@prepared(deployment_id=int)
+def _step_runs_of(deployment_id: int) -> QuerySet:
+    return (
+        StepRun.objects.filter(deployment_id=deployment_id)
+        .select_related("unlock_requested_by")
+        .order_by("phase", "order")
+    )
+
+
+def _rows_of(deployment: Deployment, query: PreparedQuery) -> list:
+    """The deployment's rows `query` reads, each pointing back at it as
+    deployment.step_runs or deployment.approvals would have them."""
+    rows = query.list(deployment_id=deployment.pk)
+    for row in rows:
+        row.deployment = deployment
+    return rows
+
+
+@prepared(deployment_id=int)
+def _approvals_of(deployment_id: int) -> QuerySet:
+    return Approval.objects.filter(deployment_id=deployment_id).select_related("user")
 
 
 def _cannot_approve_because(
@@ -429,7 +470,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "deployments/_deployment_status.html", {"deployment": deployment})
     env = deployment.environment
     user = request.user
-    running = env.deployments.runs_now()
+    running = runs_now_in(env)
     # An open request is compared with what runs now; a finished one with what
     # ran when it started (or was requested), kept with it.
     if deployment.is_open:
@@ -440,7 +481,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         compared = None
     _with_artifacts(deployment, running, compared)
     digest = deployment.approval_digest()
-    approvals = list(deployment.approvals.select_related("user"))
+    approvals = _rows_of(deployment, _approvals_of)
     for approval in approvals:
         approval.still_valid = approval.counts_for(digest)
     refusal = _cannot_approve_because(deployment, user, approvals, digest)
@@ -452,7 +493,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         and (user.pk == deployment.requested_by_id or has_role(user, env, Role.ADMIN))
     )
     decorate_environment(env)
-    step_runs = list(_step_runs(deployment))
+    step_runs = _step_runs(deployment)
     plan_runs = [s for s in step_runs if s.phase == "plan" and s.outputs]
     context = {
         "application": env.application,

@@ -23,6 +23,7 @@ from environments.choices import (
 )
 from portal.core import audit
 from portal.core.crypto import EncryptedJSONField, EncryptedTextField
+from portal.core.prepared import prepared
 from portal.core.roles import PolicyError, has_role
 
 
@@ -196,11 +197,8 @@ class Environment(models.Model):
         return f"{self.application.slug}/{self.slug}"
 
     def previous(self) -> Environment | None:
-        return (
-            Environment.objects.filter(application_id=self.application_id, order__lt=self.order)
-            .order_by("-order")
-            .first()
-        )
+        """The environment before this one in its application (the promotion rule's source)."""
+        return _previous_environment.first(application_id=self.application_id, order=self.order)
 
     def clean(self) -> None:
         super().clean()
@@ -253,6 +251,14 @@ class Environment(models.Model):
         return self.freeze_overrides.filter(
             status=OverrideStatus.ACTIVE, expires_at__gt=now
         ).first()
+
+
+@prepared(application_id=int, order=int)
+def _previous_environment(application_id: int, order: int) -> models.QuerySet:
+    # Prepared: the deployment and environment pages read it on every request.
+    return Environment.objects.filter(application_id=application_id, order__lt=order).order_by(
+        "-order"
+    )[:1]
 
 
 class FreezeWindow(models.Model):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, prefetch_related_objects
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -33,10 +33,11 @@ from environments.alarms import alarm_panel
 from environments.choices import OVERRIDE_COLOURS, OverrideStatus
 from environments.costs import cost_report
 from environments.forms import BreakGlassForm
-from environments.models import Environment
+from environments.models import Environment, FreezeOverride
 from environments.views import decorate_environment, paginate
 from environments.views import visible_environment as environment_page
 from portal.core.choices import Role
+from portal.core.prepared import prepared
 from portal.core.roles import (
     Forbidden,
     PolicyError,
@@ -132,6 +133,15 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "environments/application_detail.html", context)
 
 
+@prepared(environment_id=int)
+def _newest_overrides(environment_id: int) -> QuerySet:
+    """The environment's ten newest break-glass overrides (compiled once: the
+    environment page reads them on every request)."""
+    return FreezeOverride.objects.filter(environment_id=environment_id).select_related(
+        "requested_by", "decided_by"
+    )[:10]
+
+
 @login_required
 @require_safe
 def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
@@ -148,7 +158,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         prefetch_related_objects([current.release], artifacts_with_services())
     decorate_environment(env)
     user = request.user
-    overrides = list(env.freeze_overrides.select_related("requested_by", "decided_by")[:10])
+    overrides = _newest_overrides.list(environment_id=env.pk)
     can_decide_overrides = has_role(user, env, Role.APPROVER, Role.ADMIN)
     for override in overrides:
         override.status_colour = OVERRIDE_COLOURS.get(override.status, "grey")

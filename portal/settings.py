@@ -136,6 +136,9 @@ def env_fernet_keys(name: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
+# Each prepared query (portal/core/prepared.py) also compiled by Django and
+# compared, on every call: for the test suite (make test sets it), not for serving.
+PREPARED_QUERIES_CHECK = env_bool("PREPARED_QUERIES_CHECK", False)
 # HTTPS-only cookies, HSTS and redirects are on unless explicitly turned off for
 # a plain-HTTP local demo (make run sets HTTPS=0).
 HTTPS = env_bool("HTTPS", True)

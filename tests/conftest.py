@@ -92,6 +92,9 @@ def _test_settings(settings) -> None:
     # PBKDF2 costs ~0.3 s a user and nothing but the sign-in tests care; and
     # tests run without collectstatic, so templates use the plain storage.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Every prepared query also compiled by Django and compared (make test sets
+    # it for the servers the tests start too).
+    settings.PREPARED_QUERIES_CHECK = True
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

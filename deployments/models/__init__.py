@@ -9,6 +9,7 @@ from deployments.models.deployment import (
     DeploymentQuerySet,
     initial_status,
     lock_environment,
+    runs_now_in,
     wake_next_queued,
 )
 from deployments.models.drift import EnvironmentDrift
@@ -22,5 +23,5 @@ __all__ = [
     "DriftState", "EnvironmentDrift", "artifacts_with_services",
     "LogLine", "Notification", "PolicyCheck", "Release", "StepRun", "announce",
     "announce_environment", "approval_digest", "current_estimates", "initial_status",
-    "lock_environment", "wake_next_queued", "with_current_deployment",
+    "lock_environment", "runs_now_in", "wake_next_queued", "with_current_deployment",
 ]  # fmt: skip

@@ -48,6 +48,7 @@ from portal.core import audit
 from portal.core.choices import Role
 from portal.core.indexes import NullsLastIndex
 from portal.core.mfa import Authentication
+from portal.core.prepared import prepared
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,24 @@ class DeploymentQuerySet(models.QuerySet):
     def runs_now(self) -> Deployment | None:
         """What runs now (the first of succeeded_latest_first()), with its release."""
         return self.succeeded_latest_first().select_related("release").first()
+
+
+def runs_now_in(environment: Environment) -> Deployment | None:
+    """environment.deployments.runs_now(), for the pages that read it on every
+    request: compiled once (portal/core/prepared.py)."""
+    running = _runs_now.first(environment_id=environment.pk)
+    if running is not None:
+        running.environment = environment  # as the related manager sets it
+    return running
+
+
+@prepared(environment_id=int)
+def _runs_now(environment_id: int) -> models.QuerySet:
+    return (
+        Deployment.objects.filter(environment_id=environment_id)
+        .succeeded_latest_first()
+        .select_related("release")[:1]
+    )
 
 
 class Deployment(models.Model):
