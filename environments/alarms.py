@@ -42,7 +42,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -59,6 +59,7 @@ from portal.cloud.alarm_sources import (
 from portal.cloud.aws import DEFAULT_REGION, AwsAccess
 from portal.cloud.errors import CloudError
 from portal.cloud.masking import Masker
+from portal.core.prepared import prepared
 from portal.core.signals import announcement
 
 log = logging.getLogger(__name__)
@@ -397,15 +398,31 @@ def poll_alarms() -> int:
 # -- pages -----------------------------------------------------------------------
 
 
+# Prepared (portal/core/prepared.py): the environment page reads them on every request.
+@prepared(environment_id=int)
+def _alarms_of(environment_id: int) -> QuerySet:
+    return Alarm.objects.filter(environment_id=environment_id).order_by()
+
+
+@prepared(environment_id=int)
+def _recent_transitions_of(environment_id: int) -> QuerySet:
+    return AlarmTransition.objects.filter(environment_id=environment_id).select_related("alarm")[
+        :RECENT_TRANSITIONS
+    ]
+
+
 def alarm_panel(environment: Environment) -> dict:
     """Context of the environment page's Alarms section: problems first."""
     # No model ordering (it joins the environments): sorted here, as on the dashboard.
     alarms = sorted(
-        environment.alarms.order_by(), key=lambda a: (ALARM_RANK.get(a.state, 1), a.name)
+        _alarms_of.list(environment_id=environment.pk),
+        key=lambda a: (ALARM_RANK.get(a.state, 1), a.name),
     )
-    transitions = list(environment.alarm_transitions.select_related("alarm")[:RECENT_TRANSITIONS])
+    transitions = _recent_transitions_of.list(environment_id=environment.pk)
     for alarm in alarms:
+        alarm.environment = environment  # as environment.alarms would have set it
         alarm.colour = ALARM_COLOURS.get(alarm.state, "grey")
     for transition in transitions:
+        transition.environment = environment
         transition.colour = ALARM_COLOURS.get(transition.to_state, "grey")
     return {"alarms": alarms, "alarm_transitions": transitions}

@@ -9,6 +9,8 @@ where compose the catalog with deployments one level up (portal/catalog_views.py
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -23,6 +25,7 @@ from environments.choices import TIER_COLOURS, WEEKDAYS
 from environments.forms import BreakGlassForm, OverrideDecisionForm
 from environments.models import Environment, FreezeOverride
 from portal.core.choices import Role
+from portal.core.prepared import PreparedQuery, prepared
 from portal.core.roles import PolicyError, has_role, visible_environments
 
 PAGE_SIZE = 25
@@ -49,24 +52,46 @@ def decorate_environment(env: Environment, now=None) -> Environment:
 
 
 def visible_environment(
-    request: HttpRequest, slug: str, env_slug: str, environments: QuerySet | None = None
+    request: HttpRequest,
+    slug: str,
+    env_slug: str,
+    environments: QuerySet | None = None,
+    related: tuple[str, ...] = (),
 ) -> Environment:
     """The environment by its slugs if the user may see it, else a 404; read
-    from `environments` when given (e.g. annotated or joined by the caller)."""
+    from `environments` when given (e.g. annotated by the caller), with the
+    relations `related` names joined."""
     if environments is None:
-        environments = Environment.objects.all()
-    environments = environments.select_related(
-        "application", "approver_group", "second_approver_group", "cost_approval_group"
-    )
-    env = get_object_or_404(
-        environments.prefetch_related("freeze_windows"), application__slug=slug, slug=env_slug
-    )
+        env = _environment_row(related).first(slug=slug, env_slug=env_slug)
+        if env is None:
+            raise Http404("No Environment matches the given query.")
+    else:
+        env = get_object_or_404(_with_page_relations(environments.select_related(*related)),
+                                application__slug=slug, slug=env_slug)  # fmt: skip
     # Seeing an environment is holding a role there: the same has_role the
     # page asks anyway (one query, or none for a superuser), after a read by
     # the slugs alone, rather than a DISTINCT join over the memberships.
     if not has_role(request.user, env, Role.VIEWER):
         raise Http404("No Environment matches the given query.")
     return env
+
+
+def _with_page_relations(environments: QuerySet) -> QuerySet:
+    """What every environment page reads with the environment."""
+    return environments.select_related(
+        "application", "approver_group", "second_approver_group", "cost_approval_group"
+    ).prefetch_related("freeze_windows")
+
+
+@functools.cache
+def _environment_row(related: tuple[str, ...]) -> PreparedQuery:
+    @prepared(slug=str, env_slug=str)
+    def environment_row(slug: str, env_slug: str) -> QuerySet:
+        # Prepared (portal/core/prepared.py): every environment page reads it.
+        environments = Environment.objects.select_related(*related)
+        return _with_page_relations(environments).filter(application__slug=slug, slug=env_slug)
+
+    return environment_row
 
 
 # -- break-glass -----------------------------------------------------------------

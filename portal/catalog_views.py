@@ -147,7 +147,7 @@ def _newest_overrides(environment_id: int) -> QuerySet:
 def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpResponse:
     """Rules, freezes, break-glass overrides, what runs now, and recent deployments."""
     # The drift panel's row (one per environment, or none) comes with the environment.
-    env = environment_page(request, slug, env_slug, Environment.objects.select_related("drift"))
+    env = environment_page(request, slug, env_slug, related=("drift",))
     # What runs now is the newest success here, the first of the releases that
     # succeeded here (deployments/rollback.py): read with them, not apart.
     succeeded = succeeded_releases(env)
