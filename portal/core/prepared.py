@@ -99,16 +99,18 @@ class PreparedQuery:
         self.__name__ = build.__name__
 
     def list(self, **values) -> list[Model]:
-        return list(self.queryset(**values))
+        """The rows, read with the compiled SQL and these values."""
+        return list(self._bound(**values))
 
     def first(self, **values) -> Model | None:
+        """The first of the rows (slice the query in its function for a LIMIT)."""
         rows = self.list(**values)
         return rows[0] if rows else None
 
-    def queryset(self, **values) -> QuerySet:
-        """An unevaluated queryset that will run the compiled SQL with these
-        values. Evaluate it as it is: filtering, slicing or ordering it again
-        would make a new query, which Django compiles as usual."""
+    def _bound(self, **values) -> QuerySet:
+        """A queryset that runs the compiled SQL with these values, evaluated
+        at once by list() and never handed out: filtering, counting or
+        slicing it would derive a query from the stand-ins' Query."""
         self._check_values(values)
         compiled = self._compiled or self._compile()
         params = list(compiled.params)
