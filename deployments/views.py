@@ -412,7 +412,7 @@ def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:
 
 def _step_runs(deployment: Deployment) -> list[StepRun]:
     """As the step list shows them, with who asked for a force-unlock in progress."""
-    return _rows_of(deployment, _step_runs_of)
+    return _step_runs_of.of(deployment)
 
 
 @prepared(deployment_id=int)
@@ -422,15 +422,6 @@ def _step_runs_of(deployment_id: int) -> QuerySet:
         .select_related("unlock_requested_by")
         .order_by("phase", "order")
     )
-
-
-def _rows_of(deployment: Deployment, query: PreparedQuery) -> list:
-    """The deployment's rows `query` reads, each pointing back at it as
-    deployment.step_runs or deployment.approvals would have them."""
-    rows = query.list(deployment_id=deployment.pk)
-    for row in rows:
-        row.deployment = deployment
-    return rows
 
 
 @prepared(deployment_id=int)
@@ -481,7 +472,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         compared = None
     _with_artifacts(deployment, running, compared)
     digest = deployment.approval_digest()
-    approvals = _rows_of(deployment, _approvals_of)
+    approvals = _approvals_of.of(deployment)
     for approval in approvals:
         approval.still_valid = approval.counts_for(digest)
     refusal = _cannot_approve_because(deployment, user, approvals, digest)

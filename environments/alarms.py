@@ -415,14 +415,12 @@ def alarm_panel(environment: Environment) -> dict:
     """Context of the environment page's Alarms section: problems first."""
     # No model ordering (it joins the environments): sorted here, as on the dashboard.
     alarms = sorted(
-        _alarms_of.list(environment_id=environment.pk),
+        _alarms_of.of(environment),
         key=lambda a: (ALARM_RANK.get(a.state, 1), a.name),
     )
-    transitions = _recent_transitions_of.list(environment_id=environment.pk)
+    transitions = _recent_transitions_of.of(environment)
     for alarm in alarms:
-        alarm.environment = environment  # as environment.alarms would have set it
         alarm.colour = ALARM_COLOURS.get(alarm.state, "grey")
     for transition in transitions:
-        transition.environment = environment
         transition.colour = ALARM_COLOURS.get(transition.to_state, "grey")
     return {"alarms": alarms, "alarm_transitions": transitions}

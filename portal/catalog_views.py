@@ -158,7 +158,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
         prefetch_related_objects([current.release], artifacts_with_services())
     decorate_environment(env)
     user = request.user
-    overrides = _newest_overrides.list(environment_id=env.pk)
+    overrides = _newest_overrides.of(env)
     can_decide_overrides = has_role(user, env, Role.APPROVER, Role.ADMIN)
     for override in overrides:
         override.status_colour = OVERRIDE_COLOURS.get(override.status, "grey")

@@ -89,10 +89,8 @@ class DeploymentQuerySet(models.QuerySet):
 def runs_now_in(environment: Environment) -> Deployment | None:
     """environment.deployments.runs_now(), for the pages that read it on every
     request: compiled once (portal/core/prepared.py)."""
-    running = _runs_now.first(environment_id=environment.pk)
-    if running is not None:
-        running.environment = environment  # as the related manager sets it
-    return running
+    running = _runs_now.of(environment)
+    return running[0] if running else None
 
 
 @prepared(environment_id=int)

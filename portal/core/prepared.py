@@ -15,7 +15,9 @@ queryset, and declares each value's type::
     def deployment_row(pk):
         return Deployment.objects.select_related("release").filter(pk=pk)
 
-    deployment_row.first(pk=pk)
+    deployment_row.first(pk=pk)    # or .list(...); .of(parent) for a query
+                                   # of one value named <field>_id: the
+                                   # parent's rows, pointing back at it
 
 The first call in a process compiles the queryset once with stand-in values
 (unlikely numbers, strings starting with NUL) and notes where each lands
@@ -106,6 +108,19 @@ class PreparedQuery:
         """The first of the rows (slice the query in its function for a LIMIT)."""
         rows = self.list(**values)
         return rows[0] if rows else None
+
+    def of(self, parent: Model) -> list[Model]:
+        """The rows of `parent`, for a query whose one value is `<field>_id`,
+        the parent's key: each row points back at it, as the parent's related
+        manager would have them (reading row.<field> costs no query)."""
+        if len(self.types) != 1 or not next(iter(self.types)).endswith("_id"):
+            raise TypeError(f"{self.__name__}: of() needs one value named <field>_id")
+        (name,) = self.types
+        rows = self.list(**{name: parent.pk})
+        field = name.removesuffix("_id")
+        for row in rows:
+            setattr(row, field, parent)
+        return rows
 
     def _bound(self, **values) -> QuerySet:
         """A queryset that runs the compiled SQL with these values, evaluated

@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -103,6 +103,28 @@ def test_it_compiles_once_then_runs_one_query_a_call(release, users, settings):
     assert str(staging.pk) in queries[0]["sql"]
 
 
+def test_of_reads_a_parents_rows_each_pointing_back_at_it(release, users):
+    staging = env(release.application, "staging")
+    requested = Deployment.request(release, staging, users["alice"], "to staging")
+    rows = prepared(environment_id=int)(
+        lambda environment_id: Deployment.objects.filter(environment_id=environment_id)
+    )
+    found = rows.of(staging)
+    assert [d.pk for d in found] == [requested.pk]
+    with CaptureQueriesContext(connection) as queries:
+        assert found[0].environment is staging
+    assert len(queries) == 0
+
+
+def test_of_needs_one_value_naming_the_parents_key(release):
+    staging = env(release.application, "staging")
+    with pytest.raises(TypeError, match="needs one value named <field>_id"):
+        deployment_rows().of(staging)
+    by_slug = prepared(slug=str)(lambda slug: Environment.objects.filter(slug=slug))
+    with pytest.raises(TypeError, match="needs one value named <field>_id"):
+        by_slug.of(staging)
+
+
 @pytest.mark.parametrize(
     "value, message",
     [(True, "must be int, not bool"), (None, "must be int, not NoneType"),
@@ -193,8 +215,6 @@ def test_each_thread_runs_it_on_its_own_connection(catalog, users):
     found, errors = {}, []
 
     def read(environment_id: int) -> None:
-        from django.db import connections
-
         try:
             barrier.wait(timeout=10)
             status = requested[environment_id].status
