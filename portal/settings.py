@@ -414,6 +414,8 @@ AUTHENTICATION_BACKENDS = [
     "portal.core.backends.SsoBackend",
 ]
 
+# Django's database sessions, the row read by a prepared query (portal/core/sessions.py).
+SESSION_ENGINE = "portal.core.sessions"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from axes.backends import AxesStandaloneBackend
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.db.models import QuerySet
+
+from portal.core.prepared import prepared
 
 LOCAL_LOGIN_OFF = (
     "Password sign-in is switched off: use “Sign in with SSO”. Only the break-glass "
@@ -30,7 +34,24 @@ class ThrottleBackend(AxesStandaloneBackend):
         return super().authenticate(request, username=username, password=password, **kwargs)
 
 
-class PasswordBackend(ModelBackend):
+@prepared(pk=int)
+def _user_row(pk: int) -> QuerySet:
+    return get_user_model()._default_manager.filter(pk=pk)
+
+
+class _SessionUser(ModelBackend):
+    """Reads the signed-in user of every request by a prepared query
+    (portal/core/prepared.py): the same row Django's get() reads, from SQL
+    compiled once per process."""
+
+    def get_user(self, user_id):
+        if not isinstance(user_id, int) or isinstance(user_id, bool):
+            return super().get_user(user_id)  # Django's lookup converts the value, or fails
+        user = _user_row.first(pk=user_id)
+        return user if user is not None and self.user_can_authenticate(user) else None
+
+
+class PasswordBackend(_SessionUser):
     """Django's password check; with LOCAL_LOGIN=0 it lets in superusers only
     (the break-glass administrator), on the sign-in page and the admin's alike."""
 
@@ -38,7 +59,7 @@ class PasswordBackend(ModelBackend):
         return super().user_can_authenticate(user) and (settings.LOCAL_LOGIN or user.is_superuser)
 
 
-class SsoBackend(ModelBackend):
+class SsoBackend(_SessionUser):
     """Names the sessions `sso_callback` opens; it never checks a password."""
 
     def authenticate(self, request, **credentials) -> None:
