@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet, prefetch_related_objects
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -46,6 +46,7 @@ from deployments.models import (
     StepRun,
     artifacts_with_services,
     emergency,
+    load_artifacts,
     runs_now_in,
     with_current_deployment,
 )
@@ -138,14 +139,16 @@ def _visible_deployment(
     # role in its environment, the same has_role the page asks anyway (one
     # query, or none for a superuser), rather than a DISTINCT join over the
     # memberships inside the page's widest query (~4 % of its time).
-    deployment = _deployment_row(related, artifacts).first(pk=pk)
+    deployment = _deployment_row(related).first(pk=pk)
     if deployment is None or not has_role(request.user, deployment.environment, Role.VIEWER):
         raise Http404("No Deployment matches the given query.")
+    if artifacts:
+        load_artifacts(deployment.release)
     return deployment
 
 
 @functools.cache
-def _deployment_row(related: tuple[str, ...], artifacts: bool) -> PreparedQuery:
+def _deployment_row(related: tuple[str, ...]) -> PreparedQuery:
     """The deployment's own row with what its pages read, joined."""
 
     @prepared(pk=int)
@@ -158,6 +161,8 @@ def _deployment_row(related: tuple[str, ...], artifacts: bool) -> PreparedQuery:
         # even with nothing to fetch. Each join more makes PostgreSQL plan the
         # query longer (~10 ms at 20 joins) than run it, so they are not
         # joined either.
+        # Its release's artifacts are read by a prepared query of their own
+        # (load_artifacts): a prefetch here would be compiled on every call.
         deployments = Deployment.objects.select_related(
             *related,
             "release__application",
@@ -166,10 +171,6 @@ def _deployment_row(related: tuple[str, ...], artifacts: bool) -> PreparedQuery:
             "requested_by",
             "policy_check",
         )
-        if artifacts:
-            deployments = deployments.prefetch_related(
-                artifacts_with_services("release__artifacts")
-            )
         return deployments.filter(pk=pk)
 
     return deployment_row
@@ -401,8 +402,7 @@ class ServiceChange:
 
 def _with_artifacts(*deployments: Deployment | None) -> None:
     """Load the artifacts of the deployments' releases, in one query for all."""
-    releases = list({id(d.release): d.release for d in deployments if d is not None}.values())
-    prefetch_related_objects(releases, artifacts_with_services())
+    load_artifacts(*{id(d.release): d.release for d in deployments if d is not None}.values())
 
 
 def _diff(release: Release, running: Deployment | None) -> list[ServiceChange]:

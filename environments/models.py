@@ -339,6 +339,13 @@ class FreezeWindow(models.Model):
         return until
 
 
+@prepared(environment_id=int)
+def freeze_windows_of(environment_id: int) -> models.QuerySet:
+    # Prepared: every page showing an environment's freeze reads it
+    # (environments.views.decorate_environment).
+    return FreezeWindow.objects.filter(environment_id=environment_id)
+
+
 class FreezeOverride(models.Model):
     """Break-glass: an admin lifts a freeze for a while, with a typed reason,
     once a second person (approver or admin of the environment) agrees."""

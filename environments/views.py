@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
-from django.db.models import QuerySet, prefetch_related_objects
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -23,9 +23,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from environments.choices import TIER_COLOURS, WEEKDAYS
 from environments.forms import BreakGlassForm, OverrideDecisionForm
-from environments.models import Environment, FreezeOverride
+from environments.models import Environment, FreezeOverride, freeze_windows_of
 from portal.core.choices import Role
-from portal.core.prepared import PreparedQuery, prepared
+from portal.core.prepared import PreparedQuery, keep_prefetched, prepared
 from portal.core.roles import PolicyError, has_role, visible_environments
 
 PAGE_SIZE = 25
@@ -41,7 +41,8 @@ def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE) -> Page:
 
 def decorate_environment(env: Environment, now=None) -> Environment:
     """Attach what the templates show about an environment's state: tier colour, freeze."""
-    prefetch_related_objects([env], "freeze_windows")  # a no-op when the caller prefetched
+    if "freeze_windows" not in getattr(env, "_prefetched_objects_cache", {}):
+        keep_prefetched(env, "freeze_windows", freeze_windows_of.of(env))
     env.tier_colour = TIER_COLOURS.get(env.tier, "grey")
     env.freeze = env.active_freeze(now or timezone.now())
     env.windows = list(env.freeze_windows.all())
@@ -65,8 +66,11 @@ def visible_environment(
         env = _environment_row(related).first(slug=slug, env_slug=env_slug)
         if env is None:
             raise Http404("No Environment matches the given query.")
+        # Prepared too: a prefetch in the row's query would be compiled every time.
+        keep_prefetched(env, "freeze_windows", freeze_windows_of.of(env))
     else:
-        env = get_object_or_404(_with_page_relations(environments.select_related(*related)),
+        environments = _with_page_relations(environments.select_related(*related))
+        env = get_object_or_404(environments.prefetch_related("freeze_windows"),
                                 application__slug=slug, slug=env_slug)  # fmt: skip
     # Seeing an environment is holding a role there: the same has_role the
     # page asks anyway (one query, or none for a superuser), after a read by
@@ -77,10 +81,11 @@ def visible_environment(
 
 
 def _with_page_relations(environments: QuerySet) -> QuerySet:
-    """What every environment page reads with the environment."""
+    """What every environment page reads with the environment, joined (and
+    its freeze windows, read after it)."""
     return environments.select_related(
         "application", "approver_group", "second_approver_group", "cost_approval_group"
-    ).prefetch_related("freeze_windows")
+    )
 
 
 @functools.cache

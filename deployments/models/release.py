@@ -8,7 +8,7 @@ import re
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from environments.choices import ImageVerification
@@ -16,6 +16,7 @@ from environments.models import Application, Environment, Service
 from portal.cloud import registries
 from portal.core import audit
 from portal.core.choices import Role
+from portal.core.prepared import keep_prefetched, prepared
 from portal.core.roles import Conflict, Forbidden, PolicyError, has_role
 
 # An image pinned by digest: anything before "@sha256:" and exactly 64 hex digits.
@@ -333,3 +334,32 @@ def artifacts_with_services(lookup: str = "artifacts") -> Prefetch:
     "release__artifacts") with their services: what `Release.artifact_map`
     and the pages read, then without a query."""
     return Prefetch(lookup, queryset=Artifact.objects.select_related("service"))
+
+
+def load_artifacts(*releases: Release) -> None:
+    """What artifacts_with_services() prefetches for these releases, in one
+    query for one or two of them (a deployment and what it replaces) whose
+    SQL is compiled once a process (portal/core/prepared.py)."""
+    keys = list(dict.fromkeys(release.pk for release in releases))
+    if not keys:
+        return
+    if len(keys) > 2:
+        prefetch_related_objects(list(releases), artifacts_with_services())
+        return
+    if len(keys) == 1:
+        rows = _artifacts_of_one.list(release_id=keys[0])
+    else:
+        rows = _artifacts_of_two.list(release_id=keys[0], other_release_id=keys[1])
+    for release in releases:
+        keep_prefetched(release, "artifacts", [a for a in rows if a.release_id == release.pk])
+
+
+@prepared(release_id=int)
+def _artifacts_of_one(release_id: int) -> QuerySet:
+    return Artifact.objects.select_related("service").filter(release_id=release_id)
+
+
+@prepared(release_id=int, other_release_id=int)
+def _artifacts_of_two(release_id: int, other_release_id: int) -> QuerySet:
+    artifacts = Artifact.objects.select_related("service")
+    return artifacts.filter(release_id__in=(release_id, other_release_id))

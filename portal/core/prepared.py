@@ -19,6 +19,10 @@ queryset, and declares each value's type::
                                    # of one value named <field>_id: the
                                    # parent's rows, pointing back at it
 
+A prefetch_related inside a prepared query is compiled as usual on every
+call (its SQL holds the parents' keys): read the children with a prepared
+query of their own instead and keep_prefetched() them on the parent.
+
 The first call in a process compiles the queryset once with stand-in values
 (unlikely numbers, strings starting with NUL) and notes where each lands
 among the SQL's parameters. Every call after that binds the real values at
@@ -212,6 +216,26 @@ class PreparedQuery:
                 f"{self.__name__}({values}) builds other SQL than it was prepared with:\n"
                 f"prepared: {compiled.sql} {params}\nDjango:   {sql} {tuple(expected)}"
             )
+
+
+def keep_prefetched(parent: Model, name: str, rows: list[Model]) -> None:
+    """Keep `rows` as what `parent.<name>.all()` answers, `name` a reverse
+    foreign key's accessor, as prefetch_related would keep them: reading
+    them then makes no query. Each row points back at `parent`."""
+    manager = getattr(parent, name)
+    field = getattr(manager, "field", None)  # the children's foreign key to the parent
+    if field is None or not field.many_to_one or field.remote_field.get_accessor_name() != name:
+        raise TypeError(f"{name} is not a reverse foreign key of {type(parent).__name__}")
+    for row in rows:
+        if getattr(row, field.attname) != parent.pk:
+            raise PreparedQueryError(f"{row!r} is not one of {parent!r}'s {name}")
+        setattr(row, field.name, parent)
+    cache = parent.__dict__.setdefault("_prefetched_objects_cache", {})
+    cache.pop(name, None)  # else get_queryset() would answer the kept one
+    queryset = manager.get_queryset()  # filtered by the parent, never evaluated
+    queryset._result_cache = list(rows)
+    queryset._prefetch_done = True
+    cache[name] = queryset
 
 
 def _shallow_copy(instance):

@@ -8,19 +8,28 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.db.models import prefetch_related_objects
 from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from deployments.choices import Kind, Status
-from deployments.models import Deployment, Release, runs_now_in
+from deployments.models import (
+    Artifact,
+    Deployment,
+    Release,
+    artifacts_with_services,
+    load_artifacts,
+    runs_now_in,
+)
 from deployments.rollback import default_target, last_run, succeeded_releases
-from environments.models import Environment
-from portal.core.prepared import PreparedQuery, PreparedQueryError, prepared
+from environments.models import Environment, FreezeWindow
+from environments.views import decorate_environment
+from portal.core.prepared import PreparedQuery, PreparedQueryError, keep_prefetched, prepared
 from portal.core.roles import PolicyError
 from tests.conftest import env, image
 
@@ -345,3 +354,94 @@ def test_the_pages_prepared_queries_answer_as_django_under_random_histories(cata
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )  # fmt: skip
+
+
+# -- children kept as prefetched (keep_prefetched, load_artifacts) ---------------
+
+
+def artifacts_seen(release: Release) -> list[tuple]:
+    """What the pages read of a release's artifacts, through their joins."""
+    return [
+        (a.pk, a.release.pk, a.service.slug, a.image_ref) for a in release.artifacts.all()
+    ]  # fmt: skip
+
+
+@hypothesis_settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(picks=st.lists(st.integers(0, 3), min_size=1, max_size=4))
+def test_load_artifacts_reads_what_a_prefetch_reads(catalog, users, picks):
+    """Any one to four releases, the same one twice or as two objects: each
+    reads what Django's prefetch gives it, with one query and none after."""
+    releases = list(Release.objects.filter(application=catalog).order_by("pk"))
+    for index in range(len(releases), 4):  # every release has its own images
+        releases.append(
+            Release.register(catalog, f"2.{index}.0", images("abcd"[index]), users["alice"])
+        )
+    ours = [Release.objects.get(pk=releases[i].pk) for i in picks]
+    django = [Release.objects.get(pk=releases[i].pk) for i in picks]
+    prefetch_related_objects(django, artifacts_with_services())
+    with CaptureQueriesContext(connection) as loading:
+        load_artifacts(*ours)
+    with CaptureQueriesContext(connection) as reading:
+        assert [artifacts_seen(r) for r in ours] == [artifacts_seen(r) for r in django]
+    assert len(loading) == 1  # prepared for one or two releases, else a prefetch
+    assert len(reading) == 0
+
+
+def test_load_artifacts_compiles_once_for_one_or_two_releases(release, users, settings):
+    settings.PREPARED_QUERIES_CHECK = False  # the check compiles each call as Django would
+    other = Release.register(release.application, "1.5.0", images("b"), users["alice"])
+    load_artifacts(release)
+    load_artifacts(release, other)  # both compiled, if nothing did before
+    compiled = []
+    original = SQLCompiler.as_sql
+
+    def counting(self, *args, **kwargs):
+        compiled.append(self.query.model)
+        return original(self, *args, **kwargs)
+
+    SQLCompiler.as_sql = counting
+    try:
+        load_artifacts(Release.objects.get(pk=release.pk))
+        load_artifacts(Release.objects.get(pk=release.pk), Release.objects.get(pk=other.pk))
+    finally:
+        SQLCompiler.as_sql = original
+    assert Artifact not in compiled
+
+
+def test_keep_prefetched_refuses_what_a_prefetch_would_not_keep(release, users):
+    with pytest.raises(TypeError, match="not a reverse foreign key"):
+        keep_prefetched(release, "created_by", [])
+    other = Release.register(release.application, "1.5.0", images("b"), users["alice"])
+    with pytest.raises(PreparedQueryError, match="is not one of"):
+        keep_prefetched(release, "artifacts", list(other.artifacts.all()))
+
+
+def test_keep_prefetched_replaces_an_earlier_prefetch(release, users):
+    """Kept twice (a page reloading a parent's rows): the second list is the answer."""
+    fresh = Release.objects.prefetch_related("artifacts").get(pk=release.pk)
+    before = fresh.artifacts.all()
+    assert len(before) == 3
+    kept = [a for a in Artifact.objects.filter(release=release) if a.service.slug == "fraud-ml"]
+    keep_prefetched(fresh, "artifacts", kept)
+    with CaptureQueriesContext(connection) as queries:
+        assert [a.pk for a in fresh.artifacts.all()] == [kept[0].pk]
+        assert fresh.artifacts.all()[0].release is fresh
+        assert len(before) == 3  # what a caller holds from before is left as it was
+    assert len(queries) == 0
+
+
+def test_an_environments_freeze_windows_are_read_once_prepared(release, users):
+    staging = env(release.application, "staging")
+    now = timezone.now()
+    FreezeWindow.objects.create(
+        environment=staging, kind="one_off", reason="quarter close",
+        starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=1),
+    )  # fmt: skip
+    fresh = Environment.objects.get(pk=staging.pk)
+    with CaptureQueriesContext(connection) as queries:
+        decorate_environment(fresh)
+        assert fresh.freeze is not None and fresh.freeze[0].reason == "quarter close"
+        assert [w.reason for w in fresh.freeze_windows.all()] == ["quarter close"]
+    assert len(queries) == 1
