@@ -25,6 +25,7 @@ from deployments.models import (
     Release,
     artifacts_with_services,
     current_estimates,
+    load_artifacts,
     with_current_deployment,
 )
 from deployments.rollback import succeeded_releases
@@ -155,7 +156,7 @@ def environment_detail(request: HttpRequest, slug: str, env_slug: str) -> HttpRe
     env.current_deployment = current
     env.current_release = current.release if current else None
     if current is not None:
-        prefetch_related_objects([current.release], artifacts_with_services())
+        load_artifacts(current.release)
     decorate_environment(env)
     user = request.user
     overrides = _newest_overrides.of(env)
