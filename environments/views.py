@@ -25,7 +25,7 @@ from environments.choices import TIER_COLOURS, WEEKDAYS
 from environments.forms import BreakGlassForm, OverrideDecisionForm
 from environments.models import Environment, FreezeOverride, freeze_windows_of
 from portal.core.choices import Role
-from portal.core.prepared import PreparedQuery, keep_prefetched, prepared
+from portal.core.prepared import PreparedQuery, prepared
 from portal.core.roles import PolicyError, has_role, visible_environments
 
 PAGE_SIZE = 25
@@ -41,8 +41,7 @@ def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE) -> Page:
 
 def decorate_environment(env: Environment, now=None) -> Environment:
     """Attach what the templates show about an environment's state: tier colour, freeze."""
-    if "freeze_windows" not in getattr(env, "_prefetched_objects_cache", {}):
-        keep_prefetched(env, "freeze_windows", freeze_windows_of.of(env))
+    freeze_windows_of.prefetch(env, "freeze_windows")  # a no-op when the caller read them
     env.tier_colour = TIER_COLOURS.get(env.tier, "grey")
     env.freeze = env.active_freeze(now or timezone.now())
     env.windows = list(env.freeze_windows.all())
@@ -67,7 +66,7 @@ def visible_environment(
         if env is None:
             raise Http404("No Environment matches the given query.")
         # Prepared too: a prefetch in the row's query would be compiled every time.
-        keep_prefetched(env, "freeze_windows", freeze_windows_of.of(env))
+        freeze_windows_of.prefetch(env, "freeze_windows")
     else:
         environments = _with_page_relations(environments.select_related(*related))
         env = get_object_or_404(environments.prefetch_related("freeze_windows"),

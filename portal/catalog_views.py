@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -235,7 +235,7 @@ def environment_rollback(request: HttpRequest, slug: str, env_slug: str) -> Http
             messages.success(request, f"Rollback #{deployment.pk} requested.")
             return redirect("deployment-detail", pk=deployment.pk)
     if plan.target is not None:
-        prefetch_related_objects([plan.target], "artifacts__service")
+        load_artifacts(plan.target)
     decorate_environment(env)
     context = {
         "application": env.application,

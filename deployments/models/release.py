@@ -333,7 +333,11 @@ def artifacts_with_services(lookup: str = "artifacts") -> Prefetch:
     """Prefetch a release's artifacts (`lookup` from another model, e.g.
     "release__artifacts") with their services: what `Release.artifact_map`
     and the pages read, then without a query."""
-    return Prefetch(lookup, queryset=Artifact.objects.select_related("service"))
+    return Prefetch(lookup, queryset=_with_services())
+
+
+def _with_services() -> QuerySet:
+    return Artifact.objects.select_related("service")
 
 
 def load_artifacts(*releases: Release) -> None:
@@ -356,10 +360,9 @@ def load_artifacts(*releases: Release) -> None:
 
 @prepared(release_id=int)
 def _artifacts_of_one(release_id: int) -> QuerySet:
-    return Artifact.objects.select_related("service").filter(release_id=release_id)
+    return _with_services().filter(release_id=release_id)
 
 
 @prepared(release_id=int, other_release_id=int)
 def _artifacts_of_two(release_id: int, other_release_id: int) -> QuerySet:
-    artifacts = Artifact.objects.select_related("service")
-    return artifacts.filter(release_id__in=(release_id, other_release_id))
+    return _with_services().filter(release_id__in=(release_id, other_release_id))

@@ -21,7 +21,8 @@ queryset, and declares each value's type::
 
 A prefetch_related inside a prepared query is compiled as usual on every
 call (its SQL holds the parents' keys): read the children with a prepared
-query of their own instead and keep_prefetched() them on the parent.
+query of their own instead, `children_of.prefetch(parent, "children")`, or
+keep_prefetched() rows read otherwise.
 
 The first call in a process compiles the queryset once with stand-in values
 (unlikely numbers, strings starting with NUL) and notes where each lands
@@ -125,6 +126,12 @@ class PreparedQuery:
         for row in rows:
             setattr(row, field, parent)
         return rows
+
+    def prefetch(self, parent: Model, name: str) -> None:
+        """`parent.<name>` read by of(parent) and kept there as prefetch_related
+        would keep it (keep_prefetched), unless it is prefetched already."""
+        if name not in getattr(parent, "_prefetched_objects_cache", {}):
+            keep_prefetched(parent, name, self.of(parent))
 
     def _bound(self, **values) -> QuerySet:
         """A queryset that runs the compiled SQL with these values, evaluated

@@ -444,4 +444,10 @@ def test_an_environments_freeze_windows_are_read_once_prepared(release, users):
         decorate_environment(fresh)
         assert fresh.freeze is not None and fresh.freeze[0].reason == "quarter close"
         assert [w.reason for w in fresh.freeze_windows.all()] == ["quarter close"]
+        decorate_environment(fresh)  # again: the windows are read once
     assert len(queries) == 1
+    prefetched = Environment.objects.prefetch_related("freeze_windows").get(pk=staging.pk)
+    with CaptureQueriesContext(connection) as queries:
+        decorate_environment(prefetched)  # what the caller prefetched is kept
+        assert prefetched.freeze[0].reason == "quarter close"
+    assert len(queries) == 0
