@@ -5,13 +5,14 @@ FreezeOverride), so the inbox never offers what would then be refused."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from deployments.choices import Status
 from deployments.models import Approval, Deployment, artifacts_with_services
 from environments.choices import OverrideStatus
 from environments.models import FreezeOverride
 from portal.core.choices import Role
+from portal.core.prepared import prepared
 from portal.core.roles import Forbidden, PolicyError, has_role, visible_environment_ids
 
 
@@ -23,17 +24,18 @@ def _deciders(user, environment_ids: list[int] | None, *roles: str) -> list[int]
     return [pk for pk in environment_ids if has_role(user, pk, *roles)]
 
 
-def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deployment]:
-    """Deployments awaiting approval that `user` may approve now (`visible`:
-    visible_environment_ids(user), when the caller has read it already)."""
-    environment_ids = _deciders(user, visible, Role.APPROVER)
-    if not environment_ids:
-        return []  # most users, on every page: not even the query is built
-    candidates = (
+# The navigation badge runs these two after every page, for every approver:
+# prepared, with the environments as one list parameter (__any), they are
+# not compiled again on each request.
+
+
+@prepared(environment_ids=list, user_id=int)
+def _awaiting_in(environment_ids, user_id):
+    return (
         Deployment.objects.filter(
-            status=Status.AWAITING_APPROVAL, environment_id__in=environment_ids
+            status=Status.AWAITING_APPROVAL, environment_id__any=environment_ids
         )
-        .exclude(requested_by=user)
+        .exclude(requested_by_id=user_id)
         .select_related(
             "release__application",
             "environment__application",
@@ -43,11 +45,35 @@ def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deploym
         )  # fmt: skip
         # Read with the deployments, not per deployment: the navigation
         # badge asks on every page.
-        .prefetch_related(
-            artifacts_with_services("release__artifacts"),
-            Prefetch("approvals", queryset=Approval.objects.filter(user=user), to_attr="mine"),
-        )
+        .prefetch_related(artifacts_with_services("release__artifacts"))
         .order_by("created_at", "id")
+    )
+
+
+@prepared(environment_ids=list, user_id=int)
+def _overrides_in(environment_ids, user_id):
+    return (
+        FreezeOverride.objects.filter(
+            status=OverrideStatus.PENDING, environment_id__any=environment_ids
+        )
+        .exclude(requested_by_id=user_id)
+        .select_related("environment__application", "requested_by")
+        .order_by("created_at", "id")
+    )
+
+
+def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deployment]:
+    """Deployments awaiting approval that `user` may approve now (`visible`:
+    visible_environment_ids(user), when the caller has read it already)."""
+    environment_ids = _deciders(user, visible, Role.APPROVER)
+    if not environment_ids:
+        return []  # most users, on every page: not even the query is built
+    candidates = _awaiting_in.list(environment_ids=environment_ids, user_id=user.pk)
+    # The user's own approvals, outside the prepared query: a value of a
+    # prepared query can't be used in a prefetch's queryset.
+    prefetch_related_objects(
+        candidates,
+        Prefetch("approvals", queryset=Approval.objects.filter(user=user), to_attr="mine"),
     )
     waiting = []
     for deployment in candidates:
@@ -74,14 +100,7 @@ def overrides_awaiting(user, visible: list[int] | None = None) -> list[FreezeOve
     environment_ids = _deciders(user, visible, Role.APPROVER, Role.ADMIN)
     if not environment_ids:
         return []
-    return list(
-        FreezeOverride.objects.filter(
-            status=OverrideStatus.PENDING, environment_id__in=environment_ids
-        )
-        .exclude(requested_by=user)
-        .select_related("environment__application", "requested_by")
-        .order_by("created_at", "id")
-    )
+    return _overrides_in.list(environment_ids=environment_ids, user_id=user.pk)
 
 
 def count(user) -> int:

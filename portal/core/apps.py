@@ -12,4 +12,6 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing the module connects the sign-in audit receivers.
-        from portal.core import signals  # noqa: F401
+        from portal.core import lookups, signals  # noqa: F401
+
+        lookups.register()

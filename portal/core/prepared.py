@@ -9,7 +9,8 @@ parameters. (SQLAlchemy caches its compiled statements for the same reason;
 Django has no such cache.)
 
 A prepared query is a function of a few named values that returns a
-queryset, and declares each value's type::
+queryset, and declares each value's type (int, str, or list: a list of
+integers, filtered with `field__any=`, never `__in`)::
 
     @prepared(pk=int)
     def deployment_row(pk):
@@ -32,8 +33,9 @@ usual (select_related, annotations, prefetch_related).
 
 So the function must build the same SQL whatever the values are: use them
 only as filter values compared for equality, never to choose what to
-filter, join or order by, and never as a slice (limits are written into
-the SQL, not passed as parameters). A value that lands nowhere among the
+filter, join or order by, never in a Prefetch's queryset (prefetches run
+as built from the stand-ins), and never as a slice (limits are written
+into the SQL, not passed as parameters). A value that lands nowhere among the
 parameters is refused when the query is first compiled. With
 settings.PREPARED_QUERIES_CHECK (the test suite sets it), every call also
 compiles the queryset with the real values, as Django would, and fails
@@ -47,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model, QuerySet
 
@@ -55,7 +58,7 @@ from django.db.models import Model, QuerySet
 # compiled with two sets of them: a value's places are where the two differ,
 # so a constant of the query that happens to equal one is never taken for it.
 _INT_STANDINS = (32_001, 32_002)
-_TYPES = (int, str)
+_TYPES = (int, str, list)
 
 
 class PreparedQueryError(Exception):
@@ -97,7 +100,9 @@ class PreparedQuery:
     def __init__(self, build: Callable[..., QuerySet], types: dict[str, type]) -> None:
         for name, kind in types.items():
             if kind not in _TYPES:
-                raise TypeError(f"{name}: a prepared query's values are int or str, not {kind}")
+                raise TypeError(
+                    f"{name}: a prepared query's values are int, str or list, not {kind}"
+                )
         self.build = build
         self.types = types
         self._compiled: _Compiled | None = None
@@ -164,15 +169,23 @@ class PreparedQuery:
                     f"{self.__name__}: {name} must be {self.types[name].__name__}, "
                     f"not {type(value).__name__}"
                 )
+            if isinstance(value, list) and not all(
+                isinstance(item, int) and not isinstance(item, bool) for item in value
+            ):
+                raise TypeError(f"{self.__name__}: {name} must be a list of integers")
 
     def _standins(self, first: int) -> dict:
+        def standin(index: int, name: str, kind: type):
+            if kind is int:
+                return _INT_STANDINS[first] + 2 * index
+            if kind is list:  # one parameter whatever its length: __any (portal/core/lookups.py)
+                return [_INT_STANDINS[first] + 2 * index]
+            return f"\x00{'ab'[first]}{self.__name__}.{name}"
+
         return {
-            name: (
-                _INT_STANDINS[first] + 2 * index if kind is int
-                else f"\x00{'ab'[first]}{self.__name__}.{name}"
-            )
+            name: standin(index, name, kind)
             for index, (name, kind) in enumerate(self.types.items())
-        }  # fmt: skip
+        }
 
     def _compile(self) -> _Compiled:
         with self._lock:
@@ -193,6 +206,12 @@ class PreparedQuery:
                 raise PreparedQueryError(
                     f"{self.__name__}: its SQL depends on the values, not only its parameters "
                     "(a value used as a slice, or to choose what the query does?)"
+                )
+            if _prefetch_sql(queryset) != _prefetch_sql(other):
+                # The prefetches run as built here, from the stand-ins.
+                raise PreparedQueryError(
+                    f"{self.__name__}: a value is used in a prefetch's queryset; prefetch "
+                    "those rows after reading (prefetch_related_objects)"
                 )
             slots = []
             for name, standin, other_standin in zip(
@@ -225,6 +244,19 @@ class PreparedQuery:
             )
 
 
+def _prefetch_sql(queryset: QuerySet) -> list:
+    """The SQL and parameters of the querysets given to Prefetch()es of `queryset`."""
+    compiled = []
+    for lookup in queryset._prefetch_related_lookups:
+        inner = getattr(lookup, "queryset", None)
+        if inner is not None:
+            try:
+                compiled.append(inner.query.get_compiler(using=inner.db).as_sql())
+            except EmptyResultSet:
+                compiled.append(None)
+    return compiled
+
+
 def keep_prefetched(parent: Model, name: str, rows: list[Model]) -> None:
     """Keep `rows` as what `parent.<name>.all()` answers, `name` a reverse
     foreign key's accessor, as prefetch_related would keep them: reading
@@ -254,5 +286,6 @@ def _shallow_copy(instance):
 
 
 def prepared(**types: type) -> Callable[[Callable[..., QuerySet]], PreparedQuery]:
-    """Declare a prepared query: the values it takes and their types (int or str)."""
+    """Declare a prepared query: the values it takes and their types (int, str
+    or list, a list of integers for `__any`)."""
     return lambda build: PreparedQuery(build, types)

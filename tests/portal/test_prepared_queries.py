@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 from django.db import connection, connections
 from django.db.models import prefetch_related_objects
-from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import HealthCheck, given
@@ -31,6 +30,7 @@ from environments.models import Environment, FreezeWindow
 from environments.views import decorate_environment
 from portal.core.prepared import PreparedQuery, PreparedQueryError, keep_prefetched, prepared
 from portal.core.roles import PolicyError
+from tests.compiles import compiled_models
 from tests.conftest import env, image
 
 pytestmark = pytest.mark.django_db
@@ -88,24 +88,14 @@ def test_it_compiles_once_then_runs_one_query_a_call(release, users, settings):
     settings.PREPARED_QUERIES_CHECK = False  # the check compiles each call as Django would
     staging = env(release.application, "staging")
     status = Deployment.request(release, staging, users["alice"], "to staging").status
-    compiled = []
-    original = SQLCompiler.as_sql
-
-    def counting(self, *args, **kwargs):
-        compiled.append(self.query.model)
-        return original(self, *args, **kwargs)
-
     rows = deployment_rows()
-    SQLCompiler.as_sql = counting
-    try:
+    with compiled_models() as compiled:
         rows.list(environment_id=staging.pk, status=status)
         first = compiled.count(Deployment)
         compiled.clear()
         with CaptureQueriesContext(connection) as queries:
             for _ in range(3):
                 assert len(rows.list(environment_id=staging.pk, status=status)) == 1
-    finally:
-        SQLCompiler.as_sql = original
     assert first == 2  # with each of the two sets of stand-ins
     assert Deployment not in compiled  # the artifacts' prefetch is compiled as usual
     assert len(queries) == 6  # each call: its own query and the prefetch
@@ -150,7 +140,7 @@ def test_the_values_must_be_the_declared_ones():
 
 
 def test_only_ints_and_strings_may_be_declared():
-    with pytest.raises(TypeError, match="int or str, not <class 'float'>"):
+    with pytest.raises(TypeError, match="int, str or list, not <class 'float'>"):
         prepared(ratio=float)(lambda ratio: Deployment.objects.filter(pk=ratio))
 
 
@@ -394,19 +384,9 @@ def test_load_artifacts_compiles_once_for_one_or_two_releases(release, users, se
     other = Release.register(release.application, "1.5.0", images("b"), users["alice"])
     load_artifacts(release)
     load_artifacts(release, other)  # both compiled, if nothing did before
-    compiled = []
-    original = SQLCompiler.as_sql
-
-    def counting(self, *args, **kwargs):
-        compiled.append(self.query.model)
-        return original(self, *args, **kwargs)
-
-    SQLCompiler.as_sql = counting
-    try:
+    with compiled_models() as compiled:
         load_artifacts(Release.objects.get(pk=release.pk))
         load_artifacts(Release.objects.get(pk=release.pk), Release.objects.get(pk=other.pk))
-    finally:
-        SQLCompiler.as_sql = original
     assert Artifact not in compiled
 
 
