@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from portal.core.choices import Role
 from portal.core.models import Membership
+from portal.core.prepared import prepared
 
 
 class PolicyError(Exception):
@@ -87,6 +88,19 @@ def prime_roles(user, environment_ids: Iterable[int]) -> None:
         cache[env_id].add(role)
 
 
+# Read on every page (the navigation badge among them): prepared, so not
+# compiled again on each request.
+@prepared(user_id=int)
+def _memberships_of(user_id):
+    return Membership.objects.filter(user_id=user_id).values_list("environment_id", "role")
+
+
+@prepared()
+def _every_environment():
+    # All of them, unordered and unjoined: the callers only ask has_role of each.
+    return apps.get_model("environments", "Environment").objects.values_list("pk", flat=True)
+
+
 def visible_environment_ids(user) -> list[int]:
     """The ids of visible_environments(user), with the user's roles there
     primed (has_role then asks no query): one query, two for a superuser.
@@ -99,14 +113,10 @@ def visible_environment_ids(user) -> list[int]:
     if not user.is_authenticated or not user.is_active:
         return []  # as roles_in: an inactive account holds no role anywhere
     held: dict[int, set[str]] = {}
-    for env_id, role in Membership.objects.filter(user=user).values_list("environment_id", "role"):
+    for env_id, role in _memberships_of.list(user_id=user.pk):
         held.setdefault(env_id, set()).add(role)
     if user.is_superuser:
-        # All of them, unordered and unjoined: the callers only ask has_role of each.
-        ids = list(
-            apps.get_model("environments", "Environment").objects.values_list("pk", flat=True)
-        )
-        held = {pk: held.get(pk, set()) for pk in ids}
+        held = {pk: held.get(pk, set()) for pk in _every_environment.list()}
     # A fresh read of every role the user holds: what was kept before is
     # replaced, so a role withdrawn since is not answered from it.
     cache = _role_cache(user)
