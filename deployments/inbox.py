@@ -5,10 +5,10 @@ FreezeOverride), so the inbox never offers what would then be refused."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import QuerySet
 
 from deployments.choices import Status
-from deployments.models import Approval, Deployment, artifacts_with_services
+from deployments.models import Approval, Deployment, load_artifacts
 from environments.choices import OverrideStatus
 from environments.models import FreezeOverride
 from portal.core.choices import Role
@@ -24,42 +24,44 @@ def _deciders(user, environment_ids: list[int] | None, *roles: str) -> list[int]
     return [pk for pk in environment_ids if has_role(user, pk, *roles)]
 
 
-# The navigation badge runs these two after every page, for every approver:
-# prepared, with the environments as one list parameter (__any), they are
-# not compiled again on each request.
+# The navigation badge runs these after every page, for every approver:
+# prepared, with the environments (or deployments) as one list parameter
+# (__any), they are not compiled again on each request.
+
+
+def _asked_by_others(queryset: QuerySet, status: str, environment_ids, user_id) -> QuerySet:
+    """Requests in `status` in these environments that someone else asked for, oldest first."""
+    return (
+        queryset.filter(status=status, environment_id__any=environment_ids)
+        .exclude(requested_by_id=user_id)
+        .order_by("created_at", "id")
+    )
 
 
 @prepared(environment_ids=list, user_id=int)
 def _awaiting_in(environment_ids, user_id):
-    return (
-        Deployment.objects.filter(
-            status=Status.AWAITING_APPROVAL, environment_id__any=environment_ids
-        )
-        .exclude(requested_by_id=user_id)
-        .select_related(
-            "release__application",
-            "environment__application",
-            "requested_by",
-            "environment__approver_group",
-            "policy_check",
-        )  # fmt: skip
-        # Read with the deployments, not per deployment: the navigation
-        # badge asks on every page.
-        .prefetch_related(artifacts_with_services("release__artifacts"))
-        .order_by("created_at", "id")
+    deployments = Deployment.objects.select_related(
+        "release__application",
+        "environment__application",
+        "requested_by",
+        "environment__approver_group",
+        "policy_check",
+    )
+    return _asked_by_others(deployments, Status.AWAITING_APPROVAL, environment_ids, user_id)
+
+
+@prepared(deployment_ids=list, user_id=int)
+def _decided_by(deployment_ids, user_id):
+    """(deployment id, approval digest) of the user's approvals of these deployments."""
+    return Approval.objects.filter(deployment_id__any=deployment_ids, user_id=user_id).values_list(
+        "deployment_id", "digest"
     )
 
 
 @prepared(environment_ids=list, user_id=int)
 def _overrides_in(environment_ids, user_id):
-    return (
-        FreezeOverride.objects.filter(
-            status=OverrideStatus.PENDING, environment_id__any=environment_ids
-        )
-        .exclude(requested_by_id=user_id)
-        .select_related("environment__application", "requested_by")
-        .order_by("created_at", "id")
-    )
+    overrides = FreezeOverride.objects.select_related("environment__application", "requested_by")
+    return _asked_by_others(overrides, OverrideStatus.PENDING, environment_ids, user_id)
 
 
 def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deployment]:
@@ -69,12 +71,13 @@ def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deploym
     if not environment_ids:
         return []  # most users, on every page: not even the query is built
     candidates = _awaiting_in.list(environment_ids=environment_ids, user_id=user.pk)
-    # The user's own approvals, outside the prepared query: a value of a
-    # prepared query can't be used in a prefetch's queryset.
-    prefetch_related_objects(
-        candidates,
-        Prefetch("approvals", queryset=Approval.objects.filter(user=user), to_attr="mine"),
-    )
+    if not candidates:
+        return []
+    # Read for all of them at once, not per deployment (the badge asks on
+    # every page): the images each would ship, which its digest covers, and
+    # what the user approved already.
+    load_artifacts(*(deployment.release for deployment in candidates))
+    decided = set(_decided_by.list(deployment_ids=[d.pk for d in candidates], user_id=user.pk))
     waiting = []
     for deployment in candidates:
         try:
@@ -84,7 +87,7 @@ def deployments_awaiting(user, visible: list[int] | None = None) -> list[Deploym
         except (Forbidden, PolicyError):
             continue
         digest = deployment.approval_digest()
-        if any(approval.digest == digest for approval in deployment.mine):
+        if (deployment.pk, digest) in decided:
             continue  # decided already, on what would ship now
         waiting.append(deployment)
     return waiting

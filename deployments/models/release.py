@@ -8,7 +8,7 @@ import re
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from environments.choices import ImageVerification
@@ -341,28 +341,19 @@ def _with_services() -> QuerySet:
 
 
 def load_artifacts(*releases: Release) -> None:
-    """What artifacts_with_services() prefetches for these releases, in one
-    query for one or two of them (a deployment and what it replaces) whose
-    SQL is compiled once a process (portal/core/prepared.py)."""
+    """What artifacts_with_services() prefetches for these releases (a
+    deployment and what it replaces, say), in one query whose SQL is
+    compiled once a process (portal/core/prepared.py)."""
     keys = list(dict.fromkeys(release.pk for release in releases))
     if not keys:
         return
-    if len(keys) > 2:
-        prefetch_related_objects(list(releases), artifacts_with_services())
-        return
-    if len(keys) == 1:
-        rows = _artifacts_of_one.list(release_id=keys[0])
-    else:
-        rows = _artifacts_of_two.list(release_id=keys[0], other_release_id=keys[1])
+    by_release: dict[int, list[Artifact]] = {}
+    for artifact in _artifacts_of.list(release_ids=keys):
+        by_release.setdefault(artifact.release_id, []).append(artifact)
     for release in releases:
-        keep_prefetched(release, "artifacts", [a for a in rows if a.release_id == release.pk])
+        keep_prefetched(release, "artifacts", list(by_release.get(release.pk, [])))
 
 
-@prepared(release_id=int)
-def _artifacts_of_one(release_id: int) -> QuerySet:
-    return _with_services().filter(release_id=release_id)
-
-
-@prepared(release_id=int, other_release_id=int)
-def _artifacts_of_two(release_id: int, other_release_id: int) -> QuerySet:
-    return _with_services().filter(release_id__in=(release_id, other_release_id))
+@prepared(release_ids=list)
+def _artifacts_of(release_ids: list[int]) -> QuerySet:
+    return _with_services().filter(release_id__any=release_ids)

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from deployments import inbox
-from deployments.models import Release
+from deployments.models import Deployment, Release
 from environments.models import FreezeOverride
 from tests.api.conftest import api, request_deployment  # noqa: F401
 from tests.conftest import env, image
@@ -131,3 +131,28 @@ def test_a_superuser_decides_break_glass_everywhere_but_approves_only_as_a_membe
     assert own in inbox.overrides_awaiting(users["bob"])  # bob, an approver there, decides it
     assert inbox.deployments_awaiting(root) == []
     assert inbox.count(root) == 2
+
+
+def test_a_decision_on_an_older_plan_puts_it_back_in_the_inbox(client, users, release):
+    """Approve, the plan changes (a replan after another run applied), approve
+    again: the deployment leaves, comes back, and leaves the approver's inbox
+    and badge, each time read from what would ship now."""
+    staging_env = env(release.application, "staging")
+    staging_env.required_approvals = 2  # one approval leaves it waiting
+    staging_env.save()
+    deployment = request_deployment(release, users, "staging")
+    client.force_login(users["bob"])
+
+    def bob_sees() -> tuple[list[int], bool]:
+        badge = client.get(reverse("approvals-count")).content.decode()
+        return [d.pk for d in inbox.deployments_awaiting(users["bob"])], ">1</span>" in badge
+
+    assert bob_sees() == ([deployment.pk], True)
+    deployment.approve(users["bob"])
+    assert bob_sees() == ([], False)
+    assert bob_sees() == ([], False)  # a reload reads the same
+    Deployment.objects.filter(pk=deployment.pk).update(plan_sha256="f" * 64)
+    assert bob_sees() == ([deployment.pk], True)
+    Deployment.objects.get(pk=deployment.pk).approve(users["bob"], "new plan reviewed")
+    assert bob_sees() == ([], False)
+    assert [d.pk for d in inbox.deployments_awaiting(users["carol"])] == [deployment.pk]

@@ -375,18 +375,19 @@ def test_load_artifacts_reads_what_a_prefetch_reads(catalog, users, picks):
         load_artifacts(*ours)
     with CaptureQueriesContext(connection) as reading:
         assert [artifacts_seen(r) for r in ours] == [artifacts_seen(r) for r in django]
-    assert len(loading) == 1  # prepared for one or two releases, else a prefetch
+    assert len(loading) == 1  # one prepared query, however many releases
     assert len(reading) == 0
 
 
-def test_load_artifacts_compiles_once_for_one_or_two_releases(release, users, settings):
+def test_load_artifacts_compiles_once_for_any_number_of_releases(release, users, settings):
     settings.PREPARED_QUERIES_CHECK = False  # the check compiles each call as Django would
     other = Release.register(release.application, "1.5.0", images("b"), users["alice"])
-    load_artifacts(release)
-    load_artifacts(release, other)  # both compiled, if nothing did before
+    third = Release.register(release.application, "1.6.0", images("c"), users["alice"])
+    load_artifacts(release)  # compiled, if nothing did before
     with compiled_models() as compiled:
         load_artifacts(Release.objects.get(pk=release.pk))
         load_artifacts(Release.objects.get(pk=release.pk), Release.objects.get(pk=other.pk))
+        load_artifacts(*Release.objects.filter(pk__in=[release.pk, other.pk, third.pk]))
     assert Artifact not in compiled
 
 
