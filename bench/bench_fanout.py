@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,6 +76,7 @@ def serve(port: int, layer: str) -> None:
     from portal import settings as portal_settings  # the module Django is about to read
 
     use_layer(portal_settings.CHANNEL_LAYERS, layer)
+    trace_server(os.environ["FANOUT_TRACE"])
     if os.environ.get("FANOUT_GC") == "off":  # an experiment: is the collector the tail?
         import gc
 
@@ -89,16 +91,73 @@ def serve(port: int, layer: str) -> None:
     )  # fmt: skip
 
 
+# -- where a round's time goes (the server's and the clients' side) ------------------
+
+
+def trace_server(path: str) -> None:
+    """Note, in `path`, when the hub heard each change and when it had written
+    it to every socket, and every full collection of the process's garbage
+    collector: a late round is then placed on the way to the server, in it,
+    or after it (the clients)."""
+    import gc
+
+    from portal.dashboard_hub import Hub
+
+    trace = open(path, "a", buffering=1)  # noqa: SIM115 - lives with the server
+    tell = Hub.tell
+
+    async def traced_tell(self, event: dict) -> None:
+        heard = time.time_ns()
+        await tell(self, event)
+        trace.write(json.dumps({"tell": [heard, time.time_ns()]}) + "\n")
+
+    Hub.tell = traced_tell
+    gc.callbacks.append(full_collections(lambda span: trace.write(json.dumps({"gc": span}) + "\n")))
+
+
+def full_collections(note: Callable[[list[int]], object]) -> Callable:
+    """A gc callback calling note([start ns, end ns]) after each full collection."""
+    started: list[int] = []
+
+    def callback(phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[:] = [time.time_ns()]
+        elif started:
+            note([started.pop(), time.time_ns()])
+
+    return callback
+
+
+def read_trace(path: str) -> tuple[list[list[int]], list[list[int]]]:
+    """The server's (heard, written) pairs and full collections, in order."""
+    tells, collections = [], []
+    for line in Path(path).read_text().splitlines():
+        entry = json.loads(line)
+        (tells if "tell" in entry else collections).append(entry.get("tell") or entry["gc"])
+    return tells, collections
+
+
+def overlapping_ms(spans: list[list[int]], start: int, end: int) -> list[float]:
+    """The durations (ms) of the collections that ran between start and end."""
+    return [round((b - a) / 1e6, 1) for a, b in spans if b >= start and a <= end]
+
+
 def start_server(layer: str) -> tuple[subprocess.Popen, int]:
     from bench.bench_logs import free_port, wait_listening
 
     port = free_port()
     log = open(f"/tmp/bench-fanout-server-{layer}.log", "w")  # noqa: SIM115 - lives with the server
+    trace = Path(f"/tmp/bench-fanout-server-{layer}.trace")
+    trace.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_fanout", "--serve", str(port), "--layers", layer],
-        cwd=common.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log,
+        cwd=common.ROOT, env={**os.environ, "FANOUT_TRACE": str(trace)},
+        stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     process.log_path = log.name
+    process.trace_path = str(trace)
     wait_listening(process, port)
     return process, port
 
@@ -156,14 +215,19 @@ async def _clients_main(url: str, cookie: str, origin: str, count: int, rounds: 
 
 
 def clients(url: str, origin: str, count: int, rounds: int) -> None:
+    import gc
+
     raise_open_files()
+    collections: list[list[int]] = []
+    gc.callbacks.append(full_collections(collections.append))
     results = asyncio.run(
         _clients_main(url, os.environ["BENCH_SESSION_COOKIE"], origin, count, rounds)
     )
     failed = [r for r in results if not isinstance(r, list)]
     if failed:
         print(f"{len(failed)} dashboards failed: {failed[0]!r}", file=sys.stderr, flush=True)
-    print(json.dumps([r if isinstance(r, list) else [] for r in results]), flush=True)
+    receipts = [r if isinstance(r, list) else [] for r in results]
+    print(json.dumps({"receipts": receipts, "gc": collections}), flush=True)
 
 
 # -- the benchmark -------------------------------------------------------------------
@@ -276,16 +340,19 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
             poll_ms.append((time.perf_counter() - polled) * 1000)
             assert transitions, "the poll found no transition"
             time.sleep(1.0)
-        receipts = []
+        receipts, client_collections = [], []
         for watcher in watchers:
             out, _ = watcher.communicate(timeout=60)
-            receipts.extend(json.loads(out.strip().splitlines()[-1]))
+            reported = json.loads(out.strip().splitlines()[-1])
+            receipts.extend(reported["receipts"])
+            client_collections.extend(reported["gc"])
     finally:
         for watcher in watchers:
             if watcher.poll() is None:
                 watcher.kill()
         live._broadcast = original
         stop(server)
+    tells, server_collections = read_trace(server.trace_path)
     latencies = [
         (received[n] - broadcasts[n]) / 1e6
         for received in receipts
@@ -296,6 +363,20 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
         [(received[n] - broadcasts[n]) / 1e6 for received in receipts if len(received) > n]
         for n in range(len(broadcasts))
     ]
+    # Each round from its broadcast: when the server's hub heard it and had
+    # written it to every socket, and the full collections (ms each) of the
+    # server and of the client processes while it was on its way.
+    trail = []
+    for n, broadcast in enumerate(broadcasts):
+        last = max((received[n] for received in receipts if len(received) > n), default=broadcast)
+        heard, written = tells[n] if n < len(tells) else (None, None)
+        trail.append({
+            "heard_ms": None if heard is None else round((heard - broadcast) / 1e6, 1),
+            "written_ms": None if written is None else round((written - broadcast) / 1e6, 1),
+            "last_ms": round((last - broadcast) / 1e6, 1),
+            "server_gc_ms": overlapping_ms(server_collections, broadcast, last),
+            "clients_gc_ms": overlapping_ms(client_collections, broadcast, last),
+        })  # fmt: skip
     return {
         "publish_ms": publish_ms,
         "rounds_p50_p99_ms": [
@@ -303,6 +384,8 @@ def measure(world: dict, layer: str, count: int, rounds: int) -> dict:
             for r in per_round
             if r
         ],
+        "rounds_trail": trail,
+        "server_full_collections": len(server_collections),
         "layer": layer,
         "clients": count,
         "rounds": rounds,

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -224,6 +225,11 @@ async def _view(url: str, cookie: str, origin: str, ready: asyncio.Event, connec
                     except TimeoutError:
                         pass
                     break
+    return frames
+
+
+def decode(frames: list[tuple[int, str]]) -> list[tuple[int, str, int]]:
+    """A viewer's frames as (seq, text, receipt ns), line by line."""
     received: list[tuple[int, str, int]] = []
     for at, raw in frames:
         data = json.loads(raw)
@@ -278,7 +284,8 @@ async def _viewers_main(url: str, cookie: str, origin: str, count: int) -> dict:
         await asyncio.sleep(0.01)
     print("ready", flush=True)
     results = await asyncio.gather(*tasks)
-    return summarize_viewers(results)
+    cpu = time.process_time()  # before decoding, which is not on the lines' way
+    return {**summarize_viewers([decode(frames) for frames in results]), "cpu_s": cpu}
 
 
 def viewers_process(url: str, cookie: str, origin: str, count: int) -> subprocess.Popen:
@@ -295,6 +302,19 @@ def viewers_process(url: str, cookie: str, origin: str, count: int) -> subproces
 
 
 # -- the benchmark ------------------------------------------------------------------
+
+
+def cpu_usage(server_pid: int, viewers_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server, the viewers, this process and its
+    children that have ended (the step's printer)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "server": common.cpu_seconds(server_pid),
+        "viewers": common.cpu_seconds(viewers_pid),
+        "writer": own.ru_utime + own.ru_stime,
+        "printer": children.ru_utime + children.ru_stime,
+    }
 
 
 def printer_argv(lines: int, rate: int = 0) -> list[str]:
@@ -344,12 +364,16 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         workdir.mkdir(parents=True, exist_ok=True)
         loaded = Deployment.objects.select_related("environment", "release").get(pk=deployment.pk)
         ctx = step_context(loaded, step["config"], workdir=workdir, log=writer)
+        # Where the CPU goes: the server, the viewers, this process (the
+        # worker's reader, sender and storer threads) and the printer.
+        cpu_before = cpu_usage(server.pid, watchers.pid)
         started = time.perf_counter()
         CommandRunner().run(ctx)
         step_seconds = time.perf_counter() - started
         writer.write(END, "system")
         writer.close()
         stored = LogLine.objects.filter(deployment=deployment).count()
+        cpu_after = cpu_usage(server.pid, watchers.pid)
         try:
             out, _ = watchers.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -358,6 +382,11 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
                 f"viewers did not see the end; server log {server.log_path}"
             ) from None
         result = json.loads(out.strip().splitlines()[-1])
+        # The viewers' own count stops before they decode what they received.
+        cpu_after["viewers"] = result.pop("cpu_s")
+        result["cpu_ms"] = {
+            who: round((cpu_after[who] - cpu_before[who]) * 1000) for who in cpu_before
+        }
     finally:
         stop(server)
     # Every viewer must have every stored line, 1..N, exactly once.

@@ -58,6 +58,8 @@ def render_engine(engine: dict) -> str:
         row(f"log lines lost / duplicated, {label}", key,
             lambda r: f"{r['lost']} / {r['duplicates']} ({r['viewers']} viewers × "
                       f"{r['lines_per_viewer']:,} lines)", "0")  # fmt: skip
+        row(f"CPU ms during the burst ({label}): the server, the viewers, the worker, the printer",
+            key, _log_cpu_cell, "")  # fmt: skip
     row("Terraform plan + apply, median s: CLI / portal", "terraform",
         lambda r: f"{r['cli_seconds_median']['total']} / {r['portal_seconds_median']['total']}",
         "")  # fmt: skip
@@ -93,6 +95,8 @@ def render_engine(engine: dict) -> str:
         row(f"fan-out to 1,000 dashboards ({layer} layer), p50 / p99 ms, lost", "fanout",
             lambda r, layer=layer: f"{r[layer]['p50_ms']} / {r[layer]['p99_ms']}, "
                                    f"{r[layer]['lost']}", "p99 ≤ 100")  # fmt: skip
+    row("fan-out rounds (pubsub), ms from the broadcast: the server had written to "
+        "every socket / the last client had it", "fanout", _fanout_trail, "")  # fmt: skip
     floor = engine.get("fanout_floor", {})
     for kind, label in (("pubsub", "Redis pub/sub to the same WebSocket clients"),
                         ("tcp", "plain TCP writes and reads")):  # fmt: skip
@@ -108,6 +112,20 @@ def render_engine(engine: dict) -> str:
                 out.append(f"| {label} p99 / pub/sub floor p99 | {p99} / {pubsub_floor} = "
                            f"{ratio:.2f}× | ≤ 2× | {'yes' if ratio <= 2 else 'no'} |")  # fmt: skip
     return "\n".join(out)
+
+
+def _fanout_trail(result: dict) -> str:
+    trail = result["pubsub"].get("rounds_trail")
+    if not trail:
+        return "–"
+    return ", ".join(f"{r['written_ms']} / {r['last_ms']}" for r in trail)
+
+
+def _log_cpu_cell(result: dict) -> str:
+    cpu = result.get("cpu_ms")
+    if not cpu:
+        return "–"
+    return ", ".join(f"{who} {ms}" for who, ms in cpu.items())
 
 
 def _dashboard_cell(result: dict) -> str:
