@@ -1,9 +1,12 @@
 """Live deployment logs over WebSocket.
 
 A viewer connects with the last seq it has (`?after=N`). The consumer joins
-the group first, then sends the stored backlog, then live batches; anything a
-live batch skips (a late join, a dropped message) is read from the database,
-and anything already sent is dropped. Hence: in order, no gap, no duplicate.
+the process's log hub first (deployments/log_hub.py), then sends the stored
+backlog, then live batches; anything a live batch skips (a late join, a
+dropped message) is read from the database, and anything already sent is
+dropped. Hence: in order, no gap, no duplicate. The hub writes a batch that
+follows on from what a viewer has itself; everything else comes here, to
+the viewer's own queue, worked through in order.
 
 The writer sends a batch before its storer has written it (deployments/logs.py),
 so lines a viewer missed may reach the database a few ms after the batch that
@@ -15,23 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections import deque
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from deployments.logs import (
-    LINE_OVERHEAD,
-    LOG_CHANNEL_LAYER,
-    MAX_FRAME_BYTES,
-    group_name,
-    line_runs,
-    runs_after,
-    runs_frame,
-)
+from deployments.log_hub import log_hub
+from deployments.logs import LINE_OVERHEAD, MAX_FRAME_BYTES, line_runs, runs_after, runs_frame
 from deployments.models import Deployment, LogLine
 from portal.core.choices import Role
 from portal.core.roles import has_role
+
+log = logging.getLogger(__name__)
 
 BACKLOG_CHUNK = 2000
 # How long a viewer waits for the storer to write lines it missed, retrying every GAP_POLL_SECONDS.
@@ -82,7 +82,8 @@ def _lines_after(deployment_id: int, after: int) -> tuple[list[tuple], str]:
 
 
 class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
-    channel_layer_alias = LOG_CHANNEL_LAYER
+    # No channel of its own: the process's log hub receives for every viewer.
+    channel_layer_alias = None
 
     async def connect(self) -> None:
         self.deployment_id = int(self.scope["url_route"]["kwargs"]["pk"])
@@ -95,15 +96,60 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         after = query.get("after", ["0"])[0]
-        self.last_seq = int(after) if after.isdigit() else 0
-        self.group = group_name(self.deployment_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
-        await self.catch_up()
+        await self.follow(int(after) if after.isdigit() else 0)
+
+    async def follow(self, after: int) -> None:
+        """Join the hub, accept, send what is stored after `after`, then
+        what the hub heard meanwhile; from then on, the hub writes."""
+        self.last_seq = after
+        # Busy until the backlog is sent: what the hub hears meanwhile waits here.
+        self.inbox: deque[dict] = deque()
+        self.busy = True
+        self.gone = False
+        self.working: asyncio.Task | None = None
+        await log_hub().join(self, [self.deployment_id])
+        try:
+            await self.accept()
+            await self.catch_up()
+            await self.work_through_inbox()
+        except BaseException:  # the socket ends here: the hub must not keep queueing for it
+            await self.disconnect(None)
+            raise
 
     async def disconnect(self, code) -> None:
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if hasattr(self, "inbox"):
+            self.gone = True
+            await log_hub().forget(self)
+            if self.working is not None:
+                self.working.cancel()
+
+    def queue(self, message: dict) -> None:
+        """A message for this viewer that the hub did not write itself (see
+        deployments/log_hub.py), handled after any before it."""
+        if self.gone:
+            return
+        self.inbox.append(message)
+        if not self.busy:
+            self.busy = True
+            self.working = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        try:
+            await self.work_through_inbox()
+        except Exception:  # noqa: BLE001 - its socket failed: the disconnect follows
+            log.debug("log viewer of deployment %s stopped", self.deployment_id, exc_info=True)
+            self.gone = True
+            self.inbox.clear()
+
+    async def work_through_inbox(self) -> None:
+        while self.inbox:
+            message = self.inbox.popleft()
+            if message["type"] == "log.lines":
+                await self.log_lines(message)
+            elif message["type"] == "deployment.status":
+                await self.catch_up()
+        # No await between the last check and this: the hub writes again from here.
+        self.busy = False
 
     async def catch_up(self, through: int = 0) -> str:
         """Send everything stored after last_seq, in chunks, then the status;
@@ -123,17 +169,6 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
                 return status
             await asyncio.sleep(GAP_POLL_SECONDS)
 
-    async def dispatch(self, message: dict) -> None:
-        # Channels runs close_old_connections in the sync thread before every
-        # handler: one thread hop per batch and viewer, all through a single
-        # thread, which capped the fan-out. The live path uses no database;
-        # its gap filling goes through database_sync_to_async, which cleans
-        # connections up itself.
-        if message["type"] == "log.lines":
-            await self.log_lines(message)
-            return
-        await super().dispatch(message)
-
     async def log_lines(self, event: dict) -> None:
         if event["last"] <= self.last_seq:
             return
@@ -148,9 +183,6 @@ class DeploymentLogConsumer(AsyncJsonWebsocketConsumer):
             runs = json.loads(event["frame"])["runs"]
             await self.send(text_data=runs_frame(runs_after(runs, self.last_seq)))
         self.last_seq = event["last"]
-
-    async def deployment_status(self, event: dict) -> None:
-        await self.catch_up()
 
     async def receive_json(self, content, **kwargs) -> None:
         """Viewers only listen; anything they send is ignored."""

@@ -102,12 +102,14 @@ def runs_frame(runs: list[dict]) -> str:
     return json.dumps({"type": "runs", "runs": runs})
 
 
-def lines_event(runs: list[dict]) -> dict:
+def lines_event(deployment_id: int, runs: list[dict]) -> dict:
     """The group message for a batch: the viewers' frame encoded once here, not
     once per viewer in the server (with 20 viewers, encoding was most of its
-    CPU); `first`/`last` let a consumer check continuity without decoding it."""
+    CPU); `first`/`last` let the server check each viewer's continuity
+    without decoding it, `deployment` tells its log hub whose lines they are."""
     return {
         "type": "log.lines",
+        "deployment": deployment_id,
         "first": runs[0]["seq"],
         "last": runs[-1]["seq"] + len(runs[-1]["texts"]) - 1,
         "frame": runs_frame(runs),
@@ -297,7 +299,7 @@ class LogWriter:
                 (seq, name, stream, text, at) for seq, _, name, stream, text, at in batch
             )
             try:
-                self._send(lines_event(runs))
+                self._send(lines_event(self.deployment_id, runs))
             except Exception:  # viewers fill the gap from the database later
                 log.warning("sending log lines of deployment %s failed", self.deployment_id,
                             exc_info=True)  # fmt: skip

@@ -22,7 +22,8 @@ def broadcast_status(deployment_id: int, status: str) -> None:
     database). Never raises: with Redis down the change stands, and a viewer
     that reconnects reads it from the database."""
     try:
-        publish(group_name(deployment_id), {"type": "deployment.status", "status": status,
+        publish(group_name(deployment_id), {"type": "deployment.status",
+                                            "deployment": deployment_id, "status": status,
                                             "at": time.time()})  # fmt: skip
     except Exception:  # noqa: BLE001 - see above
         log.warning("status of deployment %s not broadcast", deployment_id, exc_info=True)

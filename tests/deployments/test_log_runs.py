@@ -42,8 +42,8 @@ def test_runs_break_on_step_stream_time_and_seq_and_expand_to_the_same_lines():
 def test_a_burst_of_one_chunk_is_one_run():
     runs = line_runs((n, "Print", "stdout", f"line {n}", T1) for n in range(1, 501))
     assert len(runs) == 1 and len(runs[0]["texts"]) == 500
-    event = lines_event(runs)
-    assert (event["first"], event["last"]) == (1, 500)
+    event = lines_event(7, runs)
+    assert (event["deployment"], event["first"], event["last"]) == (7, 1, 500)
     assert json.loads(event["frame"]) == {"type": "runs", "runs": runs}
 
 

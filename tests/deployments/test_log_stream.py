@@ -307,4 +307,4 @@ def send_batch(deployment_id: int, first: int, last: int) -> None:
     """Publish lines as the writer's sender does, without storing them."""
     now = timezone.now()
     runs = logs.line_runs((n, "", "stdout", f"line {n}", now) for n in range(first, last + 1))
-    publish(logs.group_name(deployment_id), logs.lines_event(runs))
+    publish(logs.group_name(deployment_id), logs.lines_event(deployment_id, runs))
