@@ -38,5 +38,11 @@ HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
 # only with BEHIND_PROXY=1 (portal/settings.py). --lifespan off: Django has no
 # lifespan handler. Open dashboards never close their sockets, so a shutdown
 # waits 5 s for them (inside Docker's 10 s before SIGKILL); pages reconnect.
+# --ws-per-message-deflate false: browsers ask for it on every socket, and it
+# would compress each frame once per socket (a log batch for each of its
+# viewers, a change for each of a thousand dashboards): two to three times
+# the server's CPU per log burst and twice its memory per socket, to save
+# bytes that are few (docs/PERFORMANCE.md, "Browsers ask for compression").
 CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--lifespan", "off", \
-     "--timeout-graceful-shutdown", "5", "portal.asgi:application"]
+     "--timeout-graceful-shutdown", "5", "--ws-per-message-deflate", "false", \
+     "portal.asgi:application"]

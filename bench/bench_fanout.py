@@ -87,7 +87,7 @@ def serve(port: int, layer: str) -> None:
     # choice above applies.
     uvicorn.run(
         "portal.asgi:application", host="127.0.0.1", port=port, lifespan="off",
-        log_level="warning", access_log=False,
+        log_level="warning", access_log=False, ws_per_message_deflate=False,
     )  # fmt: skip
 
 
@@ -101,7 +101,7 @@ def trace_server(path: str) -> None:
     or after it (the clients)."""
     import gc
 
-    from portal.dashboard_hub import Hub
+    from portal.dashboard_hub import DashboardHub as Hub
 
     trace = open(path, "a", buffering=1)  # noqa: SIM115 - lives with the server
     tell = Hub.tell
@@ -180,7 +180,9 @@ async def _dashboard(url, headers, connected: list, rounds: int, gate) -> list[i
         for attempt in range(CONNECT_ATTEMPTS):
             try:
                 async with gate:
-                    ws = await http.ws_connect(url, headers=headers, heartbeat=None)
+                    ws = await http.ws_connect(
+                        url, headers=headers, heartbeat=None, compress=common.WS_COMPRESS
+                    )
                 break
             except aiohttp.ClientOSError:
                 if attempt == CONNECT_ATTEMPTS - 1:

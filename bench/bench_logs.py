@@ -157,7 +157,8 @@ def start_server(**extra_env: str) -> tuple[subprocess.Popen, int]:
     log_file = tempfile.NamedTemporaryFile(prefix="bench-asgi-", suffix=".log", delete=False)
     process = subprocess.Popen(
         [str(VENV_BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--no-access-log", "portal.asgi:application"],
+         "--lifespan", "off", "--no-access-log", "--ws-per-message-deflate", "false",
+         "portal.asgi:application"],
         cwd=common.ROOT, env={**os.environ, **extra_env}, stdout=subprocess.DEVNULL,
         stderr=log_file,
     )  # fmt: skip
@@ -208,7 +209,9 @@ async def _view(url: str, cookie: str, origin: str, ready: asyncio.Event, connec
     frames: list[tuple[int, str]] = []
     headers = {"Cookie": f"sessionid={cookie}", "Origin": origin}
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(url, headers=headers, max_msg_size=0) as ws:
+        async with http.ws_connect(
+            url, headers=headers, max_msg_size=0, compress=common.WS_COMPRESS
+        ) as ws:
             connected.append(1)
             ready.set()
             async for message in ws:

@@ -100,7 +100,7 @@ class Viewer:
 
         headers = {"Cookie": f"sessionid={cookie}", "Origin": origin}
         async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(url, headers=headers) as ws:
+            async with http.ws_connect(url, headers=headers, compress=common.WS_COMPRESS) as ws:
                 connected.set()
                 async for message in ws:
                     now = time.time_ns()

@@ -21,6 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB_NAME = "gantry_bench"
 RESULTS_DIR = ROOT / "bench" / "results"
+# The WebSocket clients stand for browsers, and a browser's handshake offers
+# permessage-deflate (Chromium's always does): aiohttp's `compress` makes the
+# same offer, and the server decides. BENCH_WS_COMPRESS=0 offers nothing.
+WS_COMPRESS = int(os.environ.get("BENCH_WS_COMPRESS", "15"))
 
 
 def bench_database_url() -> str:

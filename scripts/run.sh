@@ -265,8 +265,9 @@ EOF
 
 # In the background and waited for, so a signal runs the trap at once.
 # --no-proxy-headers as in the Dockerfile: uvicorn would otherwise take a local
-# client's X-Forwarded-For as its address (the audit trail's client IP).
+# client's X-Forwarded-For as its address (the audit trail's client IP);
+# --ws-per-message-deflate false as there too (no compression per socket).
 "$ROOT/.venv/bin/uvicorn" --host "$HOST" --port "$PORT" --no-proxy-headers --lifespan off \
-  portal.asgi:application &
+  --ws-per-message-deflate false portal.asgi:application &
 SERVER_PID=$!
 wait "$SERVER_PID"

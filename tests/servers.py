@@ -4,7 +4,9 @@ data: transaction=True) and Redis, and stopped at the end of the test."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +23,24 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+
+
+def image_command() -> list[str]:
+    """The web command of the image (the Dockerfile's CMD)."""
+    text = (ROOT / "Dockerfile").read_text()
+    cmd = re.search(r"^CMD (\[.*?\])$", text.replace("\\\n", ""), re.M | re.S)
+    assert cmd, "the Dockerfile has no CMD in exec form"
+    return json.loads(cmd.group(1))
+
+
+def uvicorn_argv(port: int) -> list[str]:
+    """The image's web command on 127.0.0.1:`port`, with this venv's Python:
+    the test servers run what production runs, options included."""
+    command = image_command()
+    assert command[0] == "uvicorn"
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    return [PYTHON, "-m", *command]
 
 
 def free_port() -> int:
@@ -99,9 +119,7 @@ def started(args: list[str], log: Path, environ: dict[str, str]) -> Iterator[sub
 def web_server(log: Path, **extra: str) -> Iterator[str]:
     """uvicorn serving the portal on a free port, as the Dockerfile runs it; yields its URL."""
     port = free_port()
-    args = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-            "--no-proxy-headers", "--lifespan", "off", "portal.asgi:application"]  # fmt: skip
-    with started(args, log, process_environ(**extra)) as process:
+    with started(uvicorn_argv(port), log, process_environ(**extra)) as process:
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, process)
         yield url

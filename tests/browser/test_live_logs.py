@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,6 +30,7 @@ from deployments.viewers import broadcast_status, group_name
 from tests.browser.conftest import screenshot
 from tests.conftest import env
 from tests.live import wait_subscribed
+from tests.servers import uvicorn_argv
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -107,10 +107,8 @@ def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
     environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     log = (tmp_path / "asgi.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "portal.asgi:application"],
-        cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        uvicorn_argv(port), cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, process)

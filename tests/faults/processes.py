@@ -32,6 +32,8 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from tests.servers import uvicorn_argv
+
 ROOT = Path(settings.BASE_DIR)
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
@@ -255,10 +257,7 @@ class Portal:
     def web(self) -> subprocess.Popen:
         """uvicorn as in production (HTTP and WebSockets); returns once it answers."""
         self.web_port = free_port()
-        process = self._spawn("web", [
-            str(VENV_BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.web_port),
-            "--lifespan", "off", "--no-proxy-headers", "portal.asgi:application",
-        ])  # fmt: skip
+        process = self._spawn("web", uvicorn_argv(self.web_port))
         if not wait_for(lambda: self.get("/health/live")[0] == 200, START_SECONDS, every=0.2):
             raise RuntimeError(f"the web server did not start:\n{self.logs()}")
         return process
