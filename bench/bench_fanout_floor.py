@@ -202,7 +202,7 @@ def _pubsub(clients: int, rounds: int) -> dict:
         receipts: list[list[int]] = []
         for watcher in watchers:
             out, _ = watcher.communicate(timeout=60)
-            receipts.extend(json.loads(out.strip().splitlines()[-1]))
+            receipts.extend(json.loads(out.strip().splitlines()[-1])["receipts"])
     finally:
         for process in (*watchers, server):
             if process.poll() is None:

@@ -58,8 +58,8 @@ def render_engine(engine: dict) -> str:
         row(f"log lines lost / duplicated, {label}", key,
             lambda r: f"{r['lost']} / {r['duplicates']} ({r['viewers']} viewers × "
                       f"{r['lines_per_viewer']:,} lines)", "0")  # fmt: skip
-        row(f"CPU ms during the burst ({label}): the server, the viewers, the worker, the printer",
-            key, _log_cpu_cell, "")  # fmt: skip
+        row(f"CPU ms while the lines stream ({label}): the server, the viewers, the worker, "
+            "the printer", key, _log_cpu_cell, "")  # fmt: skip
     row("Terraform plan + apply, median s: CLI / portal", "terraform",
         lambda r: f"{r['cli_seconds_median']['total']} / {r['portal_seconds_median']['total']}",
         "")  # fmt: skip
