@@ -191,7 +191,9 @@ async def _dashboard(url, headers, connected: list, rounds: int, gate) -> list[i
         connected.append(1)
         try:
             while len(receipts) < rounds:
-                message = await asyncio.wait_for(ws.receive(), timeout=RECEIVE_TIMEOUT)
+                # aiohttp's own timeout: wait_for would make a task per message,
+                # in the processes that stand for the browsers.
+                message = await ws.receive(timeout=RECEIVE_TIMEOUT)
                 if message.type != aiohttp.WSMsgType.TEXT:
                     print(f"socket ended: {message.type.name} {message.data}", file=sys.stderr)
                     break
