@@ -97,16 +97,24 @@ async def connected() -> tuple[Socket, DeploymentLogConsumer]:
     return socket, each
 
 
+def reading(lines: list[int], open_: asyncio.Event | None = None):
+    """The consumer's database read over `lines`, the seqs stored so far;
+    with `open_`, a read waits until it is set (a stalled database)."""
+
+    async def lines_after(deployment_id, after):
+        if open_ is not None:
+            await open_.wait()
+        rows = [(n, "Print", "stdout", f"line {n}", AT) for n in lines if n > after]
+        return rows[: consumers.BACKLOG_CHUNK], "running"
+
+    return lines_after
+
+
 @pytest.fixture
 def stored(monkeypatch):
     """The database as the consumer reads it: the seqs stored so far."""
     lines: list[int] = []
-
-    async def lines_after(deployment_id, after):
-        rows = [(n, "Print", "stdout", f"line {n}", AT) for n in lines if n > after]
-        return rows[: consumers.BACKLOG_CHUNK], "running"
-
-    monkeypatch.setattr(consumers, "_lines_after", lines_after)
+    monkeypatch.setattr(consumers, "_lines_after", reading(lines))
     monkeypatch.setattr(consumers, "GAP_WAIT_SECONDS", 0)  # the store does not move meanwhile
     return lines
 
@@ -193,25 +201,20 @@ def test_what_comes_during_the_backlog_follows_it(stored):
     run_hub(scenario)
 
 
-@pytest.mark.parametrize("reading", ["the backlog", "after a status"])
-def test_a_batch_in_step_waits_while_the_viewer_reads_the_database(stored, monkeypatch, reading):
+@pytest.mark.parametrize("what", ["the backlog", "after a status"])
+def test_a_batch_in_step_waits_while_the_viewer_reads_the_database(stored, monkeypatch, what):
     """The hub does not write to a viewer that is reading the database (its
     backlog on connect, or again after a status), even a batch that follows
     on from what it has: the read may return those lines too."""
     answer = asyncio.Event()
-    read = consumers._lines_after
-
-    async def slow_read(deployment_id, after):
-        await answer.wait()
-        return await read(deployment_id, after)
 
     async def scenario(hub):
         socket = Socket()
         each = viewer(socket)
-        if reading == "after a status":
+        if what == "after a status":
             await each.follow(0)
-        monkeypatch.setattr(consumers, "_lines_after", slow_read)
-        if reading == "the backlog":
+        monkeypatch.setattr(consumers, "_lines_after", reading(stored, answer))
+        if what == "the backlog":
             reading_task = asyncio.create_task(each.follow(0))
         else:
             await hub.deliver(status())
@@ -269,12 +272,7 @@ class Viewers(RuleBasedStateMachine):
         self.database = asyncio.Event()
         self.database.set()
 
-        async def lines_after(deployment_id, after):
-            await self.database.wait()
-            rows = [(n, "Print", "stdout", f"line {n}", AT) for n in self.stored if n > after]
-            return rows[: consumers.BACKLOG_CHUNK], "running"
-
-        consumers._lines_after = lines_after
+        consumers._lines_after = reading(self.stored, self.database)
         self.gap_wait = consumers.GAP_WAIT_SECONDS
         consumers.GAP_WAIT_SECONDS = 0
         self.written = 0  # lines the writer has numbered (and sent, or lost)
@@ -360,7 +358,8 @@ class Viewers(RuleBasedStateMachine):
             seqs = socket.seqs()
             assert seqs == list(range(after + 1, after + 1 + len(seqs)))
 
-    def check_complete(self):
+    @rule()
+    def everything_arrives(self):
         self.database.set()
         self.store()
         for _, socket, _ in self.viewers:
@@ -372,10 +371,6 @@ class Viewers(RuleBasedStateMachine):
             if not each.gone:
                 assert socket.seqs() == list(range(after + 1, self.written + 1))
                 assert not each.busy
-
-    @rule()
-    def everything_arrives(self):
-        self.check_complete()
 
 
 TestViewers = Viewers.TestCase
