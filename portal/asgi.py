@@ -3,8 +3,9 @@
 HTTP goes through portal.http_handler, Django's handler with each request
 run in one hand-off to its thread.
 
-Sockets use the session cookie (AuthMiddlewareStack) and are checked against
-the allowed hosts; each consumer checks the user's role before subscribing.
+Sockets use the session cookie, read once at the handshake
+(portal/core/socket_session.py), and are checked against the allowed hosts;
+each consumer checks the user's role before subscribing.
 """
 
 import os
@@ -20,17 +21,17 @@ from portal.http_handler import SyncASGIHandler  # noqa: E402
 
 django_asgi_app = SyncASGIHandler()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from portal.core.socket_session import SocketAuthMiddlewareStack  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            SocketAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }
 )
