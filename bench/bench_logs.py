@@ -8,12 +8,18 @@ Each line carries its print time (`time.time_ns()`); the viewers (a separate
 process, as browsers would be) note when they receive it.
 Goals: p99 print → receipt ≤ 50 ms, 0 lines lost, ≥ 5,000 lines/s.
 
+Flat out, a burst lasts about 0.1 s and its p99 is, in effect, the latency
+of its last lines: one stall of any of the processes on the two cores
+decides it. So the step runs --bursts times (5 in make bench), each from a
+fresh deployment, server and viewers, and the goal is on the p99 of every
+line of every burst; each burst's own p99 is reported with it.
+
 This module also holds the engine benchmarks' shared set-up (their own
 database gantry_bench_engine, Redis db 9, a seeded fraud-detector, uvicorn,
 session cookies and the viewer process), used by bench_terraform and
 bench_release_latency.
 
-python -m bench.bench_logs [--lines N] [--viewers N]       # standalone, prints JSON
+python -m bench.bench_logs [--lines N] [--viewers N] [--bursts N]   # standalone, prints JSON
 """
 
 from __future__ import annotations
@@ -267,6 +273,7 @@ def summarize_viewers(results: list[list[tuple[int, str, int]]]) -> dict:
         "duplicates": sum(len(r) - len({seq for seq, _, _ in r}) for r in results),
         "completed": sum(any(text == END for _, text, _ in r) for r in results),
         "samples": len(latencies_ms),
+        "latencies_ms": [round(ms, 3) for ms in latencies_ms],
         "p50_ms": round(common.percentile(latencies_ms, 50), 2),
         "p99_ms": round(common.percentile(latencies_ms, 99), 2),
         "max_ms": round(max(latencies_ms, default=float("nan")), 2),
@@ -336,8 +343,38 @@ def printer_argv(lines: int, rate: int = 0) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
-    """Needs setup_engine_django() first. rate 0: the printer's top speed."""
+def run(lines: int = 10_000, viewers: int = 20, rate: int = 0, bursts: int = 1) -> dict:
+    """`bursts` runs of the step, the goals on all of their lines together.
+    Needs setup_engine_django() first. rate 0: the printer's top speed."""
+    each = [burst(lines, viewers, rate) for _ in range(bursts)]
+    latencies = [ms for result in each for ms in result.pop("latencies_ms")]
+    result = {
+        **each[-1],
+        "bursts": bursts,
+        "samples": len(latencies),
+        "p50_ms": round(common.percentile(latencies, 50), 2),
+        "p99_ms": round(common.percentile(latencies, 99), 2),
+        "max_ms": round(max(latencies, default=float("nan")), 2),
+        "bursts_p50_p99_ms": [(r["p50_ms"], r["p99_ms"]) for r in each],
+        "lost": sum(r["lost"] for r in each),
+        "duplicates": sum(r["duplicates"] for r in each),
+        "completed": min(r["completed"] for r in each),
+        "lines_per_s": min(r["lines_per_s"] or 0 for r in each) or None,
+        "printer_lines_per_s": round(common.median([r["printer_lines_per_s"] or 0 for r in each])),
+        "step_seconds": common.median([r["step_seconds"] for r in each]),
+        "print_seconds": common.median([r["print_seconds"] for r in each]),
+        # The median burst's CPU, process by process.
+        "cpu_ms": {
+            who: common.median([r["cpu_ms"][who] for r in each]) for who in each[0]["cpu_ms"]
+        },
+    }
+    result.pop("met_but_p99")
+    result["met"] = result["p99_ms"] <= GOAL_P99_MS and all(r["met_but_p99"] for r in each)
+    return result
+
+
+def burst(lines: int, viewers: int, rate: int) -> dict:
+    """One run of the step to `viewers` fresh viewers, with its latencies."""
     from deployments import logs
     from deployments.choices import StepStatus
     from deployments.engine import step_context
@@ -411,9 +448,9 @@ def run(lines: int = 10_000, viewers: int = 20, rate: int = 0) -> dict:
         max_batch=logs.MAX_BATCH,
         goals={"p99_ms": GOAL_P99_MS, "lost": 0, "lines_per_s": GOAL_LINES_PER_S},
     )
-    result["met"] = (
-        result["p99_ms"] <= GOAL_P99_MS
-        and result["lost"] == 0
+    # The p99 goal is run()'s, on the bursts together.
+    result["met_but_p99"] = (
+        result["lost"] == 0
         and result["completed"] == viewers
         and result["duplicates"] == 0
         # Flat out, the throughput goal; paced, the printer sets the pace
@@ -430,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=10_000)
     parser.add_argument("--viewers", type=int, default=20)
     parser.add_argument("--rate", type=int, default=0, help="paced lines/s (0: flat out)")
+    parser.add_argument("--bursts", type=int, default=1, help="runs of the step, pooled")
     parser.add_argument("--view", help=argparse.SUPPRESS)  # internal: be the viewer process
     parser.add_argument("--origin", help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help="reuse gantry_bench_engine")
@@ -440,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary), flush=True)
         return 0
     setup_engine_django(fresh=not args.keep)
-    result = {"machine": machine(), "logs": run(args.lines, args.viewers, args.rate)}
+    result = {"machine": machine(), "logs": run(args.lines, args.viewers, args.rate, args.bursts)}
     print(json.dumps(result, indent=2, default=str))
     return 0
 

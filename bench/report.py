@@ -49,6 +49,8 @@ def render_engine(engine: dict) -> str:
             "p99 ≤ 50",
             "met",
         )
+        row(f"each burst's p50 / p99 ms ({label})", key,
+            lambda r: ", ".join(f"{a} / {b}" for a, b in r["bursts_p50_p99_ms"]), "")  # fmt: skip
         row(
             f"log lines/s, first print → last receipt ({label})",
             key,

@@ -57,7 +57,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
     """(result key, module, arguments) of each deploy-engine benchmark."""
     if quick:
         return [
-            ("logs", "bench.bench_logs", ["--lines", "2000", "--viewers", "5"]),
+            ("logs", "bench.bench_logs", ["--lines", "2000", "--viewers", "5", "--bursts", "2"]),
             ("logs_paced", "bench.bench_logs", ["--lines", "2000", "--viewers", "5",
                                                 "--rate", "5000"]),
             ("terraform", "bench.bench_terraform", ["--runs", "2"]),
@@ -70,7 +70,7 @@ def engine_runs(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("fanout_floor", "bench.bench_fanout_floor", ["--clients", "200", "--rounds", "3"]),
         ]  # fmt: skip
     return [
-        ("logs", "bench.bench_logs", []),
+        ("logs", "bench.bench_logs", ["--bursts", "5"]),
         ("logs_paced", "bench.bench_logs", ["--rate", "5000"]),
         ("terraform", "bench.bench_terraform", ["--runs", "5"]),
         ("terraform_rollout", "bench.bench_terraform", ["--runs", "5", "--apply-delay", "3"]),
