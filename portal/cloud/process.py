@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -49,6 +50,12 @@ INHERITED_ENV = (
 )  # fmt: skip
 
 GRACE_SECONDS = 10.0
+
+# Set in the environment of every process a step starts, with a value of its
+# own: what the process starts inherits it (Terraform's providers and the
+# commands of its local-exec hooks do), which finds them when the step is
+# stopped even after they left its process group (see _stop_leftovers).
+RUN_MARKER = "GANTRY_STEP_RUN"
 
 
 def base_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -187,6 +194,32 @@ def _stop(process: subprocess.Popen, first_signal: int, grace: float) -> None:
         process.wait()
 
 
+def _stop_leftovers(marker: str) -> int:
+    """SIGKILL every process still running with `marker` in its environment:
+    what a stopped step's process started and left behind. Terraform runs a
+    local-exec hook's command in a session of its own, out of reach of the
+    signal to the step's process group, and kills only the shell when it
+    stops: a cancelled rollout's `sleep` (or a real rollout script) ran on
+    after the deployment said "cancelled". Returns how many were stopped."""
+    entry = f"{RUN_MARKER}={marker}".encode()
+    own = os.getuid()
+    stopped = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != own:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                if entry not in environ.read().split(b"\0"):
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+            stopped += 1
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended meanwhile, or not ours to read
+    return stopped
+
+
 def stream_process(
     argv: list[str],
     *,
@@ -206,7 +239,8 @@ def stream_process(
     after `grace` seconds (raising Cancelled or CloudError). `log` is only
     ever called from this thread.
     """
-    env = env if env is not None else base_environment()
+    marker = secrets.token_hex(8)
+    env = {**(env if env is not None else base_environment()), RUN_MARKER: marker}
     launch, preexec_fn = _launch(argv, env, cwd)
     try:
         process = subprocess.Popen(
@@ -234,8 +268,15 @@ def stream_process(
     # The last lines of stderr, for error messages (a chatty tool must not fill memory).
     stderr_lines: deque[str] = deque(maxlen=STDERR_KEPT)
     stopped_because: str | None = None
+    swept = False
     try:
         while selector.get_map():
+            if stopped_because and not swept and process.poll() is not None:
+                # The step's process is gone. What it started and left running
+                # may still hold its pipes open: it goes too.
+                swept = True
+                if _stop_leftovers(marker):
+                    log(f"Stopped what {argv[0]} had started and left running.", "system")
             if stopped_because is None:
                 if cancelled.is_set():
                     stopped_because = "cancelled"
@@ -265,6 +306,8 @@ def stream_process(
         process.stdout.close()
         process.stderr.close()
     returncode = process.wait()
+    if stopped_because and not swept and _stop_leftovers(marker):
+        log(f"Stopped what {argv[0]} had started and left running.", "system")
     if stopped_because == "cancelled":
         raise Cancelled(f"Cancelled; {argv[0]} was stopped (exit code {returncode}).")
     if stopped_because == "timeout":

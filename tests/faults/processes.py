@@ -32,6 +32,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from portal.cloud.process import RUN_MARKER
 from tests.servers import uvicorn_argv
 
 ROOT = Path(settings.BASE_DIR)
@@ -300,6 +301,23 @@ class Portal:
         for _, process in reversed(self.processes):
             _stop(process)
         self.processes.clear()
+        stop_leftover_steps(self.workdir)
+
+
+def stop_leftover_steps(workdir: Path) -> None:
+    """SIGKILL what the steps of this test's workers left running. A worker
+    stopped mid-step takes the step's process with it (a death signal), not
+    what that process started: Terraform's provider plugins ran on for the
+    rest of the suite. Found by the engine's marker in their environment
+    (portal/cloud/process.py) and this test's directory in it."""
+    marker, place = f"{RUN_MARKER}=".encode(), str(workdir).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            if marker in environ and place in environ:
+                os.kill(int(pid), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
 
 
 def portal_env(*, database_url: str, redis_url: str, workdir: Path, **extra: str) -> dict[str, str]:

@@ -143,6 +143,42 @@ def test_cancel_terminates_the_subprocess_and_its_children(make_ctx, tmp_path):
     assert not alive(child)
 
 
+def test_cancel_stops_what_the_command_started_in_a_session_of_its_own(make_ctx, tmp_path):
+    """A child in a session of its own is out of reach of the signal to the
+    step's process group (Terraform runs its local-exec hooks so): it is
+    found by the marker in its environment and stopped too."""
+    pid_file = tmp_path / "daemon.pid"
+    script = (
+        "import subprocess, time; "
+        f"child = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(60)'], "
+        "start_new_session=True); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); print('working', flush=True); "
+        "time.sleep(60)"
+    )
+    ctx = make_ctx({"argv": [PY, "-c", script]})
+    record = ctx.log
+
+    def log(text: str, stream: str = "stdout") -> None:
+        record(text, stream)
+        if text == "working":
+            ctx.cancelled.set()
+
+    ctx.log = log
+    started = time.monotonic()
+
+    with pytest.raises(Cancelled):
+        CommandRunner().run(ctx)
+
+    # Not after the child's 60 s, holding the step's output pipe open till then.
+    assert time.monotonic() - started < 30
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(child)
+    assert "Stopped what" in record.text
+
+
 # Processes start through setpriv where it exists (Debian: always), else
 # through a preexec_fn; both must behave the same.
 LAUNCHERS = ["setpriv", "preexec"]

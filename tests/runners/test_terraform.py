@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import subprocess
 import threading
 import time
@@ -233,7 +234,13 @@ def test_it_stops_terraform_when_the_deployment_is_cancelled(make_ctx, tf_config
 
     def log(text: str, stream: str = "stdout") -> None:
         record(text, stream)
-        if "rolling out" in text:  # cancel mid-apply, not at a guess of when that is
+        # Cancel mid-apply, not at a guess of when that is: once a hook's
+        # shell has printed (not the "Executing" line before it) and its
+        # `sleep` runs.
+        if "(local-exec): rolling out" in text:
+            deadline = time.monotonic() + 10
+            while not hook_commands(tf_config) and time.monotonic() < deadline:
+                time.sleep(0.02)
             ctx.cancelled.set()
 
     ctx.log = log
@@ -242,6 +249,28 @@ def test_it_stops_terraform_when_the_deployment_is_cancelled(make_ctx, tf_config
         runner.run(ctx)
 
     assert "Stopping" in record.text
+    # The hook's command (its shell's `sleep 30`) ran in a session of its
+    # own: stopped with the step, not left to finish the rollout.
+    deadline = time.monotonic() + 10
+    while hook_commands(tf_config) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hook_commands(tf_config) == []
+
+
+def hook_commands(config: dict) -> list[str]:
+    """The rollout hooks' commands still running for this test's Terraform
+    (their environment names its data directory)."""
+    marker = str(Path(config["backend_config"]["workspace_dir"]).parent).encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if marker in environ and cmdline[0] == b"sleep":
+            found.append(b" ".join(cmdline).decode())
+    return found
 
 
 def test_it_names_the_bad_key_in_the_config():
