@@ -194,30 +194,38 @@ def _stop(process: subprocess.Popen, first_signal: int, grace: float) -> None:
         process.wait()
 
 
-def _stop_leftovers(marker: str) -> int:
-    """SIGKILL every process still running with `marker` in its environment:
-    what a stopped step's process started and left behind. Terraform runs a
-    local-exec hook's command in a session of its own, out of reach of the
-    signal to the step's process group, and kills only the shell when it
-    stops: a cancelled rollout's `sleep` (or a real rollout script) ran on
-    after the deployment said "cancelled". Returns how many were stopped."""
-    entry = f"{RUN_MARKER}={marker}".encode()
-    own = os.getuid()
-    stopped = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+def processes_with(*entries: str) -> list[int]:
+    """The pids of the running processes (this user's: others' environments
+    are not readable) whose environment holds every one of `entries`."""
+    wanted = [entry.encode() for entry in entries]
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{name}").st_uid != own:
-                continue
-            with open(f"/proc/{name}/environ", "rb") as environ:
-                if entry not in environ.read().split(b"\0"):
-                    continue
-            os.kill(int(name), signal.SIGKILL)
-            stopped += 1
+            with open(f"/proc/{name}/environ", "rb") as file:
+                environ = file.read()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # ended meanwhile, or not ours to read
-    return stopped
+        if all(entry in environ for entry in wanted):
+            found.append(int(name))
+    return found
+
+
+def _stop_leftovers(marker: str, program: str, log: Callable[..., None]) -> None:
+    """SIGKILL every process still running with the step's `marker` in its
+    environment: what a stopped step's process started and left behind.
+    Terraform runs a local-exec hook's command in a session of its own, out
+    of reach of the signal to the step's process group, and kills only the
+    shell when it stops: a cancelled rollout's `sleep` (or a real rollout
+    script) ran on after the deployment said "cancelled"."""
+    stopped = 0
+    for pid in processes_with(f"{RUN_MARKER}={marker}"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            stopped += 1
+        except ProcessLookupError:
+            continue
+    if stopped:
+        log(f"Stopped what {program} had started and left running.", "system")
 
 
 def stream_process(
@@ -275,8 +283,7 @@ def stream_process(
                 # The step's process is gone. What it started and left running
                 # may still hold its pipes open: it goes too.
                 swept = True
-                if _stop_leftovers(marker):
-                    log(f"Stopped what {argv[0]} had started and left running.", "system")
+                _stop_leftovers(marker, argv[0], log)
             if stopped_because is None:
                 if cancelled.is_set():
                     stopped_because = "cancelled"
@@ -306,8 +313,8 @@ def stream_process(
         process.stdout.close()
         process.stderr.close()
     returncode = process.wait()
-    if stopped_because and not swept and _stop_leftovers(marker):
-        log(f"Stopped what {argv[0]} had started and left running.", "system")
+    if stopped_because and not swept:  # its output ended before it did
+        _stop_leftovers(marker, argv[0], log)
     if stopped_because == "cancelled":
         raise Cancelled(f"Cancelled; {argv[0]} was stopped (exit code {returncode}).")
     if stopped_because == "timeout":

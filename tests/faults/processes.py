@@ -32,7 +32,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
-from portal.cloud.process import RUN_MARKER
+from portal.cloud.process import RUN_MARKER, processes_with
 from tests.servers import uvicorn_argv
 
 ROOT = Path(settings.BASE_DIR)
@@ -310,13 +310,10 @@ def stop_leftover_steps(workdir: Path) -> None:
     what that process started: Terraform's provider plugins ran on for the
     rest of the suite. Found by the engine's marker in their environment
     (portal/cloud/process.py) and this test's directory in it."""
-    marker, place = f"{RUN_MARKER}=".encode(), str(workdir).encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in processes_with(f"{RUN_MARKER}=", str(workdir)):
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            if marker in environ and place in environ:
-                os.kill(int(pid), signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             continue
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import subprocess
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 from deployments.runners.terraform import TerraformRunner, _StepTerraform
 from portal.cloud.errors import Cancelled, CloudError
 from portal.cloud.masking import Masker
+from portal.cloud.process import RUN_MARKER, processes_with
 from portal.cloud.terraform import TerraformSession, file_sha256
 
 pytestmark = pytest.mark.slow
@@ -260,15 +260,14 @@ def test_it_stops_terraform_when_the_deployment_is_cancelled(make_ctx, tf_config
 def hook_commands(config: dict) -> list[str]:
     """The rollout hooks' commands still running for this test's Terraform
     (their environment names its data directory)."""
-    marker = str(Path(config["backend_config"]["workspace_dir"]).parent).encode()
+    test_dir = str(Path(config["backend_config"]["workspace_dir"]).parent)
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in processes_with(f"{RUN_MARKER}=", test_dir):
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if marker in environ and cmdline[0] == b"sleep":
+        if cmdline[0] == b"sleep":
             found.append(b" ".join(cmdline).decode())
     return found
 
