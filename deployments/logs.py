@@ -1,11 +1,13 @@
 """The per-line path of a running deployment: mask, number, store, broadcast.
 
-This is the hot path (Terraform can print thousands of lines a second), so a
-line costs one masking pass and an append under a lock; a sender thread sends
-each batch to the deployment's channel group as one message, and a storer
-thread writes the batches with COPY right behind it, in order. The database
-always holds every line up to some seq, so a viewer that misses a message
-fills the gap from it (waiting for the storer if it is a few ms behind).
+This is the hot path (Terraform can print thousands of lines a second), so
+a chunk of lines (what one read of a step's output holds) costs one masking
+pass and one append under a lock, and travels as a chunk: a sender thread
+sends each batch of chunks to the deployment's channel group as one
+message, and a storer thread writes the batches with COPY right behind it,
+in order. The database always holds every line up to some seq, so a viewer
+that misses a message fills the gap from it (waiting for the storer if it
+is a few ms behind).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from itertools import groupby
+from datetime import UTC, datetime
 
 from django.db import (
     DatabaseError,
@@ -117,7 +119,8 @@ def lines_event(deployment_id: int, runs: list[dict]) -> dict:
 
 
 def store_lines(deployment_id: int, batch: list[tuple]) -> None:
-    """INSERT one batch of (seq, step_id, step_name, stream, text, at).
+    """INSERT one batch of chunks, (seq, step_id, step_name, stream, texts, at)
+    each: the lines seq, seq + 1, ... of one step, stream and time.
 
     On PostgreSQL through COPY, which takes a batch of lines about ten times
     faster than a multi-row INSERT built by the ORM; elsewhere (SQLite in
@@ -125,9 +128,10 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
     """
     if connection.vendor != "postgresql":
         LogLine.objects.bulk_create(
-            LogLine(deployment_id=deployment_id, seq=seq, step_id=step_id,
+            LogLine(deployment_id=deployment_id, seq=seq + offset, step_id=step_id,
                     stream=stream, text=text, at=at)
-            for seq, step_id, _, stream, text, at in batch
+            for seq, step_id, _, stream, texts, at in batch
+            for offset, text in enumerate(texts)
         )  # fmt: skip
         return
     table = LogLine._meta.db_table
@@ -145,13 +149,12 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
 
 
 def record_store_latency(batch: list[tuple]) -> None:
-    """How long the batch's lines took from print to stored, for /metrics.
-    Lines of one chunk share their time, so this is one entry per chunk."""
+    """How long the batch's lines took from print to stored, for /metrics:
+    one entry per chunk, whose lines share their time."""
     stored = timezone.now()
     LOG_STORE_LATENCY.observe(
-        [((stored - at).total_seconds(), len(list(lines)))
-         for at, lines in groupby(batch, key=lambda line: line[5])]
-    )  # fmt: skip
+        [((stored - chunk[5]).total_seconds(), len(chunk[4])) for chunk in batch]
+    )
 
 
 NULL = "\\N"
@@ -160,28 +163,62 @@ _IN_LINE_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\0": 
 
 
 def copy_rows(deployment_id: int, batch: list[tuple]) -> str:
-    """A batch as COPY's text format, in one string (a write_row per line costs
-    more than the server's work). The storer builds it while the sender
-    wants the interpreter, so it works a run of lines sharing step, stream and
-    time at a time: one escape pass over the run's joined text (its lines hold
-    no newline: LogWriter splits on them), one isoformat() of its time and one
-    C-level format per line."""
+    """A batch of chunks as COPY's text format, in one string (a write_row per
+    line costs more than the server's work). The storer builds it while the
+    sender wants the interpreter, so it works a chunk at a time: one escape
+    pass over the chunk's joined text (its lines hold no newline: LogWriter
+    splits on them), one isoformat() of its time and one C-level format per
+    line."""
     parts = []
-    for (step_id, stream, at), rows in groupby(batch, key=_run_key):
-        rows = list(rows)
-        texts = "\n".join([row[4] for row in rows]).translate(_IN_LINE_ESCAPES).split("\n")
-        if len(texts) != len(rows):  # a newline after all: escape line by line
-            texts = [copy_text(row[4]) for row in rows]
+    for seq, step_id, _, stream, lines, at in batch:
+        texts = "\n".join(lines).translate(_IN_LINE_ESCAPES).split("\n")
+        if len(texts) != len(lines):  # a newline after all: escape line by line
+            texts = [copy_text(line) for line in lines]
         row_format = (
             f"{deployment_id}\t{{}}\t{NULL if step_id is None else step_id}\t{stream}\t{{}}"
             f"\t{at.isoformat()}\n"
         )
-        parts.append("".join(map(row_format.format, [row[0] for row in rows], texts)))
+        parts.append("".join(map(row_format.format, range(seq, seq + len(texts)), texts)))
     return "".join(parts)
 
 
-def _run_key(row: tuple) -> tuple:
-    return row[1], row[3], row[5]  # step_id, stream, at
+def chunk_runs(chunks: list[tuple]) -> list[dict]:
+    """The runs of a batch of chunks (see line_runs): chunks of one step,
+    stream and time make one run, so a burst's frame is a run or two."""
+    runs: list[dict] = []
+    key = None
+    next_seq = 0
+    for seq, _, step, stream, texts, at in chunks:
+        if seq == next_seq and (step, stream, at) == key:
+            runs[-1]["texts"].extend(texts)
+        else:
+            key = (step, stream, at)
+            runs.append(
+                # A copy: the chunk's own list is the storer's.
+                {"seq": seq, "step": step, "stream": stream, "at": at.isoformat(),
+                 "texts": list(texts)}
+            )  # fmt: skip
+        next_seq = seq + len(texts)
+    return runs
+
+
+def _lines_in_frame(texts: list[str], size: int) -> int:
+    """How many of `texts` go into a frame already holding `size`: up to the
+    line that takes it to MAX_FRAME_BYTES."""
+    for count, text in enumerate(texts, start=1):
+        size += len(text) + LINE_OVERHEAD
+        if size >= MAX_FRAME_BYTES:
+            return count
+    return len(texts)
+
+
+def split_chunk(chunk: tuple, count: int) -> tuple[tuple, tuple]:
+    """A chunk's first `count` lines and the rest, as two chunks."""
+    seq, step_id, step, stream, texts, at = chunk
+    return (
+        (seq, step_id, step, stream, texts[:count], at),
+        (seq + count, step_id, step, stream, texts[count:], at),
+    )
 
 
 def copy_text(text: str) -> str:
@@ -215,7 +252,10 @@ class LogWriter:
         self.next_seq = (last or 0) + 1
         self.step_id: int | None = None
         self.step_name = ""
+        self._at_ms, self._at = 0, timezone.now()  # see _now()
+        # Chunks, (first seq, step_id, step_name, stream, texts, at) each.
         self._pending: list[tuple] = []  # numbered, not sent yet
+        self._pending_lines = 0
         self._unstored: list[tuple] = []  # sent (or being sent), not stored yet
         self._lock = threading.Lock()  # guards the two lists and the numbering
         self._send_lock = threading.Lock()  # one batch at a time goes out, in order
@@ -257,33 +297,64 @@ class LogWriter:
         # NUL, which PostgreSQL text cannot hold, goes here, so viewers and
         # every database get the same text.
         masked = self.mask("\n".join(lines).replace("\0", "")).split("\n")
-        now = timezone.now()
         with self._lock:
+            now = self._now()
             idle = not self._pending
-            seq, step_id, step_name = self.next_seq, self.step_id, self.step_name
-            self._pending.extend(
-                (seq + offset, step_id, step_name, stream, line, now)
-                for offset, line in enumerate(masked)
-            )
+            seq, step_id, name = self.next_seq, self.step_id, self.step_name
+            last = self._pending[-1] if self._pending else None
+            if last and last[5] is now and last[3] == stream and last[1:3] == (step_id, name):
+                last[4].extend(masked)  # the same step, stream and millisecond
+            else:
+                self._pending.append((seq, step_id, name, stream, masked, now))
+            self._pending_lines += len(masked)
             self.next_seq = seq + len(masked)
             # Lines into an empty buffer wake the sender (a first line after a
             # quiet spell goes at once, see _send_loop); lines that come while
             # it waits out MIN_FLUSH_GAP go with the next batch, unless a full
-            # batch is ready.
-            if idle or len(self._pending) >= MAX_BATCH:
+            # batch is ready. (Setting a set Event takes its lock all the same,
+            # once per chunk of a burst while a full batch waits.)
+            if (idle or self._pending_lines >= MAX_BATCH) and not self._wake.is_set():
                 self._wake.set()
 
+    def _now(self) -> datetime:
+        """When a chunk was read, to the millisecond; chunks read within one
+        millisecond share one datetime. A tool printing flat out comes a line
+        or two per read: with a time each, every read was a run of its own in
+        the viewers' frames, the COPY and the latency histogram; sharing it
+        makes a run of all of them (one isoformat, one frame header)."""
+        ms = time.time_ns() // 1_000_000
+        if ms != self._at_ms:
+            self._at_ms, self._at = ms, datetime.fromtimestamp(ms / 1000, tz=UTC)
+        return self._at
+
     def _take(self) -> list[tuple]:
-        """The oldest pending lines, at most MAX_BATCH of them and about
-        MAX_FRAME_BYTES of text: one batch is one WebSocket frame, kept far
-        below the message limits of servers and proxies."""
+        """The oldest pending chunks, at most MAX_BATCH lines and about
+        MAX_FRAME_BYTES of text (the last chunk cut to fit, its rest left
+        pending): one batch is one WebSocket frame, kept far below the
+        message limits of servers and proxies."""
         with self._lock:
-            size = count = 0
-            for count, line in enumerate(self._pending[:MAX_BATCH], start=1):  # noqa: B007
-                size += len(line[4]) + LINE_OVERHEAD
-                if size >= MAX_FRAME_BYTES:
+            batch: list[tuple] = []
+            whole = lines = size = 0  # whole: chunks taken entire
+            for chunk in self._pending:
+                texts = chunk[4]
+                count = min(len(texts), MAX_BATCH - lines)
+                chunk_size = sum(map(len, texts[:count])) + LINE_OVERHEAD * count
+                if size + chunk_size >= MAX_FRAME_BYTES:
+                    count = _lines_in_frame(texts[:count], size)
+                    size = MAX_FRAME_BYTES
+                else:
+                    size += chunk_size
+                lines += count
+                if count < len(texts):
+                    head, self._pending[whole] = split_chunk(chunk, count)
+                    batch.append(head)
                     break
-            batch, self._pending = self._pending[:count], self._pending[count:]
+                batch.append(chunk)
+                whole += 1
+                if lines >= MAX_BATCH or size >= MAX_FRAME_BYTES:
+                    break
+            del self._pending[:whole]
+            self._pending_lines -= lines
         return batch
 
     def _send_batch(self) -> int:
@@ -295,28 +366,31 @@ class LogWriter:
             with self._lock:
                 self._unstored.extend(batch)
             self._store_wake.set()
-            runs = line_runs(
-                (seq, name, stream, text, at) for seq, _, name, stream, text, at in batch
-            )
             try:
-                self._send(lines_event(self.deployment_id, runs))
+                self._send(lines_event(self.deployment_id, chunk_runs(batch)))
             except Exception:  # viewers fill the gap from the database later
                 log.warning("sending log lines of deployment %s failed", self.deployment_id,
                             exc_info=True)  # fmt: skip
-        return len(batch)
+        return sum(len(chunk[4]) for chunk in batch)
 
     def _send(self, event: dict) -> None:
         publish(group_name(self.deployment_id), event)
 
     def _store_queued(self) -> int:
-        """Store everything sent so far, in one COPY per STORE_BATCH lines.
-        A batch leaves the queue only once stored: after a failure the next
-        attempt starts from it, so the stored lines stay gap-free."""
+        """Store everything sent so far, in one COPY per STORE_BATCH lines (or
+        up to the end of the chunk that reaches it). A batch leaves the queue
+        only once stored: after a failure the next attempt starts from it, so
+        the stored lines stay gap-free."""
         total = 0
         with self._store_lock:
             while True:
                 with self._lock:
-                    batch = self._unstored[:STORE_BATCH]
+                    batch, lines = [], 0
+                    for chunk in self._unstored:
+                        if lines >= STORE_BATCH:
+                            break
+                        batch.append(chunk)
+                        lines += len(chunk[4])
                 if not batch:
                     return total
                 try:
@@ -330,7 +404,7 @@ class LogWriter:
                 record_store_latency(batch)
                 with self._lock:
                     del self._unstored[: len(batch)]
-                total += len(batch)
+                total += lines
 
     def _stored(self, seq: int) -> bool:
         return LogLine.objects.filter(deployment_id=self.deployment_id, seq=seq).exists()

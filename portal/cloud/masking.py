@@ -82,16 +82,26 @@ class Masker:
         )
 
     def mask(self, text: str) -> str:
-        if self._secrets_re is not None and any(secret in text for secret in self._secrets):
-            text = self._secrets_re.sub(MASK, text)
+        # Plain loops, not any() over generators: the engine calls this for
+        # every chunk a step prints, a line or two each when a tool prints
+        # flat out, and the nine generators cost four times the tests.
+        if self._secrets_re is not None:
+            for secret in self._secrets:
+                if secret in text:
+                    text = self._secrets_re.sub(MASK, text)
+                    break
         for hints, pattern in _TOKEN_RES:
-            if any(hint in text for hint in hints):
-                text = pattern.sub(MASK, text)
+            for hint in hints:
+                if hint in text:
+                    text = pattern.sub(MASK, text)
+                    break
         lowered = text.lower()
         for hints, pattern in _LABELLED_RES:
-            if any(hint in lowered for hint in hints):
-                text = pattern.sub(_keep_label, text)
-                lowered = text.lower()
+            for hint in hints:
+                if hint in lowered:
+                    text = pattern.sub(_keep_label, text)
+                    lowered = text.lower()
+                    break
         return text
 
     __call__ = mask

@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from deployments.logs import NULL, copy_rows, copy_text, line_runs, lines_event, runs_after
+from deployments.logs import (
+    NULL,
+    chunk_runs,
+    copy_rows,
+    copy_text,
+    line_runs,
+    lines_event,
+    runs_after,
+)
 
 T1 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 T2 = datetime(2026, 12, 1, 9, 30, 1, tzinfo=UTC)
@@ -55,20 +63,44 @@ def test_runs_after_keeps_only_later_lines():
     assert runs_after(runs, 0) == runs
 
 
-def test_copy_rows_escape_and_order_every_line_whatever_its_run():
-    """COPY's text format, built a run at a time, is the line-by-line one:
-    runs broken by step, stream and time, braces and backslashes kept, and a
-    text holding a newline after all still escaped right."""
+def test_copy_rows_escape_and_order_every_line_whatever_its_chunk():
+    """COPY's text format, built a chunk at a time, is the line-by-line one:
+    chunks of other steps, streams and times, braces and backslashes kept,
+    and a text holding a newline after all still escaped right."""
     stamps = {T1: T1.isoformat(), T2: T2.isoformat()}
     batch = [
-        (1, 7, "Apply", "stdout", "a\ttab {x} \\N", T1),
-        (2, 7, "Apply", "stdout", "cr\rinside", T1),
-        (3, None, "", "system", "naïve – 漢字", T1),
-        (4, 7, "Apply", "stderr", "two\nlines", T2),
-        (5, 7, "Apply", "stderr", "", T2),
+        (1, 7, "Apply", "stdout", ["a\ttab {x} \\N", "cr\rinside"], T1),
+        (3, None, "", "system", ["naïve – 漢字"], T1),
+        (4, 7, "Apply", "stderr", ["two\nlines", ""], T2),
+    ]
+    lines = [
+        (seq + offset, step, stream, text, at)
+        for seq, step, _, stream, texts, at in batch
+        for offset, text in enumerate(texts)
     ]
     expected = "".join(
         f"9\t{seq}\t{NULL if step is None else step}\t{stream}\t{copy_text(text)}\t{stamps[at]}\n"
-        for seq, step, _, stream, text, at in batch
+        for seq, step, stream, text, at in lines
     )
+    assert [line[0] for line in lines] == [1, 2, 3, 4, 5]
     assert copy_rows(9, batch) == expected
+
+
+def test_chunks_of_one_step_stream_and_time_make_one_run_and_keep_their_lines():
+    batch = [
+        (1, 7, "Apply", "stdout", ["a", "b"], T1),
+        (3, 7, "Apply", "stdout", ["c"], T1),  # joins the run before
+        (4, 7, "Apply", "stderr", ["d"], T1),  # another stream
+        (5, 7, "Apply", "stderr", ["e"], T2),  # another time
+        (7, 7, "Apply", "stderr", ["g"], T2),  # a hole in the seqs
+    ]
+    runs = chunk_runs(batch)
+    assert [(run["seq"], run["texts"]) for run in runs] == [
+        (1, ["a", "b", "c"]), (4, ["d"]), (5, ["e"]), (7, ["g"]),
+    ]  # fmt: skip
+    assert batch[0][4] == ["a", "b"]  # the storer's chunk is left as it was
+    assert runs == line_runs(
+        (seq + offset, step, stream, text, at)
+        for seq, _, step, stream, texts, at in batch
+        for offset, text in enumerate(texts)
+    )

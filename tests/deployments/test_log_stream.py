@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -154,6 +155,34 @@ def test_it_masks_secrets_before_storing(deployment):
     writer.close()
     text = LogLine.objects.get(deployment=deployment).text
     assert text == "connecting with **** and ****"
+
+
+def test_lines_read_in_one_millisecond_share_one_time_that_never_goes_back(deployment, monkeypatch):
+    """A line's time is the millisecond the engine read it. A tool printing
+    flat out comes a line or two per read, so the reads of one millisecond
+    must make one run in the viewers' frame (not a run, an isoformat and a
+    COPY group per read), and times must follow the line numbers."""
+    sent = []
+    monkeypatch.setattr(LogWriter, "_send", lambda self, event: sent.append(event))
+    started = timezone.now()
+    with LogWriter(deployment.pk) as writer:
+        for n in range(0, 3000, 2):  # a few milliseconds of two-line reads
+            writer.write_lines([f"line {n}", f"line {n + 1}"])
+    finished = timezone.now()
+
+    times = list(LogLine.objects.filter(deployment=deployment).order_by("seq").values_list(
+        "at", flat=True
+    ))  # fmt: skip
+    assert len(times) == 3000
+    assert times == sorted(times)
+    assert all(at.microsecond % 1000 == 0 for at in times)
+    assert started - timedelta(milliseconds=1) < times[0] and times[-1] <= finished
+    runs = [run for event in sent for run in json.loads(event["frame"])["runs"]]
+    distinct = len(set(times))
+    assert distinct < 1500  # reads did share a millisecond (1,500 reads in all)
+    # One run per millisecond of a frame, none per read.
+    assert len(runs) <= distinct + len(sent)
+    assert [run["seq"] for run in runs] == sorted(run["seq"] for run in runs)
 
 
 # -- helpers running sync DB code from the async scenarios ------------------
