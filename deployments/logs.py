@@ -427,7 +427,7 @@ class LogWriter:
             # in a few frames a second (each frame costs every viewer a
             # message), a burst goes in full batches as soon as they fill.
             due = last_sent + MIN_FLUSH_GAP
-            while not self._closed and len(self._pending) < MAX_BATCH:
+            while not self._closed and self._pending_lines < MAX_BATCH:
                 remaining = due - time.monotonic()
                 if remaining <= 0:
                     break

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -155,6 +156,35 @@ def test_it_masks_secrets_before_storing(deployment):
     writer.close()
     text = LogLine.objects.get(deployment=deployment).text
     assert text == "connecting with **** and ****"
+
+
+def test_a_full_batch_goes_at_once_and_a_part_one_waits_out_the_gap(deployment, monkeypatch):
+    """The first line after a quiet spell goes at once; then at most one
+    batch per MIN_FLUSH_GAP, unless MAX_BATCH lines wait: those go as soon as
+    they are there, however they were read (here in reads of ten lines)."""
+    sent = []
+    monkeypatch.setattr(LogWriter, "_send", lambda self, event: sent.append(time.monotonic()))
+    monkeypatch.setattr(logs, "MIN_FLUSH_GAP", 30.0)  # far longer than the test may take
+    writer = LogWriter(deployment.pk)
+    try:
+        writer.write("first")
+        wait_for(lambda: len(sent) == 1)
+        for n in range(0, logs.MAX_BATCH - 10, 10):  # a batch all but full: it waits
+            writer.write_lines([f"line {n + i}" for i in range(10)])
+        time.sleep(0.5)
+        assert len(sent) == 1
+        writer.write_lines([f"line {n}" for n in range(10)])  # now full: it goes
+        wait_for(lambda: len(sent) == 2)
+    finally:
+        writer.close()  # close() does not wait out the gap
+    assert LogLine.objects.filter(deployment=deployment).count() == 1 + logs.MAX_BATCH
+
+
+def wait_for(condition, seconds: float = 10) -> None:
+    give_up_at = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < give_up_at, "not within 10 s"
+        time.sleep(0.01)
 
 
 def test_lines_read_in_one_millisecond_share_one_time_that_never_goes_back(deployment, monkeypatch):
