@@ -65,14 +65,6 @@ def base_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 READ_SIZE = 1 << 16
-# A read comes at most once a millisecond. A tool printing flat out (and
-# flushing each line) has a line or two in the pipe whenever the reader
-# looks, and every read costs the whole per-chunk path (select, read, split,
-# mask, lock): 5,000 reads for 10,000 lines took most of the engine's CPU in
-# a burst. Waiting out the rest of the millisecond lets a burst's lines
-# gather into a read of dozens; a line costs at most that millisecond, and
-# a quiet step's next line is read at once.
-READ_GAP = 0.001
 MAX_LINE_BYTES = 32 * 1024
 STDERR_KEPT = 2000
 
@@ -285,11 +277,8 @@ def stream_process(
     stderr_lines: deque[str] = deque(maxlen=STDERR_KEPT)
     stopped_because: str | None = None
     swept = False
-    next_read = 0.0
     try:
         while selector.get_map():
-            if (wait := next_read - time.monotonic()) > 0:
-                time.sleep(wait)
             if stopped_because and not swept and process.poll() is not None:
                 # The step's process is gone. What it started and left running
                 # may still hold its pipes open: it goes too.
@@ -309,7 +298,6 @@ def stream_process(
             for key, _ in selector.select(timeout=0.1):
                 fd = key.fd
                 chunk = os.read(fd, READ_SIZE)
-                next_read = time.monotonic() + READ_GAP
                 if chunk:
                     lines = splitters[fd].feed(chunk)
                 else:  # end of this stream
