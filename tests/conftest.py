@@ -196,3 +196,22 @@ def _no_sign_in_failures_of_other_tests():
     clear()
     yield
     clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_sessions_left_on_the_test_database(django_db_setup, django_db_blocker):
+    """At the end of a run, threads of this process that ran database code
+    for a test (asgiref's and channels' executors among them) can still hold
+    a connection taken from the pool. The pool's close() leaves a connection
+    that is out open, and PostgreSQL will not drop a database with a session
+    on it: pytest-django's teardown then failed with "1 other session"
+    (found by mapping the sessions' client ports to processes: they were
+    all this worker's). Those sessions are ended before the drop."""
+    yield
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
