@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from django.db import (
     DatabaseError,
@@ -55,6 +56,18 @@ LINE_OVERHEAD = 120
 
 # The channel layer of live logs (see settings.CHANNEL_LAYERS).
 LOG_CHANNEL_LAYER = LAYER  # the one publish() sends to
+
+
+class Chunk(NamedTuple):
+    """Lines seq, seq + 1, ... of one step, stream and time: what one read of
+    a step's output held (or several reads of one millisecond)."""
+
+    seq: int
+    step_id: int | None
+    step: str
+    stream: str
+    texts: list[str]
+    at: datetime
 
 
 def line_payload(seq: int, step: str, stream: str, text: str, at) -> dict:
@@ -118,9 +131,8 @@ def lines_event(deployment_id: int, runs: list[dict]) -> dict:
     }
 
 
-def store_lines(deployment_id: int, batch: list[tuple]) -> None:
-    """INSERT one batch of chunks, (seq, step_id, step_name, stream, texts, at)
-    each: the lines seq, seq + 1, ... of one step, stream and time.
+def store_lines(deployment_id: int, batch: list[Chunk]) -> None:
+    """INSERT one batch of chunks.
 
     On PostgreSQL through COPY, which takes a batch of lines about ten times
     faster than a multi-row INSERT built by the ORM; elsewhere (SQLite in
@@ -148,12 +160,12 @@ def store_lines(deployment_id: int, batch: list[tuple]) -> None:
             copy.write(data)
 
 
-def record_store_latency(batch: list[tuple]) -> None:
+def record_store_latency(batch: list[Chunk]) -> None:
     """How long the batch's lines took from print to stored, for /metrics:
     one entry per chunk, whose lines share their time."""
     stored = timezone.now()
     LOG_STORE_LATENCY.observe(
-        [((stored - chunk[5]).total_seconds(), len(chunk[4])) for chunk in batch]
+        [((stored - chunk.at).total_seconds(), len(chunk.texts)) for chunk in batch]
     )
 
 
@@ -162,7 +174,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _IN_LINE_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\0": ""})
 
 
-def copy_rows(deployment_id: int, batch: list[tuple]) -> str:
+def copy_rows(deployment_id: int, batch: list[Chunk]) -> str:
     """A batch of chunks as COPY's text format, in one string (a write_row per
     line costs more than the server's work). The storer builds it while the
     sender wants the interpreter, so it works a chunk at a time: one escape
@@ -182,7 +194,7 @@ def copy_rows(deployment_id: int, batch: list[tuple]) -> str:
     return "".join(parts)
 
 
-def chunk_runs(chunks: list[tuple]) -> list[dict]:
+def chunk_runs(chunks: list[Chunk]) -> list[dict]:
     """The runs of a batch of chunks (see line_runs): chunks of one step,
     stream and time make one run, so a burst's frame is a run or two."""
     runs: list[dict] = []
@@ -212,12 +224,11 @@ def _lines_in_frame(texts: list[str], size: int) -> int:
     return len(texts)
 
 
-def split_chunk(chunk: tuple, count: int) -> tuple[tuple, tuple]:
+def split_chunk(chunk: Chunk, count: int) -> tuple[Chunk, Chunk]:
     """A chunk's first `count` lines and the rest, as two chunks."""
-    seq, step_id, step, stream, texts, at = chunk
     return (
-        (seq, step_id, step, stream, texts[:count], at),
-        (seq + count, step_id, step, stream, texts[count:], at),
+        chunk._replace(texts=chunk.texts[:count]),
+        chunk._replace(seq=chunk.seq + count, texts=chunk.texts[count:]),
     )
 
 
@@ -253,10 +264,9 @@ class LogWriter:
         self.step_id: int | None = None
         self.step_name = ""
         self._at_ms, self._at = 0, timezone.now()  # see _now()
-        # Chunks, (first seq, step_id, step_name, stream, texts, at) each.
-        self._pending: list[tuple] = []  # numbered, not sent yet
-        self._pending_lines = 0
-        self._unstored: list[tuple] = []  # sent (or being sent), not stored yet
+        self._pending: list[Chunk] = []  # numbered, not sent yet
+        self._pending_lines = 0  # their lines (the sender's "is a batch full?")
+        self._unstored: list[Chunk] = []  # sent (or being sent), not stored yet
         self._lock = threading.Lock()  # guards the two lists and the numbering
         self._send_lock = threading.Lock()  # one batch at a time goes out, in order
         self._store_lock = threading.Lock()  # one COPY at a time, in order
@@ -302,10 +312,13 @@ class LogWriter:
             idle = not self._pending
             seq, step_id, name = self.next_seq, self.step_id, self.step_name
             last = self._pending[-1] if self._pending else None
-            if last and last[5] is now and last[3] == stream and last[1:3] == (step_id, name):
-                last[4].extend(masked)  # the same step, stream and millisecond
+            if (
+                last and last.at is now and last.stream == stream
+                and last.step_id == step_id and last.step == name
+            ):  # fmt: skip
+                last.texts.extend(masked)  # the same step, stream and millisecond
             else:
-                self._pending.append((seq, step_id, name, stream, masked, now))
+                self._pending.append(Chunk(seq, step_id, name, stream, masked, now))
             self._pending_lines += len(masked)
             self.next_seq = seq + len(masked)
             # Lines into an empty buffer wake the sender (a first line after a
@@ -327,16 +340,16 @@ class LogWriter:
             self._at_ms, self._at = ms, datetime.fromtimestamp(ms / 1000, tz=UTC)
         return self._at
 
-    def _take(self) -> list[tuple]:
+    def _take(self) -> list[Chunk]:
         """The oldest pending chunks, at most MAX_BATCH lines and about
         MAX_FRAME_BYTES of text (the last chunk cut to fit, its rest left
         pending): one batch is one WebSocket frame, kept far below the
         message limits of servers and proxies."""
         with self._lock:
-            batch: list[tuple] = []
+            batch: list[Chunk] = []
             whole = lines = size = 0  # whole: chunks taken entire
             for chunk in self._pending:
-                texts = chunk[4]
+                texts = chunk.texts
                 count = min(len(texts), MAX_BATCH - lines)
                 chunk_size = sum(map(len, texts[:count])) + LINE_OVERHEAD * count
                 if size + chunk_size >= MAX_FRAME_BYTES:
@@ -371,7 +384,7 @@ class LogWriter:
             except Exception:  # viewers fill the gap from the database later
                 log.warning("sending log lines of deployment %s failed", self.deployment_id,
                             exc_info=True)  # fmt: skip
-        return sum(len(chunk[4]) for chunk in batch)
+        return sum(len(chunk.texts) for chunk in batch)
 
     def _send(self, event: dict) -> None:
         publish(group_name(self.deployment_id), event)
@@ -390,7 +403,7 @@ class LogWriter:
                         if lines >= STORE_BATCH:
                             break
                         batch.append(chunk)
-                        lines += len(chunk[4])
+                        lines += len(chunk.texts)
                 if not batch:
                     return total
                 try:
@@ -399,7 +412,7 @@ class LogWriter:
                     # The connection dropped after the database had committed
                     # this batch (one COPY: all of it or none), before we heard.
                     connection.close()
-                    if not self._stored(batch[0][0]):
+                    if not self._stored(batch[0].seq):
                         raise
                 record_store_latency(batch)
                 with self._lock:

@@ -12,16 +12,15 @@ import time
 
 import pytest
 from django.utils import timezone
-from hypothesis import HealthCheck
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from deployments import logs
 from deployments.choices import StepStatus
 from deployments.logs import LogWriter
 from deployments.models import Deployment, LogLine, StepRun
 from tests.conftest import env
+from tests.strategies import run_machine
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,7 +130,7 @@ def test_batches_under_random_sequences(release, catalog, users, monkeypatch):
 
     def counted_store(deployment_id, batch):
         real_store(deployment_id, batch)
-        stored.append(sum(len(chunk[4]) for chunk in batch))
+        stored.append(sum(len(chunk.texts) for chunk in batch))
 
     monkeypatch.setattr(LogWriter, "_send", lambda self, event: sent.append(event))
     monkeypatch.setattr(logs, "store_lines", counted_store)
@@ -141,10 +140,4 @@ def test_batches_under_random_sequences(release, catalog, users, monkeypatch):
     monkeypatch.setattr(logs, "STORE_BATCH", STORE_BATCH)
     WriterSequences.world = {"deployment": deployment, "steps": steps, "sent": sent,
                              "stored": stored}  # fmt: skip
-    run_state_machine_as_test(
-        WriterSequences,
-        settings=hypothesis_settings(
-            max_examples=40, stateful_step_count=25, deadline=None, derandomize=True,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        ),
-    )  # fmt: skip
+    run_machine(WriterSequences, examples=40, steps=25)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from deployments.logs import (
     NULL,
+    Chunk,
     chunk_runs,
     copy_rows,
     copy_text,
@@ -69,9 +70,9 @@ def test_copy_rows_escape_and_order_every_line_whatever_its_chunk():
     and a text holding a newline after all still escaped right."""
     stamps = {T1: T1.isoformat(), T2: T2.isoformat()}
     batch = [
-        (1, 7, "Apply", "stdout", ["a\ttab {x} \\N", "cr\rinside"], T1),
-        (3, None, "", "system", ["naïve – 漢字"], T1),
-        (4, 7, "Apply", "stderr", ["two\nlines", ""], T2),
+        Chunk(1, 7, "Apply", "stdout", ["a\ttab {x} \\N", "cr\rinside"], T1),
+        Chunk(3, None, "", "system", ["naïve – 漢字"], T1),
+        Chunk(4, 7, "Apply", "stderr", ["two\nlines", ""], T2),
     ]
     lines = [
         (seq + offset, step, stream, text, at)
@@ -88,17 +89,17 @@ def test_copy_rows_escape_and_order_every_line_whatever_its_chunk():
 
 def test_chunks_of_one_step_stream_and_time_make_one_run_and_keep_their_lines():
     batch = [
-        (1, 7, "Apply", "stdout", ["a", "b"], T1),
-        (3, 7, "Apply", "stdout", ["c"], T1),  # joins the run before
-        (4, 7, "Apply", "stderr", ["d"], T1),  # another stream
-        (5, 7, "Apply", "stderr", ["e"], T2),  # another time
-        (7, 7, "Apply", "stderr", ["g"], T2),  # a hole in the seqs
+        Chunk(1, 7, "Apply", "stdout", ["a", "b"], T1),
+        Chunk(3, 7, "Apply", "stdout", ["c"], T1),  # joins the run before
+        Chunk(4, 7, "Apply", "stderr", ["d"], T1),  # another stream
+        Chunk(5, 7, "Apply", "stderr", ["e"], T2),  # another time
+        Chunk(7, 7, "Apply", "stderr", ["g"], T2),  # a hole in the seqs
     ]
     runs = chunk_runs(batch)
     assert [(run["seq"], run["texts"]) for run in runs] == [
         (1, ["a", "b", "c"]), (4, ["d"]), (5, ["e"]), (7, ["g"]),
     ]  # fmt: skip
-    assert batch[0][4] == ["a", "b"]  # the storer's chunk is left as it was
+    assert batch[0].texts == ["a", "b"]  # the storer's chunk is left as it was
     assert runs == line_runs(
         (seq + offset, step, stream, text, at)
         for seq, _, step, stream, texts, at in batch

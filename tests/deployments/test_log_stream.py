@@ -345,7 +345,7 @@ def test_a_failed_store_is_retried_from_the_same_line(deployment, monkeypatch):
 
     def flaky_store(deployment_id, batch):
         if not failures:
-            failures.append(batch[0][0])
+            failures.append(batch[0].seq)
             raise OperationalError("the database went away")
         real_store(deployment_id, batch)
 

@@ -12,10 +12,8 @@ from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from hypothesis import HealthCheck
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from deployments.choices import Status, StepStatus
 from deployments.models import Deployment, StepRun
@@ -31,6 +29,7 @@ from portal.core import audit
 from portal.core.models import AuditEvent
 from tests.deployments.history import shipped
 from tests.environments.ui import browser
+from tests.strategies import run_machine
 
 
 @pytest.fixture
@@ -369,10 +368,4 @@ def test_kept_timelines_under_random_sequences(deployment, release, users):
         status=StepStatus.RUNNING, started_at=timezone.now(),
     )  # fmt: skip
     KeptTimelineSequences.world = {"deployments": [deployment, other], "user": users["dave"]}
-    run_state_machine_as_test(
-        KeptTimelineSequences,
-        settings=hypothesis_settings(
-            max_examples=25, stateful_step_count=12, deadline=None, derandomize=True,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        ),
-    )  # fmt: skip
+    run_machine(KeptTimelineSequences, examples=25, steps=12)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from deployments.choices import Kind, Status
 from deployments.models import (
@@ -32,6 +32,7 @@ from portal.core.prepared import PreparedQuery, PreparedQueryError, keep_prefetc
 from portal.core.roles import PolicyError
 from tests.compiles import compiled_models
 from tests.conftest import env, image
+from tests.strategies import run_machine
 
 pytestmark = pytest.mark.django_db
 
@@ -337,13 +338,7 @@ def test_the_pages_prepared_queries_answer_as_django_under_random_histories(cata
         "envs": [env(catalog, slug) for slug in ("dev", "staging", "production")],
         "releases": releases, "user": users["alice"], "now": timezone.now(),
     }  # fmt: skip
-    run_state_machine_as_test(
-        PagesQueriesSequences,
-        settings=hypothesis_settings(
-            max_examples=25, stateful_step_count=15, deadline=None, derandomize=True,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        ),
-    )  # fmt: skip
+    run_machine(PagesQueriesSequences, examples=25, steps=15)
 
 
 # -- children kept as prefetched (keep_prefetched, load_artifacts) ---------------
