@@ -65,7 +65,11 @@ def render_engine(engine: dict) -> str:
     row("Terraform plan + apply, median s: CLI / portal", "terraform",
         lambda r: f"{r['cli_seconds_median']['total']} / {r['portal_seconds_median']['total']}",
         "")  # fmt: skip
-    row("Terraform portal / CLI", "terraform", lambda r: r["ratio_portal_cli"], "≤ 1.05", "met")
+    # A no-op apply is context, not a goal: the portal's one extra process
+    # (`show -json`, ~0.1 s) is a quarter of it (docs/PERFORMANCE.md). The
+    # goal is on the run with a rollout, below.
+    row("Terraform portal / CLI, no-op apply", "terraform", lambda r: r["ratio_portal_cli"],
+        "(goal with a rollout)")  # fmt: skip
     row("Terraform portal / CLI with the same commands", "terraform",
         lambda r: r["ratio_portal_cli_same_commands"], "")  # fmt: skip
     row("Terraform with a 3 s rollout, median s: CLI / portal", "terraform_rollout",
