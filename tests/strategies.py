@@ -1,6 +1,8 @@
 """Hypothesis strategies the tests share."""
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
 
 
 def any_text(max_size: int) -> st.SearchStrategy[str]:
@@ -16,9 +18,6 @@ def run_machine(machine, *, examples: int, steps: int) -> None:
     (function-scoped, hence the suppressed health check): derandomized, so a
     failure comes back on the next run, and with no deadline (each step
     touches PostgreSQL)."""
-    from hypothesis import HealthCheck, settings
-    from hypothesis.stateful import run_state_machine_as_test
-
     run_state_machine_as_test(
         machine,
         settings=settings(

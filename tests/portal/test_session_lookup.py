@@ -15,19 +15,17 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from hypothesis import HealthCheck
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
     initialize,
     rule,
-    run_state_machine_as_test,
 )
 
 from portal.core.backends import PasswordBackend, SsoBackend
 from portal.core.sessions import SessionStore
+from tests.strategies import run_machine
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -170,13 +168,7 @@ class Sessions(RuleBasedStateMachine):
 
 
 def test_sessions_in_any_order_load_as_djangos_do():
-    run_state_machine_as_test(
-        Sessions,
-        settings=hypothesis_settings(
-            max_examples=50, stateful_step_count=20, deadline=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture],
-        ),
-    )  # fmt: skip
+    run_machine(Sessions, examples=50, steps=20)
 
 
 def test_a_request_compiles_neither_and_reads_each_once(client, settings, monkeypatch):
