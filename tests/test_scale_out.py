@@ -18,7 +18,6 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from deployments.viewers import group_name
 from environments.live import _publisher, environment_group
 from environments.models import Environment, Step
 from tests.conftest import env, image
+from tests.polling import wait_for
 from tests.servers import web_server, worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -47,15 +47,6 @@ def gated_step(gate: Path, label: str) -> list[str]:
     burst = f"i=1; while [ $i -le {LINES} ]; do echo {label} $i; "
     burst += "[ $((i % 50)) -eq 0 ] && sleep 0.05; i=$((i+1)); done"
     return ["sh", "-c", wait + burst]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(every)
-    return None
 
 
 def session_cookie(user) -> str:

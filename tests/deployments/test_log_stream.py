@@ -26,6 +26,7 @@ from portal.cloud.masking import Masker
 from portal.routing import websocket_urlpatterns
 from tests.conftest import env
 from tests.live import subscribed
+from tests.polling import wait_for
 from tests.sockets import Communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,23 +169,16 @@ def test_a_full_batch_goes_at_once_and_a_part_one_waits_out_the_gap(deployment, 
     writer = LogWriter(deployment.pk)
     try:
         writer.write("first")
-        wait_for(lambda: len(sent) == 1)
+        assert wait_for(lambda: len(sent) == 1, timeout=10)
         for n in range(0, logs.MAX_BATCH - 10, 10):  # a batch all but full: it waits
             writer.write_lines([f"line {n + i}" for i in range(10)])
         time.sleep(0.5)
         assert len(sent) == 1
         writer.write_lines([f"line {n}" for n in range(10)])  # now full: it goes
-        wait_for(lambda: len(sent) == 2)
+        assert wait_for(lambda: len(sent) == 2, timeout=10)
     finally:
         writer.close()  # close() does not wait out the gap
     assert LogLine.objects.filter(deployment=deployment).count() == 1 + logs.MAX_BATCH
-
-
-def wait_for(condition, seconds: float = 10) -> None:
-    give_up_at = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < give_up_at, "not within 10 s"
-        time.sleep(0.01)
 
 
 def test_lines_read_in_one_millisecond_share_one_time_that_never_goes_back(deployment, monkeypatch):

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,6 +31,7 @@ from deployments.models import Deployment, LogLine, Release
 from environments.models import Environment, Step
 from portal.core.models import AuditEvent
 from tests.conftest import env, image
+from tests.polling import wait_for
 from tests.runners.conftest import moto_endpoint, terraform_cli_config  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -52,17 +52,6 @@ def gated_step(gate: Path) -> list[str]:
 def long_step(pidfile: Path) -> list[str]:
     """A step that records its pid (exec: the sleep keeps the shell's pid) and waits."""
     return ["sh", "-c", f"echo $$ > {pidfile}; echo started; exec sleep 120"]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, every: float = 0.1):
-    """Poll until `condition()` is truthy; returns its value, or None on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    return None
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from glob import glob
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import redis
 from django.conf import settings
 
 from portal.cloud.process import RUN_MARKER, processes_with
+from tests.polling import wait_for
 from tests.servers import uvicorn_argv
 
 ROOT = Path(settings.BASE_DIR)
@@ -46,18 +45,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, every: float = 0.1):
-    """Poll until `condition()` is truthy; returns its value, or None on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(every)
 
 
 def record(fault: str, **figures) -> None:

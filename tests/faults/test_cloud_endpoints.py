@@ -21,7 +21,8 @@ from portal.cloud.aws import AWS_MAX_ATTEMPTS
 from portal.cloud.kube import KUBE_RETRIES
 from tests.conftest import env
 from tests.faults.conftest import suite_database_url
-from tests.faults.processes import portal_env, record, wait_for
+from tests.faults.processes import portal_env, record
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 STEP_TIMEOUT = 300  # the step's own limit, which the failure must come well before

@@ -26,7 +26,8 @@ from environments.models import Step
 from portal.core import tokens
 from portal.core.models import AuditEvent
 from tests.conftest import env
-from tests.faults.processes import PYTHON, ROOT, portal_env, record, wait_for
+from tests.faults.processes import PYTHON, ROOT, portal_env, record
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 DOWN_SECONDS = 5  # the fault itself: how long the database stays stopped

@@ -24,7 +24,8 @@ from portal.core.models import AuditEvent
 from tests.conftest import env
 from tests.deployments.test_jobs_run_once import MODULE
 from tests.faults.conftest import suite_database_url
-from tests.faults.processes import portal_env, record, wait_for
+from tests.faults.processes import portal_env, record
+from tests.polling import wait_for
 from tests.runners.conftest import terraform_cli_config  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -23,8 +23,9 @@ from deployments.models import Deployment, LogLine, Release
 from environments.models import Step
 from tests.conftest import env, image
 from tests.faults.conftest import suite_database_url
-from tests.faults.processes import portal_env, record, wait_for
+from tests.faults.processes import portal_env, record
 from tests.faults.viewers import LogViewer, session_cookie
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 OUTAGE_SECONDS = 30  # the fault itself: how long Redis stays stopped

@@ -16,8 +16,9 @@ from deployments.models import Deployment
 from portal.core.models import AuditEvent
 from tests.conftest import env
 from tests.faults.conftest import suite_database_url
-from tests.faults.processes import portal_env, record, wait_for
+from tests.faults.processes import portal_env, record
 from tests.faults.test_redis_down_on_request import terraform_process
+from tests.polling import wait_for
 from tests.runners.conftest import terraform_cli_config  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

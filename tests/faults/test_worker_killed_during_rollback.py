@@ -22,7 +22,8 @@ from portal.core.models import AuditEvent
 from tests.conftest import env, image
 from tests.deployments.test_worker_processes import long_step, read_pid
 from tests.faults.conftest import suite_database_url
-from tests.faults.processes import portal_env, record, wait_for
+from tests.faults.processes import portal_env, record
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 FAILS_WITHIN = 60  # the stalled-run check: a heartbeat older than 20 s, checked every 10 s

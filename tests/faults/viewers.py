@@ -11,7 +11,8 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.faults.processes import Portal, wait_for
+from tests.faults.processes import Portal
+from tests.polling import wait_for
 
 
 def session_cookie(user) -> str:
